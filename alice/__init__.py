@@ -1,0 +1,14 @@
+"""Alice: proactive weak-to-strong generalization (arXiv 2504.07316), as a small research library.
+
+Every fact the stage scripts share lives once in this package:
+
+- ``registry``   model family + size -> hub id (or any hub id / local folder)
+- ``data``       dataset loading (Hub or a local folder) and the paper's splits, with stable ids
+- ``paths``      every file under ``data/`` and ``model_outputs/``, named as the paper names them
+- ``prompts``    every prompt template of the paper
+- ``grading``    answer extraction and one grader per dataset
+- ``jsonl``      atomic, resumable JSONL files
+- ``cli``        the flags the stage scripts share
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,75 @@
+"""The flags the stage scripts share, and a clean exit for errors a user can cause."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+from . import data as data_mod
+from . import registry
+
+ROLES = ("teacher", "student", "midlevel")
+FAMILY_CHOICES = tuple(registry.FAMILIES) + ("custom",)
+
+
+def parser(description: str, roles: tuple[str, ...] = ROLES) -> argparse.ArgumentParser:
+    """An ArgumentParser with --data, --model, the given model roles, --data-dir and --root."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, choices=tuple(data_mod.DATASETS), help="dataset")
+    p.add_argument(
+        "--model",
+        required=True,
+        choices=FAMILY_CHOICES,
+        help="model family; 'custom' when every role is given as a hub id or local folder",
+    )
+    helps = {
+        "teacher": "teacher size (e.g. 1.5B), or a hub id / local folder",
+        "student": "student size (e.g. 7B), or a hub id / local folder",
+        "midlevel": "mid-level size for cascade Alice, or a hub id / local folder",
+    }
+    for role in roles:
+        p.add_argument(f"--{role}", default=None, help=helps[role])
+    p.add_argument("--data-dir", default=None, help=f"local data folder (layout of shared/offline/data); default ${data_mod.DATA_DIR_ENV}, else the Hub")
+    p.add_argument("--root", default=None, help="folder holding data/ and model_outputs/ (default $ALICE_ROOT, else .)")
+    return p
+
+
+def resolve(p: argparse.ArgumentParser, args: argparse.Namespace, role: str, required: bool = True) -> str | None:
+    """The hub id / folder of ``role`` (checked: unknown family/size is a parser error listing the choices)."""
+    size = getattr(args, role, None)
+    if size is None:
+        if required:
+            p.error(f"--{role} is required here")
+        return None
+    try:
+        return registry.resolve_model(args.model, size)
+    except registry.RegistryError as e:
+        p.error(f"--{role}: {e}")
+
+
+def add_generation_args(p: argparse.ArgumentParser) -> None:
+    """Backend flags of the generation layer (see ``alice.generation``)."""
+    g = p.add_argument_group("generation")
+    g.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"), help="vllm when installed with a GPU, else hf")
+    g.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallel size")
+    g.add_argument("--gpu-memory-utilization", type=float, default=0.6, help="vLLM GPU memory fraction")
+    g.add_argument("--batch-size", type=int, default=None, help="hf backend: prompts per generate() call")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens (paper: 4096)")
+    g.add_argument("--limit", type=int, default=None, help="only the first N questions (quick runs)")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def main_guard(fn):
+    """Run ``fn``; errors a user can cause print one line and exit 2 instead of a traceback."""
+    from .jsonl import JsonlError, MissingInputError
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except (MissingInputError, JsonlError, data_mod.DataError, registry.RegistryError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

@@ -1,0 +1,139 @@
+"""JSONL files that are written atomically and let a stage resume.
+
+- ``read_jsonl``: rows of a file; a malformed line is an error naming the file and line.
+- ``write_jsonl``: write to a temporary file in the same folder, then rename (readers never see half a file).
+- ``Progress``: a stage's work in progress. Rows are appended (and flushed) to ``<final>.partial`` as they
+  are made; a rerun reads them back and skips their keys; ``finish`` writes the final file atomically and
+  removes the partial one. A finished stage is one whose final file exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+
+class JsonlError(ValueError):
+    pass
+
+
+class MissingInputError(FileNotFoundError):
+    """A prior stage's file is missing; the message names the command that makes it."""
+
+
+def require(path: str | os.PathLike, made_by: str) -> Path:
+    """``path`` if it exists, else a ``MissingInputError`` that says which command makes it."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingInputError(f"missing {p}: run `{made_by}` first")
+    return p
+
+
+def read_jsonl(path: str | os.PathLike, made_by: str | None = None) -> list[dict]:
+    p = Path(path)
+    if made_by is not None:
+        require(p, made_by)
+    rows = []
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise JsonlError(
+                    f"{p}, line {n}: not valid JSON ({e.msg}); delete the file (or that line) and rerun the stage that makes it"
+                ) from None
+            if not isinstance(row, dict):
+                raise JsonlError(f"{p}, line {n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, p)
+    return p
+
+
+class Progress:
+    """Resumable output of one stage, keyed by ``key(row)`` (default: the row's ``id``)."""
+
+    def __init__(self, final_path: str | os.PathLike, key: Callable[[dict], object] = lambda r: r["id"]):
+        self.final = Path(final_path)
+        self.partial = self.final.with_name(self.final.name + ".partial")
+        self.key = key
+        self.rows: dict = {}
+        if self.partial.exists():
+            self._load_partial()
+
+    @property
+    def finished(self) -> bool:
+        return self.final.exists()
+
+    def _load_partial(self) -> None:
+        with open(self.partial, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the half-written last line of a killed run
+            self.rows[self.key(row)] = row
+
+    def done(self, key) -> bool:
+        return key in self.rows
+
+    def add(self, rows: Iterable[dict]) -> None:
+        rows = [r for r in rows if self.key(r) not in self.rows]
+        if not rows:
+            return
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.partial, "a", encoding="utf-8") as f:
+            # a killed run may have left a half line without its newline: start on a fresh line
+            if f.tell() > 0:
+                with open(self.partial, "rb") as r:
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":
+                        f.write("\n")
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                self.rows[self.key(row)] = row
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self, order: Iterable | None = None) -> list[dict]:
+        """Write the final file (rows in ``order`` of keys when given) and drop the partial file."""
+        rows = [self.rows[k] for k in order if k in self.rows] if order is not None else list(self.rows.values())
+        write_jsonl(self.final, rows)
+        if self.partial.exists():
+            self.partial.unlink()
+        return rows

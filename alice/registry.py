@@ -1,0 +1,78 @@
+"""Model registry: ``--model <family> --teacher <size>`` -> a Hugging Face hub id.
+
+Any role (teacher, student, mid-level, summarizer) may instead name a hub id (``org/name``) or a local
+folder; it is then used as is. ``model_tag`` turns either form into the short name used in file paths
+(``qwen2.5_1.5B`` style names come from the size; custom ids from a slug of the id).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+# family -> size -> hub id. The paper's settings are qwen2.5 (1.5B/3B teach 3B/7B) and
+# llama3 (1B/3B teach 3B/8B); the others are small families useful on modest hardware.
+FAMILIES: dict[str, dict[str, str]] = {
+    "qwen2.5": {s: f"Qwen/Qwen2.5-{s}-Instruct" for s in ("0.5B", "1.5B", "3B", "7B", "14B", "32B", "72B")},
+    "llama3": {
+        "1B": "meta-llama/Llama-3.2-1B-Instruct",
+        "3B": "meta-llama/Llama-3.2-3B-Instruct",
+        "8B": "meta-llama/Llama-3.1-8B-Instruct",
+        "70B": "meta-llama/Llama-3.1-70B-Instruct",
+    },
+    "qwen2.5-coder": {s: f"Qwen/Qwen2.5-Coder-{s}-Instruct" for s in ("0.5B", "1.5B", "3B", "7B")},
+    "smollm2": {s: f"HuggingFaceTB/SmolLM2-{s}-Instruct" for s in ("135M", "360M", "1.7B")},
+}
+
+# The paper's helper LLM that writes uncertainty statements. The seed README asks users to place it in
+# ./Meta-Llama-3-70B-Instruct; that folder is preferred when present.
+SUMMARIZER_HUB_ID = "meta-llama/Meta-Llama-3-70B-Instruct"
+SUMMARIZER_LOCAL_DIR = "./Meta-Llama-3-70B-Instruct"
+
+
+class RegistryError(ValueError):
+    """An unknown family or size; the message lists the valid choices."""
+
+
+def is_custom_id(name: str) -> bool:
+    """True when ``name`` is a hub id (``org/name``) or an existing local folder, not a registry size."""
+    return "/" in name or os.path.isdir(name)
+
+
+def resolve_model(family: str, size: str) -> str:
+    """Map ``family`` + ``size`` to a hub id; a hub id or local folder passed as ``size`` is returned as is."""
+    if size is None:
+        raise RegistryError(f"no model size given for family {family!r}")
+    if is_custom_id(size):
+        return size
+    if family not in FAMILIES:
+        raise RegistryError(
+            f"unknown model family {family!r}; choose from {', '.join(sorted(FAMILIES))} "
+            "(or pass a hub id / local folder as the size)"
+        )
+    sizes = FAMILIES[family]
+    if size not in sizes:
+        raise RegistryError(
+            f"unknown size {size!r} for family {family!r}; choose from {', '.join(sizes)} "
+            "(or pass a hub id / local folder)"
+        )
+    return sizes[size]
+
+
+def model_tag(size: str) -> str:
+    """The short name of a model in file names: the size itself, or a filesystem-safe slug of a custom id."""
+    if not is_custom_id(size):
+        return size
+    name = size.rstrip("/")
+    if os.path.isdir(name):
+        name = os.path.basename(os.path.abspath(name))
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name)
+
+
+def resolve_summarizer(name: str | None = None) -> str:
+    """The summarizer LLM: ``name`` when given, else ./Meta-Llama-3-70B-Instruct when present, else the hub id."""
+    if name:
+        return name
+    if os.path.isdir(SUMMARIZER_LOCAL_DIR):
+        return SUMMARIZER_LOCAL_DIR
+    return SUMMARIZER_HUB_ID

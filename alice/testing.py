@@ -1,0 +1,108 @@
+"""Tiny randomly initialised models for tests and demos: no download needed.
+
+``build_tiny_models(folder)`` writes a byte-level BPE tokenizer with a ChatML chat template and three
+causal LMs that share it (two Qwen2 sizes, one Llama), each saved with ``save_pretrained`` so that any
+code taking a hub id accepts their folders. Heads are 32 wide (vLLM's CPU kernels need 32, 64, 80, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "Natalia sold 48/2 = 24 clips in May. Natalia sold 48+24 = 72 clips altogether in April and May. #### 72",
+    "The answer is 42. My choice is A. My choice is B. My choice is C. My choice is D.",
+    "Question: Which planet is closest to the sun? Answer: Mercury is the closest planet to the sun.",
+    "Let x be the cost of the pencil. The total cost is $6. 2x = 6, so x = 3. #### 3",
+    "I am uncertain about the correct answer. There is a probability that the answer is Paris.",
+    "0 1 2 3 4 5 6 7 8 9 10 100 1000 , . ; : ! ? ( ) [ ] { } + - * / = < > $ % # @ & ' \"",
+    "Here is the question: Here is your original answer: Here is another model's answer:",
+]
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def build_tokenizer(folder: str | Path):
+    """A small byte-level BPE tokenizer (every string encodes) with a ChatML template; saved to ``folder``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=2048,
+    )
+    fast.padding_side = "left"
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def _save_model(config, tokenizer, folder: Path, seed: int) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def build_tiny_models(folder: str | Path) -> dict[str, Path]:
+    """Build (once) and return ``{'qwen_small', 'qwen_large', 'llama', 'tokenizer'}`` folders under ``folder``."""
+    from transformers import AutoTokenizer, LlamaConfig, Qwen2Config
+
+    root = Path(folder)
+    out = {name: root / name for name in ("tokenizer", "qwen_small", "qwen_large", "llama")}
+    marker = root / "fixtures.json"
+    if marker.exists():
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(out["tokenizer"])
+    tok = AutoTokenizer.from_pretrained(str(out["tokenizer"]))
+    common = dict(
+        vocab_size=len(tok),
+        max_position_embeddings=2048,
+        bos_token_id=None,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+    )
+    qs = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, tie_word_embeddings=True, **common)
+    ql = Qwen2Config(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+                     num_key_value_heads=2, tie_word_embeddings=True, **common)
+    ll = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, tie_word_embeddings=False, **common)
+    _save_model(qs, tok, out["qwen_small"], seed=1)
+    _save_model(ql, tok, out["qwen_large"], seed=2)
+    _save_model(ll, tok, out["llama"], seed=3)
+    marker.write_text(json.dumps({k: str(v) for k, v in out.items()}))
+    return out
