@@ -66,9 +66,12 @@ def main_guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
+        from .generation import GenerationError
+        from .sft import SFTError
+
         try:
             return fn(*a, **kw)
-        except (MissingInputError, JsonlError, data_mod.DataError, registry.RegistryError) as e:
+        except (MissingInputError, JsonlError, data_mod.DataError, registry.RegistryError, GenerationError, SFTError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 

@@ -1,0 +1,94 @@
+"""Original W2S baseline, step 1: a trained teacher labels the W2S questions (the student trains on the labels).
+
+    python W2SG_pipeline/original/original_weak_to_strong.py --model llama3 --data arc_challenge --teacher 1B --type cot
+
+--type qa|cot     the stage-1 teacher trained on answers only (qa) or on CoT (cot) labels the W2S part
+                  -> data/original/<model>_<teacher>_<data>_<type>teacher.jsonl
+--type cascade_1  the cot teacher labels the first half of the W2S part (hop 1: teacher -> mid-level)
+                  -> data/original_cascade/<data>/<model>_<teacher>_<data>.jsonl
+--type cascade_2  the mid-level model trained on the cascade_1 labels (needs --midlevel) labels the second half
+                  -> data/original_cascade/<data>/<model>_<midlevel>_<data>.jsonl
+Rows: {id, question, answer}. Sampling as the seed: temperature 0.6, top_p 0.95.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from alice import cli, prompts  # noqa: E402
+from alice import data as data_mod  # noqa: E402
+from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args  # noqa: E402
+from alice.evaluate import require_trained  # noqa: E402
+from alice.jsonl import read_jsonl, write_jsonl  # noqa: E402
+from alice.paths import Layout  # noqa: E402
+
+TEMPERATURE, TOP_P = 0.6, 0.95
+TYPES = ("qa", "cot", "cascade_1", "cascade_2")
+
+
+def build_parser():
+    p = cli.parser("Label the W2S questions with a trained teacher (original W2S baseline).",
+                   roles=("teacher", "midlevel"))
+    p.add_argument("--type", required=True, choices=TYPES, help="which teacher labels which questions")
+    cli.add_generation_args(p)
+    return p
+
+
+def plan(layout: Layout, model: str, data: str, teacher: str, type_: str, midlevel: str | None):
+    """(labelling model folder, the command that trains it, subset name, output file) for ``--type``."""
+    sft = f"python training/SFT.py --model {model} --data {data}"
+    cot_cmd = f"{sft} --teacher {teacher} --method ours-wts-stage1 --ours-wts-type singleturn"
+    if type_ == "qa":
+        return (layout.teacher_model(model, teacher, data, "qa"),
+                f"{sft} --teacher {teacher} --method original-wts-stage1 --original-wts-type qa",
+                "w2s_part", layout.original_labels(model, teacher, data, "qa"))
+    if type_ == "cot":
+        return (layout.teacher_model(model, teacher, data, "cot"), cot_cmd, "w2s_part",
+                layout.original_labels(model, teacher, data, "cot"))
+    if type_ == "cascade_1":
+        return (layout.teacher_model(model, teacher, data, "cot"), cot_cmd, "cascade_first",
+                layout.original_cascade_labels(model, teacher, data))
+    # cascade_2: the mid-level model trained on the cascade_1 labels labels the second half
+    return (layout.original_student_model(model, teacher, midlevel, data, "cascade"),
+            f"{sft} --teacher {teacher} --student {midlevel} --method original-wts-stage2 --original-wts-type cascade",
+            "cascade_second", layout.original_cascade_labels(model, midlevel, data))
+
+
+@cli.main_guard
+def main(argv=None) -> list[dict]:
+    p = build_parser()
+    args = p.parse_args(argv)
+    cli.resolve(p, args, "teacher")
+    if args.type == "cascade_2":
+        cli.resolve(p, args, "midlevel")
+    layout = Layout.default(args.root)
+    labeler, made_by, subset, out = plan(layout, args.model, args.data, args.teacher, args.type, args.midlevel)
+    if out.exists():
+        rows = read_jsonl(out)
+        print(f"already done: {len(rows)} labels -> {out}")
+        return rows
+    require_trained(labeler, made_by)
+
+    rows = data_mod.load_subset(args.data, subset, args.data_dir)
+    if args.limit:
+        rows = rows[: args.limit]
+    items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
+    gen = Generator.from_args(str(labeler), args, p)
+    try:
+        texts = generate_resumable(gen, items, sampling_from_args(args, TEMPERATURE, TOP_P), out,
+                                   desc=f"label {args.data} ({args.type})")
+    finally:
+        gen.close()
+    labels = [{"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0]} for r in rows]
+    write_jsonl(out, labels)
+    clear_resumable(out)
+    limit = f" (--limit {args.limit})" if args.limit else ""
+    print(f"labelled {len(labels)} {subset} questions with {labeler}{limit} -> {out}")
+    return labels
+
+
+if __name__ == "__main__":
+    main()

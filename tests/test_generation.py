@@ -1,0 +1,155 @@
+"""The generation layer on the hf backend with tiny fixture models (the vLLM path: test_vllm_backend.py)."""
+
+import json
+
+import pytest
+import torch
+
+from alice import generation
+from alice.generation import Generator, Sampling, cache_path, clear_resumable, generate_resumable, stop_token_ids
+
+
+@pytest.fixture(scope="module")
+def spiky(tiny_models, tmp_path_factory):
+    """The small fixture model with larger random weights: diverse (not all-newline) greedy text with clear margins."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src, out = str(tiny_models["qwen_small"]), tmp_path_factory.mktemp("spiky") / "model"
+    model = AutoModelForCausalLM.from_pretrained(src)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.15)
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(src).save_pretrained(str(out))
+    return str(out)
+
+
+def convs(k=6):
+    return [[{"role": "user", "content": f"What is {i} + {3 * i}? Natalia sold clips. " * (1 + i % 3)}] for i in range(k)]
+
+
+def test_backend_resolution(monkeypatch):
+    monkeypatch.setattr(generation, "_cuda_available", lambda: False)
+    assert generation.resolve_backend("auto") == "hf"
+    assert generation.resolve_backend("hf") == "hf"
+    monkeypatch.setattr(generation, "_cuda_available", lambda: True)
+    monkeypatch.setattr(generation, "vllm_available", lambda: True)
+    assert generation.resolve_backend("auto") == "vllm"
+    monkeypatch.setattr(generation, "vllm_available", lambda: False)
+    assert generation.resolve_backend("auto") == "hf"
+    with pytest.raises(generation.GenerationError, match="--backend hf"):
+        generation.resolve_backend("vllm")
+    with pytest.raises(generation.GenerationError):
+        generation.resolve_backend("tgi")
+
+
+def test_from_args_and_lazy_load(spiky):
+    import argparse
+
+    from alice.cli import add_generation_args
+
+    p = argparse.ArgumentParser()
+    add_generation_args(p)
+    g = Generator.from_args(spiky, p.parse_args(["--backend", "hf", "--batch-size", "3"]))
+    assert (g.backend, g.batch_size, g.loaded) == ("hf", 3, False)
+    assert generation.sampling_from_args(p.parse_args(["--max-new-tokens", "7"]), temperature=0.7).max_new_tokens == 7
+
+
+def test_stop_tokens(tiny_models):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_models["qwen_small"]))
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    ids = stop_token_ids(tok, GenerationConfig(eos_token_id=[im_end, tok.pad_token_id]))
+    assert ids == [im_end, tok.pad_token_id]
+
+
+def test_greedy_is_batch_independent_and_ordered(spiky):
+    s = Sampling(max_new_tokens=12)
+    a = Generator(spiky, backend="hf", batch_size=4).generate(convs(), s)
+    b = Generator(spiky, backend="hf", batch_size=1).generate(convs()[::-1], s)[::-1]
+    assert a == b
+    assert all(len(x) == 1 and x[0] for x in a)
+    assert len({x[0] for x in a}) > 1  # different prompts, different texts: order is kept, not shuffled
+
+
+def test_sampling_n_seeded_and_capped(spiky, monkeypatch):
+    lengths = []
+    until_stop = generation._until_stop
+    monkeypatch.setattr(generation, "_until_stop", lambda ids, stop: lengths.append(len(until_stop(ids, stop))) or until_stop(ids, stop))
+    g = Generator(spiky, backend="hf", batch_size=5)
+    s = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=10, n=3, seed=1)
+    a = g.generate(convs(3), s)
+    assert [len(x) for x in a] == [3, 3, 3]
+    assert g.generate(convs(3), s) == a  # seeded
+    assert len(set(a[0])) > 1  # samples differ
+    assert len(lengths) == 18 and max(lengths) <= 10  # max_new_tokens holds
+    assert g.generate(convs(3), Sampling(temperature=1.0, max_new_tokens=10, n=3, seed=2)) != a
+    g.close()
+    assert not g.loaded
+
+
+def test_stops_at_end_of_turn(spiky, monkeypatch):
+    """Generation stops at any stop token, which is not part of the returned text."""
+    seen = []
+    until_stop = generation._until_stop
+    monkeypatch.setattr(generation, "_until_stop", lambda ids, stop: seen.append(until_stop(ids, stop)) or until_stop(ids, stop))
+    g = Generator(spiky, backend="hf")
+    conv = convs(1)
+    g.generate(conv, Sampling(max_new_tokens=12))
+    ids = seen[-1]
+    j = next(j for j in range(1, len(ids)) if ids[j] not in ids[:j])  # a token that first appears at position j
+    g._stop = g._stop + [ids[j]]
+    assert g.generate(conv, Sampling(max_new_tokens=12)) == [[g.tokenizer().decode(ids[:j], skip_special_tokens=True)]]
+    assert seen[-1] == ids[: j + 1]
+
+
+class Boom(Generator):
+    def generate(self, *a, **kw):
+        raise AssertionError("nothing should be generated")
+
+
+def test_generate_resumable(spiky, tmp_path):
+    items = [{"id": f"q{i}", "messages": m} for i, m in enumerate(convs(5))]
+    out = tmp_path / "stage.jsonl"
+    s = Sampling(temperature=0.8, max_new_tokens=8, n=2)
+    g = Generator(spiky, backend="hf", batch_size=4)
+    first = generate_resumable(g, items, s, out, chunk_size=2)
+    assert list(first) == [it["id"] for it in items] and all(len(v) == 2 for v in first.values())
+    partial = cache_path(out).with_name(cache_path(out).name + ".partial")
+    rows = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert len(rows) == 10 and {(r["id"], r["k"]) for r in rows} == {(f"q{i}", k) for i in range(5) for k in range(2)}
+
+    # all done: nothing is generated, the model is never loaded
+    lazy = Boom(spiky, backend="hf")
+    assert generate_resumable(lazy, items, s, out) == first and not lazy.loaded
+
+    # a killed run: the last 3 rows lost, the one before half written -> only the missing ones are made
+    lines = partial.read_text().splitlines()
+    partial.write_text("\n".join(lines[:6]) + "\n" + lines[6][:15])
+    calls = []
+
+    class Counting(Generator):
+        def generate(self, conversations, sampling, desc="generating"):
+            calls.append(len(conversations))
+            return super().generate(conversations, sampling, desc)
+
+    again = generate_resumable(Counting(spiky, backend="hf"), items, s, out, chunk_size=64)
+    assert calls == [2]  # q3 and q4
+    assert {k: v for k, v in again.items() if k in ("q0", "q1", "q2")} == {k: first[k] for k in ("q0", "q1", "q2")}
+    keys = []
+    for line in partial.read_text().splitlines():
+        try:
+            keys.append((json.loads(line)["id"], json.loads(line)["k"]))
+        except json.JSONDecodeError:
+            assert line == lines[6][:15]  # the half line of the killed run, skipped
+    assert len(keys) == len(set(keys)) == 10  # nothing duplicated
+
+    # other sampling settings are generated anew, not read from the checkpoint
+    calls.clear()
+    generate_resumable(Counting(spiky, backend="hf"), items[:2], Sampling(max_new_tokens=8), out)
+    assert calls == [2]
+    clear_resumable(out)
+    assert not partial.exists()

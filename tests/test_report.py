@@ -1,0 +1,74 @@
+"""report.py: summaries -> table with PGR and CIs, JSON, markdown and a PNG; missing rows are shown as missing."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from alice import report
+from alice.evaluate import summarize
+from alice.jsonl import write_json, write_jsonl
+from alice.paths import Layout, eval_run_name
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("report_cli", os.path.join(REPO, "report.py"))
+report_cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report_cli)
+
+
+def put(L, run, k, n=20, data="gsm8k"):
+    """A summary + predictions for ``run`` with the first ``k`` of ``n`` questions correct."""
+    preds = [{"id": f"q{i}", "correct": i < k, "parsed": True} for i in range(n)]
+    pred_path = L.eval_predictions(data, run)
+    write_jsonl(pred_path, preds)
+    s = summarize(preds)
+    s.update(model=f"/models/{run}", predictions=str(pred_path), settings={"limit": None})
+    write_json(L.eval_summary(data, run), s)
+
+
+def test_pgr_and_missing_rows(tmp_path, capsys):
+    L = Layout(tmp_path)
+    put(L, eval_run_name("qwen2.5", "1.5B", "base"), 8)  # weak 0.40
+    put(L, eval_run_name("qwen2.5", "7B", "base"), 16)  # strong 0.80
+    put(L, eval_run_name("qwen2.5", "7B", "original-wts", "1.5B", original_wts_type="qa"), 10)  # PGR 0.25
+    put(L, eval_run_name("qwen2.5", "7B", "ours-wts", "1.5B", ours_wts_type="singleturn"), 14)  # PGR 0.75
+    put(L, eval_run_name("qwen2.5", "7B", "naive"), 12)
+    rep = report_cli.main(["--model", "qwen2.5", "--data", "gsm8k", "--teacher", "1.5B", "--student", "7B", "--root", str(tmp_path)])
+    rows = {r["key"]: r for r in rep["rows"]}
+    assert rows["original_qa"]["pgr"] == pytest.approx(0.25) and rows["alice"]["pgr"] == pytest.approx(0.75)
+    lo, hi = rows["alice"]["pgr_ci95"]
+    assert lo < 0.75 < hi and rows["alice"]["pgr_ci_method"] == "paired bootstrap"
+    assert rows["original_cot"]["missing"] and rows["naive_weak"]["missing"] and not rows["naive_strong"]["missing"]
+    assert rows["alice_cascade"]["note"] == "needs --midlevel"
+    assert "pgr" not in rows["strong"]
+    out = capsys.readouterr().out
+    assert "original W2S, cot teacher" in out and "missing" in out and "0.250" in out
+
+    base = L.report("qwen2.5", "1.5B", "7B", "gsm8k", "")
+    saved = json.load(open(f"{base}.json"))
+    assert saved["rows"] == json.loads(json.dumps(rep["rows"]))
+    md = open(f"{base}.md").read()
+    assert md.count("\n|") >= 10 and "| Alice | 0.700 |" in md
+    assert open(f"{base}.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cascade_rows_with_midlevel_and_no_weak(tmp_path):
+    L = Layout(tmp_path)
+    put(L, eval_run_name("qwen2.5", "7B", "ours-wts", "3B", ours_wts_type="cascade"), 5)
+    rep = report.build(L, "qwen2.5", "1.5B", "7B", "gsm8k", midlevel="3B")
+    rows = {r["key"]: r for r in rep["rows"]}
+    assert rows["alice_cascade"]["accuracy"] == 0.25 and rows["alice_cascade"]["pgr_note"] == "needs weak and strong"
+    assert "(via 3B)" in rows["alice_cascade"]["label"]
+    report.write(L, rep)  # a table with gaps still renders
+    assert L.report("qwen2.5", "1.5B", "7B", "gsm8k", ".png").exists()
+
+
+def test_binomial_ci_without_predictions():
+    ci, how = report.pgr_ci({"n": 100, "accuracy": 0.6}, {"n": 100, "accuracy": 0.4}, {"n": 100, "accuracy": 0.8})
+    assert how == "binomial bootstrap" and ci[0] < 0.5 < ci[1]
+
+
+def test_nothing_evaluated_is_not_an_error(tmp_path, capsys):
+    rep = report_cli.main(["--model", "qwen2.5", "--data", "gsm8k", "--teacher", "1.5B", "--student", "7B", "--root", str(tmp_path)])
+    assert all(r["missing"] for r in rep["rows"])
