@@ -8,6 +8,7 @@ code taking a hub id accepts their folders. Heads are 32 wide (vLLM's CPU kernel
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 CHATML_TEMPLATE = (
@@ -106,3 +107,26 @@ def build_tiny_models(folder: str | Path) -> dict[str, Path]:
     _save_model(ll, tok, out["llama"], seed=3)
     marker.write_text(json.dumps({k: str(v) for k, v in out.items()}))
     return out
+
+
+def build_controlled_model(src, dst, words=(" Paris", " Mercury"), p_eos=0.5) -> Path:
+    """The tiny llama fixture rewired so that every step samples one of ``words`` or end-of-turn with fixed
+    probabilities, whatever the prompt: short answers that repeat, so some questions get one cluster and some
+    several (a random tiny model's answers never repeat)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src)
+    m = AutoModelForCausalLM.from_pretrained(src)
+    with torch.no_grad():
+        m.model.embed_tokens.weight[:, 0] = 1000.0  # a constant direction dominates the residual stream
+        m.model.norm.weight.zero_()
+        m.model.norm.weight[0] = 1.0  # the final hidden state is ~(sqrt(hidden), 0, ..., 0) for every input
+        m.lm_head.weight.zero_()
+        scale, base = math.sqrt(m.config.hidden_size), 20.0
+        for w in words:
+            m.lm_head.weight[tok.convert_tokens_to_ids(tok.tokenize(w))[0], 0] = (base + math.log((1 - p_eos) / len(words))) / scale
+        m.lm_head.weight[tok.convert_tokens_to_ids("<|im_end|>"), 0] = (base + math.log(p_eos)) / scale
+    m.save_pretrained(dst)
+    tok.save_pretrained(dst)
+    return dst

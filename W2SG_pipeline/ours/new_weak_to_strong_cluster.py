@@ -1,0 +1,35 @@
+"""Alice step 4a: the trained teacher (cascade: the trained mid-level model) samples N answers per question of
+its W2S part and they are clustered -> data/ours[_cascade_halfhalf]/<data>/*_sampled_clustered.jsonl
+
+    python W2SG_pipeline/ours/new_weak_to_strong_cluster.py --data hotpotqa --model qwen2.5 --teacher 3B --student 7B --method singleturn
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from alice import cli  # noqa: E402
+from alice.alice_stages import DEFAULT_NUM_SAMPLES, Setting, run_cluster, stage_parser  # noqa: E402
+from alice.clustering import DEFAULT_EMBEDDING_MODEL, DEFAULT_THRESHOLD, INSTRUCTION_MODES  # noqa: E402
+
+
+@cli.main_guard
+def main(argv=None):
+    p = stage_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES, help="answers sampled per question")
+    p.add_argument("--embedding-model", default=DEFAULT_EMBEDDING_MODEL,
+                   help="sentence-transformers model for hotpotqa/triviaqa (paper: hkunlp/instructor-large)")
+    p.add_argument("--embedding-instruction", default="auto", choices=INSTRUCTION_MODES,
+                   help="prefix the paper's embedding instruction (auto: only for instructor models)")
+    p.add_argument("--similarity-threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="cosine similarity above which two answers are the same")
+    args = p.parse_args(argv)
+    if args.num_samples < 2:
+        p.error("--num-samples must be at least 2 (a cluster needs two answers)")
+    run_cluster(Setting.from_args(p, args), args, num_samples=args.num_samples, threshold=args.similarity_threshold,
+                embedding_model=args.embedding_model, embedding_instruction=args.embedding_instruction)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Alice step 4d: the student writes its final answer from its own answer, the teacher's and the uncertainty
+('new' rows); with the 'original' rows they make the student's training file *_to_*.jsonl
+
+    python W2SG_pipeline/ours/new_weak_to_strong_final.py --data hotpotqa --model qwen2.5 --teacher 3B --student 7B --method singleturn
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from alice import cli  # noqa: E402
+from alice.alice_stages import Setting, run_final, stage_parser  # noqa: E402
+
+
+@cli.main_guard
+def main(argv=None):
+    p = stage_parser(__doc__.split("\n\n")[0])
+    args = p.parse_args(argv)
+    run_final(Setting.from_args(p, args), args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Alice step 4b: questions with one cluster keep the teacher's answer ('original' rows); for the others the
+summarizer LLM states the teacher's uncertainty -> *_uncertainty.jsonl
+
+    python W2SG_pipeline/ours/new_weak_to_strong_uncertainty.py --data hotpotqa --model qwen2.5 --teacher 3B --student 7B --method singleturn
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from alice import cli  # noqa: E402
+from alice.alice_stages import Setting, run_uncertainty, stage_parser  # noqa: E402
+from alice.registry import SUMMARIZER_HUB_ID, SUMMARIZER_LOCAL_DIR  # noqa: E402
+
+
+@cli.main_guard
+def main(argv=None):
+    p = stage_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--summarizer-model", default=None,
+                   help=f"LLM that writes the uncertainty statements (default {SUMMARIZER_LOCAL_DIR} when present, "
+                        f"else {SUMMARIZER_HUB_ID})")
+    args = p.parse_args(argv)
+    run_uncertainty(Setting.from_args(p, args), args, summarizer=args.summarizer_model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Alice step 4c: the untrained student answers each uncertain question zero-shot -> *_zeroshot.jsonl
+
+    python W2SG_pipeline/ours/new_weak_to_strong_zeroshot.py --data hotpotqa --model qwen2.5 --teacher 3B --student 7B --method singleturn
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from alice import cli  # noqa: E402
+from alice.alice_stages import Setting, run_zeroshot, stage_parser  # noqa: E402
+
+
+@cli.main_guard
+def main(argv=None):
+    p = stage_parser(__doc__.split("\n\n")[0])
+    args = p.parse_args(argv)
+    run_zeroshot(Setting.from_args(p, args), args)
+
+
+if __name__ == "__main__":
+    main()

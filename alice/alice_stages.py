@@ -1,0 +1,336 @@
+"""The four stages of Alice (the paper's step 4); ``W2SG_pipeline/ours/new_weak_to_strong_*.py`` are their front doors.
+
+    cluster      the trained teacher (cascade: the trained mid-level model) samples N answers per question;
+                 they are clustered (``alice.clustering``)              -> *_sampled_clustered.jsonl
+    uncertainty  one cluster: the answer is kept as is ('original' rows -> *_to_*.original.jsonl);
+                 several: the summarizer LLM states the teacher's uncertainty -> *_uncertainty.jsonl
+    zeroshot     the (untrained) student answers those questions itself -> *_zeroshot.jsonl
+    final        the student answers again from its own answer, the teacher's and the uncertainty ('new'
+                 rows); the training file *_to_*.jsonl = 'original' + 'new' rows in question order
+
+Files are joined by question id. Each stage skips when its output exists (delete it to redo), resumes its
+generation after a kill (``generation.generate_resumable``) and writes its output atomically, so a rerun
+never duplicates rows. The training file is written once, whole, by the final stage.
+
+Every Alice stage samples with temperature 0.9 and top_p 0.95, as the paper's scripts did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import cli, prompts, registry
+from . import data as data_mod
+from .jsonl import JsonlError, MissingInputError, read_jsonl, require, write_jsonl
+from .paths import Layout
+
+METHODS = ("singleturn", "cascade")
+TEMPERATURE = 0.9
+TOP_P = 0.95
+DEFAULT_NUM_SAMPLES = 100
+STAGES = ("cluster", "uncertainty", "zeroshot", "final")
+SCRIPT = "W2SG_pipeline/ours/new_weak_to_strong_{}.py"
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every Alice stage takes: --data --model --teacher --student [--midlevel] --method + generation."""
+    p = cli.parser(description)
+    p.add_argument("--method", default="singleturn", choices=METHODS,
+                   help="singleturn: teacher -> student; cascade: the trained mid-level model -> student")
+    cli.add_generation_args(p)
+    return p
+
+
+def originals_path(train: Path) -> Path:
+    """The 'original' rows the uncertainty stage keeps for the final stage (next to the training file)."""
+    return train.with_name(train.stem + ".original.jsonl")
+
+
+@dataclass
+class Setting:
+    """One Alice run: who teaches whom on which data, and where its files live."""
+
+    data: str
+    model: str
+    teacher: str
+    student: str
+    method: str = "singleturn"
+    midlevel: str | None = None
+    layout: Layout = Layout(Path("."))
+    data_dir: str | None = None
+    limit: int | None = None
+
+    @classmethod
+    def from_args(cls, p: argparse.ArgumentParser, args: argparse.Namespace) -> "Setting":
+        for role in ("teacher", "student"):
+            cli.resolve(p, args, role)  # a parser error for a missing or unknown size
+        if args.method == "cascade":
+            cli.resolve(p, args, "midlevel")
+        return cls(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
+                   method=args.method, midlevel=args.midlevel, layout=Layout.default(args.root),
+                   data_dir=args.data_dir, limit=args.limit)
+
+    @property
+    def cascade(self) -> bool:
+        return self.method == "cascade"
+
+    @property
+    def sampler(self) -> str:
+        """The model whose answers are clustered, named as the teacher in every file name of the run."""
+        return self.midlevel if self.cascade else self.teacher
+
+    # ---- files --------------------------------------------------------------------------------------
+    @property
+    def clustered(self) -> Path:
+        return self.layout.sampled_clustered(self.model, self.sampler, self.data, self.cascade)
+
+    @property
+    def uncertainty(self) -> Path:
+        return self.layout.uncertainty(self.model, self.sampler, self.data, self.cascade)
+
+    @property
+    def zeroshot(self) -> Path:
+        return self.layout.zeroshot(self.model, self.sampler, self.student, self.data, self.cascade)
+
+    @property
+    def train(self) -> Path:
+        return self.layout.alice_train(self.model, self.sampler, self.student, self.data, self.cascade)
+
+    @property
+    def originals(self) -> Path:
+        return originals_path(self.train)
+
+    # ---- models -------------------------------------------------------------------------------------
+    @property
+    def sampler_model(self) -> Path:
+        """The trained model that samples: stage-1 teacher, or (cascade) the mid-level model of hop 1."""
+        if self.cascade:
+            return self.layout.ours_student_model(self.model, self.teacher, self.midlevel, self.data, "cascade1")
+        return self.layout.teacher_cot_model(self.model, self.teacher, self.data)
+
+    def sampler_command(self) -> str:
+        base = ["python", "training/SFT.py", "--model", self.model, "--data", self.data, "--teacher", self.teacher]
+        if self.cascade:
+            base += ["--student", self.midlevel, "--method", "ours-wts-stage2", "--ours-wts-type", "cascade1"]
+        else:
+            base += ["--method", "ours-wts-stage1", "--ours-wts-type", "singleturn"]
+        return shlex.join(base + self._root_flags())
+
+    @property
+    def student_model(self) -> str:
+        return registry.resolve_model(self.model, self.student)
+
+    # ---- the rest -----------------------------------------------------------------------------------
+    def _root_flags(self) -> list[str]:
+        root = str(self.layout.root)
+        return [] if root == "." else ["--root", root]
+
+    def command(self, stage: str) -> str:
+        """The command line that runs ``stage`` of this setting (for 'run X first' messages)."""
+        argv = ["python", SCRIPT.format(stage), "--data", self.data, "--model", self.model,
+                "--teacher", self.teacher, "--student", self.student, "--method", self.method]
+        if self.midlevel:
+            argv += ["--midlevel", self.midlevel]
+        if self.data_dir:
+            argv += ["--data-dir", self.data_dir]
+        return shlex.join(argv + self._root_flags())
+
+    def questions(self) -> list[dict]:
+        """The questions the sampler labels: the W2S part (single-turn) or its second half (cascade)."""
+        subset = "cascade_second" if self.cascade else "w2s_part"
+        rows = data_mod.load_subset(self.data, subset, self.data_dir)
+        return rows[: self.limit] if self.limit else rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+GeneratorFactory = Callable[[str], object]
+
+
+def _factory(args) -> GeneratorFactory:
+    from .generation import Generator
+
+    return lambda model: Generator.from_args(model, args)
+
+
+def _sampling(args, n: int = 1):
+    from .generation import sampling_from_args
+
+    return sampling_from_args(args, temperature=TEMPERATURE, top_p=TOP_P, n=n)
+
+
+def _generate(make_generator: GeneratorFactory, model: str, items: list[dict], sampling, out: Path, desc: str) -> dict:
+    """``generate_resumable`` with a generator that is made (and loaded) only if there are items."""
+    from .generation import generate_resumable
+
+    if not items:
+        return {}
+    gen = make_generator(model)
+    try:
+        return generate_resumable(gen, items, sampling, out, desc=desc)
+    finally:
+        gen.close()
+
+
+def _finish(out: Path, rows: list[dict]) -> None:
+    from .generation import clear_resumable
+
+    write_jsonl(out, rows)
+    clear_resumable(out)
+
+
+def _skip(out: Path) -> bool:
+    if out.exists():
+        print(f"{out} exists: nothing to do (delete it to redo this stage)", flush=True)
+        return True
+    return False
+
+
+def _require_model(path: Path, made_by: str) -> Path:
+    if not (path / "config.json").is_file():
+        raise MissingInputError(f"missing trained model {path}: run `{made_by}` first")
+    return path
+
+
+def _counts(stage: str, **counts) -> dict:
+    names = {"na": "N/A (no cluster)"}
+    print(f"[{stage}] " + ", ".join(f"{names.get(k, k.replace('_', ' '))}: {v}" for k, v in counts.items()), flush=True)
+    return counts
+
+
+def _by_id(rows: list[dict], path: Path) -> dict[str, dict]:
+    out = {}
+    for r in rows:
+        if "id" not in r:
+            raise JsonlError(f"{path}: a row has no 'id' (made by an older version?); delete the file and rerun its stage")
+        out[r["id"]] = r
+    return out
+
+
+def _clustered_order(path: Path, made_by: str) -> list[str]:
+    """Ids of the clustered file, in order, read line by line (the file holds every sample: it can be large)."""
+    require(path, made_by)
+    ids = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    ids.append(json.loads(line)["id"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise JsonlError(f"{path}, line {n}: not a clustered row; delete the file and rerun `{made_by}`") from None
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------------
+# the stages
+# ----------------------------------------------------------------------------------------------------
+
+def run_cluster(s: Setting, args, *, num_samples: int = DEFAULT_NUM_SAMPLES, threshold: float = 0.9,
+                embedding_model: str | None = None, embedding_instruction: str = "auto",
+                make_generator: GeneratorFactory | None = None, encode=None) -> dict | None:
+    """Sample ``num_samples`` answers per question from the trained sampler and cluster them."""
+    from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, cluster_question, uses_embeddings
+
+    out = s.clustered
+    if _skip(out):
+        return None
+    model = _require_model(s.sampler_model, s.sampler_command())
+    questions = s.questions()
+    items = [{"id": q["id"], "messages": prompts.question_messages(q["question"])} for q in questions]
+    samples = _generate(make_generator or _factory(args), str(model), items, _sampling(args, num_samples), out,
+                        desc=f"sampling {num_samples} answers")
+    if encode is None and uses_embeddings(s.data):
+        encode = Embedder(embedding_model or DEFAULT_EMBEDDING_MODEL, instruction=embedding_instruction).encode
+
+    rows = []
+    n_clusters = singletons = unreadable = one = 0
+    for q in questions:
+        responses = samples[q["id"]]
+        c = cluster_question(s.data, q["question"], responses, encode, threshold)
+        n_clusters += len(c.clusters)
+        singletons += c.singletons
+        unreadable += c.unreadable
+        if c.final_response is None:
+            continue  # no answer given twice: N/A, not written (as the seed)
+        one += len(c.clusters) == 1
+        rows.append({"id": q["id"], "question": q["question"], "sampled_responses": responses,
+                     "clusters": c.clusters, "final_response": c.final_response})
+    _finish(out, rows)
+    print(f"wrote {out}", flush=True)
+    return _counts("cluster", questions=len(questions), samples_per_question=num_samples, written=len(rows),
+                   na=len(questions) - len(rows), one_cluster=one, several_clusters=len(rows) - one,
+                   clusters=n_clusters, singletons=singletons, unreadable=unreadable)
+
+
+def run_uncertainty(s: Setting, args, *, summarizer: str | None = None,
+                    make_generator: GeneratorFactory | None = None) -> dict | None:
+    """Questions with one cluster -> 'original' rows; others -> the summarizer's uncertainty statement."""
+    out = s.uncertainty
+    if _skip(out):
+        return None
+    rows = read_jsonl(s.clustered, made_by=s.command("cluster"))
+    single = [r for r in rows if len(r["clusters"]) == 1]
+    several = [r for r in rows if len(r["clusters"]) > 1]
+    items = [{"id": r["id"], "messages": prompts.uncertainty_messages(
+        s.data, r["question"], [c["response"] for c in r["clusters"]])} for r in several]
+    texts = _generate(make_generator or _factory(args), registry.resolve_summarizer(summarizer), items,
+                      _sampling(args), out, desc="uncertainty statements")
+    write_jsonl(s.originals, [{"id": r["id"], "question": r["question"], "answer": r["final_response"],
+                               "label": "original"} for r in single])
+    _finish(out, [{"id": r["id"], "question": r["question"], "final_response": r["final_response"],
+                   "uncertainty": texts[r["id"]][0]} for r in several])
+    print(f"wrote {s.originals} and {out}", flush=True)
+    return _counts("uncertainty", questions=len(rows), original=len(single), uncertain=len(several))
+
+
+def run_zeroshot(s: Setting, args, *, make_generator: GeneratorFactory | None = None) -> dict | None:
+    """The untrained student answers every uncertain question zero-shot."""
+    out = s.zeroshot
+    if _skip(out):
+        return None
+    rows = read_jsonl(s.uncertainty, made_by=s.command("uncertainty"))
+    items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
+    texts = _generate(make_generator or _factory(args), s.student_model, items, _sampling(args), out,
+                      desc="student zero-shot")
+    _finish(out, [{"id": r["id"], "question": r["question"], "zero_shot_student_response": texts[r["id"]][0]}
+                  for r in rows])
+    print(f"wrote {out}", flush=True)
+    return _counts("zeroshot", questions=len(rows))
+
+
+def run_final(s: Setting, args, *, make_generator: GeneratorFactory | None = None) -> dict | None:
+    """The student's proactive answers ('new') + the 'original' rows -> the training file, in question order."""
+    out = s.train
+    if _skip(out):
+        return None
+    order = _clustered_order(s.clustered, s.command("cluster"))
+    originals = _by_id(read_jsonl(s.originals, made_by=s.command("uncertainty")), s.originals)
+    uncertain = read_jsonl(s.uncertainty, made_by=s.command("uncertainty"))
+    zeroshot = _by_id(read_jsonl(s.zeroshot, made_by=s.command("zeroshot")), s.zeroshot)
+    _by_id(uncertain, s.uncertainty)
+
+    missing = [r["id"] for r in uncertain if r["id"] not in zeroshot]
+    if missing:
+        raise MissingInputError(f"{s.zeroshot} has no answer for {len(missing)} question(s) of {s.uncertainty} "
+                                f"(e.g. {missing[0]}): delete it and run `{s.command('zeroshot')}`")
+    if set(originals) | {r["id"] for r in uncertain} != set(order):
+        raise JsonlError(f"{s.originals} and {s.uncertainty} do not match {s.clustered} (made from other samples?): "
+                         f"delete them and run `{s.command('uncertainty')}`")
+
+    items = [{"id": r["id"], "messages": prompts.student_final_messages(
+        s.data, r["question"], zeroshot[r["id"]]["zero_shot_student_response"], r["final_response"],
+        r["uncertainty"])} for r in uncertain]
+    texts = _generate(make_generator or _factory(args), s.student_model, items, _sampling(args), out,
+                      desc="student final answers")
+    new = {r["id"]: {"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0], "label": "new"}
+           for r in uncertain}
+    rows = [originals.get(i) or new[i] for i in order]
+    _finish(out, rows)
+    print(f"wrote {out}", flush=True)
+    return _counts("final", questions=len(rows), original=len(originals), new=len(new))

@@ -1,0 +1,191 @@
+"""Clustering a teacher's N sampled answers to one question (Alice step 4a).
+
+The paper's greedy procedure, on a "same answer" relation between responses:
+
+    repeat while responses remain:
+        head    = the first remaining response
+        cluster = every remaining response linked to head (head itself included)
+        size 1  -> head is a singleton: drop head only
+        else    -> record {response: head, size} and drop the whole cluster
+    final response = the representative of the largest cluster (the first one on ties)
+
+- gsm8k / arc_challenge: linked = same extracted final answer (``grading.extract_final_answer``); an unreadable
+  answer never forms or joins a cluster (the seed dropped it when it came up as head).
+- hotpotqa / triviaqa: linked = cosine similarity of sentence embeddings > threshold (0.9). The seed re-encoded
+  every remaining response on each pass (O(N^2) encodes); here each response is encoded once and the greedy
+  procedure runs on the similarity matrix, which gives the same clusters (tests/test_clustering.py checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+DEFAULT_THRESHOLD = 0.9
+# The paper used hkunlp/instructor-large (INSTRUCTOR package), which recent sentence-transformers cannot load.
+# all-MiniLM-L6-v2 loads everywhere (and is in the offline cache); see .notes/README_alice.md.
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+INSTRUCTION_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class Clustering:
+    """The clusters of one question's samples. ``members`` index into the sampled responses."""
+
+    clusters: list[dict] = field(default_factory=list)  # [{response, size, members}]
+    singletons: int = 0
+    unreadable: int = 0  # answer clustering: responses with no readable final answer
+
+    @property
+    def final_response(self) -> str | None:
+        """The largest cluster's representative (first on ties, as the seed's stable sort); None when no cluster."""
+        if not self.clusters:
+            return None
+        best = max(range(len(self.clusters)), key=lambda i: (self.clusters[i]["size"], -i))
+        return self.clusters[best]["response"]
+
+
+def greedy_clusters(linked: np.ndarray, eligible: np.ndarray | None = None) -> tuple[list[list[int]], int, int]:
+    """The greedy procedure on an n x n boolean relation ``linked[head, j]``.
+
+    Returns (clusters as lists of member indices, head first; number of singletons; number of ineligible
+    responses). An ineligible response (``eligible[i]`` False) is dropped when it comes up as head and never
+    joins a cluster.
+    """
+    linked = np.asarray(linked, dtype=bool)
+    n = linked.shape[0]
+    eligible = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    alive = np.ones(n, dtype=bool)
+    clusters: list[list[int]] = []
+    singletons = skipped = 0
+    # "the first remaining response" is the smallest index still alive
+    for head in range(n):
+        if not alive[head]:
+            continue
+        if not eligible[head]:
+            alive[head] = False
+            skipped += 1
+            continue
+        mask = alive & linked[head] & eligible
+        mask[head] = True  # a response is always in its own cluster
+        members = np.flatnonzero(mask)
+        if len(members) == 1:
+            alive[head] = False
+            singletons += 1
+            continue
+        clusters.append([int(i) for i in members])
+        alive[members] = False
+    return clusters, singletons, skipped
+
+
+def _result(responses: Sequence[str], groups: list[list[int]], singletons: int, unreadable: int = 0) -> Clustering:
+    return Clustering(
+        clusters=[{"response": responses[g[0]], "size": len(g), "members": g} for g in groups],
+        singletons=singletons,
+        unreadable=unreadable,
+    )
+
+
+def cosine_matrix(embeddings: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarities of the rows of ``embeddings``."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    norms = np.linalg.norm(e, axis=1, keepdims=True)
+    e = e / np.where(norms == 0, 1.0, norms)
+    return e @ e.T
+
+
+def cluster_by_embedding(responses: Sequence[str], embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> Clustering:
+    """Clusters of responses whose embeddings have cosine similarity > ``threshold`` to the cluster's head."""
+    if len(responses) != len(embeddings):
+        raise ValueError(f"{len(responses)} responses but {len(embeddings)} embeddings")
+    if not len(responses):
+        return Clustering()
+    groups, singletons, _ = greedy_clusters(cosine_matrix(embeddings) > threshold)
+    return _result(responses, groups, singletons)
+
+
+def cluster_by_key(responses: Sequence[str], keys: Sequence[str | None]) -> Clustering:
+    """Clusters of responses with the same key (e.g. the extracted final answer); a None key never clusters."""
+    if len(responses) != len(keys):
+        raise ValueError(f"{len(responses)} responses but {len(keys)} keys")
+    if not len(responses):
+        return Clustering()
+    codes = {}
+    ids = np.array([-1 if k is None else codes.setdefault(k, len(codes)) for k in keys])
+    eligible = ids >= 0
+    groups, singletons, unreadable = greedy_clusters(ids[:, None] == ids[None, :], eligible)
+    return _result(responses, groups, singletons, unreadable)
+
+
+def cluster_by_answer(data: str, question: str, responses: Sequence[str]) -> Clustering:
+    """gsm8k / arc_challenge: cluster by the extracted final answer."""
+    from .grading import extract_final_answer
+
+    return cluster_by_key(responses, [extract_final_answer(data, r, question) for r in responses])
+
+
+ANSWER_CLUSTERED = ("gsm8k", "arc_challenge")
+
+
+def uses_embeddings(data: str) -> bool:
+    return data not in ANSWER_CLUSTERED
+
+
+# ----------------------------------------------------------------------------------------------------
+# Embeddings
+# ----------------------------------------------------------------------------------------------------
+
+class Embedder:
+    """A sentence-transformers model that encodes one question's responses in one call.
+
+    ``instruction``: ``auto`` prefixes each response with the paper's instruction
+    (``prompts.EMBEDDING_INSTRUCTION`` for the question) only for instruction-tuned embedders (an
+    ``instructor`` model); ``on`` / ``off`` force it. A plain model like all-MiniLM-L6-v2 would embed the
+    shared prefix into every vector and push all similarities up, so ``auto`` leaves it off there.
+    """
+
+    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, instruction: str = "auto", batch_size: int = 128,
+                 device: str | None = None):
+        if instruction not in INSTRUCTION_MODES:
+            raise ValueError(f"instruction must be one of {INSTRUCTION_MODES}, not {instruction!r}")
+        self.model_name = model
+        self.use_instruction = instruction == "on" or (instruction == "auto" and "instructor" in model.lower())
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            import os
+
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(self.model_name, device=self.device, token=os.environ.get("HF_TOKEN") or None)
+        return self._model
+
+    def encode(self, question: str, responses: Sequence[str]) -> np.ndarray:
+        from .prompts import EMBEDDING_INSTRUCTION
+
+        prompt = EMBEDDING_INSTRUCTION.format(question=question) if self.use_instruction else None
+        return np.asarray(
+            self._load().encode(list(responses), prompt=prompt, batch_size=self.batch_size,
+                                show_progress_bar=False, convert_to_numpy=True)
+        )
+
+
+def cluster_question(data: str, question: str, responses: Sequence[str],
+                     encode: Callable[[str, Sequence[str]], np.ndarray] | None = None,
+                     threshold: float = DEFAULT_THRESHOLD) -> Clustering:
+    """Cluster one question's samples the way the paper does for ``data``.
+
+    ``encode(question, responses)`` gives the embeddings (e.g. ``Embedder.encode``); needed for QA datasets.
+    """
+    if not uses_embeddings(data):
+        return cluster_by_answer(data, question, responses)
+    if encode is None:
+        raise ValueError(f"{data} is clustered by embeddings: pass encode")
+    if not responses:
+        return Clustering()
+    return cluster_by_embedding(responses, encode(question, responses), threshold)
