@@ -1,0 +1,295 @@
+"""training/SFT.py and alice/sft.py on the tiny fixture models: every method trains a few steps, labels cover the
+response only, batch settings come from the YAML, LoRA saves merged weights, reruns skip or resume."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from alice import sft
+from alice.jsonl import write_jsonl
+from alice.paths import Layout
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("sft_script", REPO / "training" / "SFT.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+SCRIPT = _load_script()
+GSM8K_ROWS = 40  # W2S part: rows 20..39; cascade first half: 20..29
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A small local data folder in the layout of shared/offline/data (gsm8k and hotpotqa)."""
+    d = tmp_path_factory.mktemp("data")
+    write_jsonl(d / "gsm8k" / "train.jsonl", [
+        {"question": f"Tom has {i} apples and buys {i + 1} more. How many apples?",
+         "answer": f"He has {i}+{i + 1} = {2 * i + 1} apples.\n#### {2 * i + 1}"} for i in range(GSM8K_ROWS)
+    ])
+    write_jsonl(d / "hotpotqa" / "train.jsonl", [
+        {"id": f"hp{i}", "question": f"Which city is number {i}?", "answer": f"City {i}", "type": "bridge"} for i in range(50)
+    ])
+    return str(d)
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    """An accelerate config (one process) with the project's batch lines: 2 per device x 2 accumulation."""
+    p = tmp_path / "acc.yaml"
+    text = (REPO / "accelerate_config.yaml").read_text()
+    text = text.replace("# sft.per_device_train_batch_size: 1", "# sft.per_device_train_batch_size: 2")
+    text = text.replace("# sft.gradient_accumulation_steps: 16", "# sft.gradient_accumulation_steps: 2")
+    p.write_text(text)
+    return str(p)
+
+
+def train(root, data_dir, cfg, *flags):
+    argv = ["--model", "custom", "--data", "gsm8k", "--root", str(root), "--data-dir", data_dir, "--config-file", cfg,
+            "--max-steps", "2", "--save-steps", "1000", *map(str, flags)]
+    return SCRIPT.main(argv)
+
+
+def _generate(folder):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------- batch settings
+def test_batch_settings_come_from_the_yaml_and_flags_override(cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    b = sft.batch_settings(cfg)
+    assert (b.per_device, b.grad_accum, b.world_size, b.effective) == (2, 2, 1, 4)
+    assert "acc.yaml" in b.sources["per_device"] and "acc.yaml" in b.sources["grad_accum"]
+    b = sft.batch_settings(cfg, per_device=3, grad_accum=5, world=2)
+    assert (b.per_device, b.grad_accum, b.effective) == (3, 5, 30)
+    # the shipped default: 1 x 16 x 1 = the paper's 16
+    b = sft.batch_settings(str(REPO / "accelerate_config.yaml"))
+    assert b.effective == sft.PAPER.effective_batch == 16
+    # no file at all: accumulation keeps the paper's effective batch
+    monkeypatch.chdir(tmp_path)
+    b = sft.batch_settings(None, per_device=2, world=2)
+    assert (b.grad_accum, b.effective, b.config_file) == (4, 16, None)
+
+
+def test_deepspeed_accumulation_is_deepspeeds_own_key(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    ds = str(REPO / "accelerate_configs" / "deepspeed_zero2.yaml")
+    b = sft.batch_settings(ds, world=4)
+    assert (b.per_device, b.grad_accum, b.effective) == (4, 1, 16)
+    assert b.sources["grad_accum"] == "deepspeed_config.gradient_accumulation_steps"
+    with pytest.raises(sft.SFTError, match="disagrees with DeepSpeed"):
+        sft.batch_settings(ds, grad_accum=8, world=4)
+    assert sft.batch_settings(str(REPO / "accelerate_configs" / "fsdp.yaml"), world=4).effective == 16
+
+
+def test_sft_lines_are_checked(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("distributed_type: 'NO'\n# sft.per_device_batch_size: 2\n")
+    with pytest.raises(sft.SFTError, match="unknown key sft.per_device_batch_size"):
+        sft.read_sft_keys(p)
+    p.write_text("distributed_type: 'NO'\nsft.per_device_train_batch_size: 2\n")
+    with pytest.raises(sft.SFTError, match="keep .* a comment"):
+        sft.read_sft_keys(p)
+    p.write_text("# sft.gradient_accumulation_steps: two\n")
+    with pytest.raises(sft.SFTError, match="whole number"):
+        sft.read_sft_keys(p)
+
+
+def test_warmup_is_the_papers_100_clamped_to_a_tenth():
+    assert sft.warmup_steps(5000) == 100
+    assert sft.warmup_steps(300) == 30
+    assert sft.warmup_steps(4) == 0
+
+
+# ---------------------------------------------------------------------------------------------------- labels
+def test_collated_batch_labels_only_the_response(tiny_models, tmp_path):
+    import torch
+    from transformers import AutoTokenizer
+
+    rows = [
+        {"id": "a", "question": "What is 2+2?", "answer": "2+2 = 4.\n#### 4"},
+        {"id": "b", "question": "A much longer question about the cost of a pen and a pencil?", "answer": "#### 3"},
+        {"id": "c", "question": "Hi?", "answer": "Mercury is the closest planet to the sun, so the answer is Mercury."},
+    ]
+    b = sft.BatchSettings(3, 1, 1, None, "test", {"per_device": "test", "grad_accum": "test"})
+    trainer = sft.build_trainer(str(tiny_models["qwen_small"]), rows, tmp_path, b, sft.TrainOptions(max_steps=1))
+    batch = next(iter(trainer.get_train_dataloader()))
+    tok = AutoTokenizer.from_pretrained(tiny_models["qwen_small"])
+    end_of_turn = tok.convert_tokens_to_ids("<|im_end|>")
+    expected = []
+    for ex in sft.to_examples(rows):
+        prompt = tok.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        full = tok.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True, return_dict=True)["input_ids"]
+        expected.append((len(prompt), full))
+    assert batch["input_ids"].shape[0] == 3
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        n = int(mask.sum())
+        assert torch.all(mask[:n] == 1) and torch.all(mask[n:] == 0)  # right padding, never attended
+        matches = [(n_prompt, full) for n_prompt, full in expected if full == ids[:n].tolist()]
+        assert len(matches) == 1  # exactly the model's own chat template of one row
+        n_prompt, full = matches[0]
+        assert torch.all(labels[:n_prompt] == -100)  # prompt: no loss
+        assert torch.all(labels[n:] == -100)  # padding: no loss
+        assert labels[n_prompt:n].tolist() == ids[n_prompt:n].tolist()  # the whole completion carries labels
+        assert end_of_turn in labels[n_prompt:n].tolist()  # ... the end-of-turn token included
+    assert int((batch["attention_mask"] == 0).sum()) > 0  # the batch did pad
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+def test_base_trains_with_the_yaml_batch_saves_loads_and_rerun_skips(tiny_models, data_dir, cfg, tmp_path, capsys):
+    rec = train(tmp_path, data_dir, cfg, "--method", "base", "--student", tiny_models["qwen_small"], "--limit", 8)
+    out = Layout(tmp_path).base_model("custom", str(tiny_models["qwen_small"]), "gsm8k")
+    assert Path(rec["output_dir"]) == out and sft.is_finished(out)
+    saved = json.loads((out / "train_config.json").read_text())
+    assert (saved["per_device_train_batch_size"], saved["gradient_accumulation_steps"], saved["effective_batch"]) == (2, 2, 4)
+    assert saved["accelerate_config_file"] == cfg and saved["rows"] == 8 and saved["rows_available"] == 20
+    assert saved["learning_rate"] == sft.PAPER.lr and saved["weight_decay"] == sft.PAPER.weight_decay
+    assert [h["loss"] for h in json.loads((out / "loss_log.json").read_text()) if "loss" in h]
+    assert "effective batch 4 = 2 per device" in capsys.readouterr().out
+    assert not (out / sft.CHECKPOINTS).exists()
+    _generate(out)
+    assert train(tmp_path, data_dir, cfg, "--method", "base", "--student", tiny_models["qwen_small"]) is None
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_loss_decreases_on_a_repeated_batch(tiny_models, data_dir, cfg, tmp_path):
+    rec = train(tmp_path, data_dir, cfg, "--method", "base", "--student", tiny_models["qwen_small"], "--limit", 4,
+                "--per-device-batch-size", 4, "--gradient-accumulation-steps", 1, "--max-steps", 8, "--lr", "3e-3")
+    assert rec["batch_sources"] == {"per_device": "--per-device-batch-size", "grad_accum": "--gradient-accumulation-steps"}
+    losses = [h["loss"] for h in json.loads((Path(rec["output_dir"]) / "loss_log.json").read_text()) if "loss" in h]
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.5
+
+
+def test_stage1_methods(tiny_models, data_dir, cfg, tmp_path, capsys):
+    T = str(tiny_models["qwen_small"])
+    L = Layout(tmp_path)
+    # original-wts-stage1 qa: short answers of the teacher half
+    job = sft.resolve_job(model="custom", data="gsm8k", method="original-wts-stage1", teacher=T, student=None,
+                          layout=L, data_dir=data_dir)
+    assert len(job.rows) == 20 and job.rows[3]["answer"] == "#### 7" and job.out_dir == L.teacher_qa_model("custom", T, "gsm8k")
+    # ours-wts-stage1 on gsm8k: the teacher half's worked solutions, no CoT file needed
+    job = sft.resolve_job(model="custom", data="gsm8k", method="ours-wts-stage1", teacher=T, student=None,
+                          layout=L, data_dir=data_dir)
+    assert job.rows[3]["answer"].endswith("#### 7") and job.out_dir == L.teacher_cot_model("custom", T, "gsm8k")
+    # ours-wts-stage1 elsewhere needs the CoT file: the error names the command
+    with pytest.raises(SystemExit) as e:
+        train(tmp_path, data_dir, cfg, "--data", "hotpotqa", "--method", "ours-wts-stage1", "--teacher", T)
+    assert e.value.code == 2
+    assert "python cot/cot_generate_filter.py --model custom --data hotpotqa --teacher" in capsys.readouterr().err
+    write_jsonl(L.cot_correct("custom", T, "hotpotqa"), [
+        {"id": f"hp{i}", "question": f"Which city is number {i}?", "answer": f"Step by step: it is City {i}."} for i in range(6)
+    ])
+    rec = train(tmp_path, data_dir, cfg, "--data", "hotpotqa", "--method", "ours-wts-stage1", "--teacher", T,
+                "--ours-wts-type", "singleturn")
+    assert rec["rows"] == 6 and rec["trained_role"] == "teacher"
+    rec = train(tmp_path, data_dir, cfg, "--data", "gsm8k", "--method", "original-wts-stage1", "--teacher", T,
+                "--original-wts-type", "qa", "--limit", 6)
+    assert sft.is_finished(rec["output_dir"])
+
+
+def test_stage2_methods(tiny_models, data_dir, cfg, tmp_path, capsys):
+    T, S = str(tiny_models["qwen_small"]), str(tiny_models["qwen_large"])
+    L = Layout(tmp_path)
+    labels = [{"id": f"gsm8k-train-{i:05d}", "question": f"q{i}?", "answer": f"weak answer {i}\n#### {i}"} for i in range(20, 40)]
+    # original-wts-stage2 qa: the missing file names its command, then trains
+    with pytest.raises(SystemExit):
+        train(tmp_path, data_dir, cfg, "--method", "original-wts-stage2", "--original-wts-type", "qa", "--teacher", T, "--student", S)
+    assert "W2SG_pipeline/original/original_weak_to_strong.py" in capsys.readouterr().err
+    write_jsonl(L.original_labels("custom", T, "gsm8k", "qa"), labels)
+    rec = train(tmp_path, data_dir, cfg, "--method", "original-wts-stage2", "--original-wts-type", "qa", "--teacher", T, "--student", S)
+    assert Path(rec["output_dir"]) == L.original_student_model("custom", T, S, "gsm8k", "qa") and rec["model_id"] == S
+    # cascade baseline: the labeler's file (resolved only: the same training path as above)
+    write_jsonl(L.original_cascade_labels("custom", T, "gsm8k"), labels[:10])
+    job = sft.resolve_job(model="custom", data="gsm8k", method="original-wts-stage2", original_type="cascade", teacher=T,
+                          student=S, layout=L, data_dir=data_dir)
+    assert len(job.rows) == 10 and job.out_dir == L.original_student_model("custom", T, S, "gsm8k", "cascade")
+    # ours-wts-stage2 singleturn
+    with pytest.raises(SystemExit):
+        train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", "--teacher", T, "--student", S)
+    assert "bash W2SG_pipeline/ours/ours-wts-single.sh" in capsys.readouterr().err
+    write_jsonl(L.alice_train("custom", T, S, "gsm8k"), labels)
+    rec = train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", "--teacher", T, "--student", S)
+    assert rec["rows"] == 20 and Path(rec["output_dir"]) == L.ours_student_model("custom", T, S, "gsm8k")
+    # cascade2 (mid -> student): the cascade Alice file
+    write_jsonl(L.alice_train("custom", T, S, "gsm8k", cascade=True), labels[10:])
+    job = sft.resolve_job(model="custom", data="gsm8k", method="ours-wts-stage2", ours_type="cascade2", teacher=T,
+                          student=S, layout=L, data_dir=data_dir)
+    assert len(job.rows) == 10 and job.out_dir == L.ours_student_model("custom", T, S, "gsm8k", "cascade2")
+    assert job.source == str(L.alice_train("custom", T, S, "gsm8k", cascade=True))
+
+
+def test_cascade1_joins_by_id(tiny_models, data_dir, cfg, tmp_path):
+    T, MID = str(tiny_models["qwen_small"]), str(tiny_models["llama"])
+    L = Layout(tmp_path)
+    # 'original' rows first, then 'new' rows, each kind from both halves of the W2S part (ids 20..29 | 30..39)
+    ids = [22, 35, 27, 31, 20, 38, 29, 33, 25, 21]
+    rows = [{"id": f"gsm8k-train-{i:05d}", "question": f"q{i}", "answer": f"a{i}", "type": "original" if k < 5 else "new"}
+            for k, i in enumerate(ids)]
+    write_jsonl(L.alice_train("custom", T, MID, "gsm8k"), rows)
+    job = sft.resolve_job(model="custom", data="gsm8k", method="ours-wts-stage2", ours_type="cascade1", teacher=T,
+                          student=MID, layout=L, data_dir=data_dir)
+    assert [r["id"] for r in job.rows] == [f"gsm8k-train-{i:05d}" for i in ids if i < 30]
+    assert job.out_dir == L.ours_student_model("custom", T, MID, "gsm8k", "cascade1") and job.model_id == MID
+    rec = train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--ours-wts-type", "cascade1", "--teacher", T, "--student", MID)
+    assert rec["rows"] == 6
+
+
+def test_lora_saves_merged_weights(tiny_models, data_dir, cfg, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    S = str(tiny_models["llama"])
+    rec = train(tmp_path, data_dir, cfg, "--method", "base", "--student", S, "--limit", 8, "--lora", "--lora-r", 4,
+                "--lora-alpha", 8, "--lr", "1e-2")
+    out = Path(rec["output_dir"])
+    assert rec["lora"]["r"] == 4 and not (out / "adapter_config.json").exists()
+    keys = load_file(out / "model.safetensors").keys()
+    assert not any("lora" in k for k in keys)
+    trained = _generate(out)
+    base = AutoModelForCausalLM.from_pretrained(S)
+    w0, w1 = base.model.layers[0].self_attn.q_proj.weight, trained.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(w0, w1)  # the adapters were merged into the weights
+
+
+def test_rerun_resumes_from_the_last_checkpoint(tiny_models, data_dir, cfg, tmp_path):
+    S = str(tiny_models["qwen_small"])
+    flags = ["--method", "base", "--student", S, "--limit", 8, "--per-device-batch-size", 4, "--gradient-accumulation-steps", 1]
+    rec = train(tmp_path, data_dir, cfg, *flags, "--save-steps", 1, "--keep-checkpoints")
+    out = Path(rec["output_dir"])
+    assert (out / sft.CHECKPOINTS / "checkpoint-2").is_dir()
+    for p in [out / "config.json", *out.glob("*.safetensors")]:  # as if killed before the final save
+        p.unlink()
+    rec = train(tmp_path, data_dir, cfg, *flags, "--max-steps", 3)
+    assert rec["resumed_from"].endswith("checkpoint-2") and rec["optimizer_steps"] == 3
+    assert not (out / sft.CHECKPOINTS).exists()
+
+
+def test_user_errors_are_one_line(tiny_models, data_dir, cfg, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--teacher", "x/y", "--student", "x/z")
+    assert e.value.code == 2 and "needs --ours-wts-type" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        train(tmp_path, data_dir, cfg, "--method", "base", "--teacher", "x/y")
+    assert e.value.code == 2 and "needs --student" in capsys.readouterr().err
+
+
+def test_packing_runs(tiny_models, data_dir, cfg, tmp_path):
+    rec = train(tmp_path, data_dir, cfg, "--method", "base", "--student", tiny_models["qwen_small"], "--limit", 8, "--packing")
+    assert rec["packing"] and rec["rows_after_preparation"] < 8  # whole examples packed into fewer sequences

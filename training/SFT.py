@@ -1,0 +1,102 @@
+"""Fine-tune one model for one stage of the paper (TRL SFTTrainer; runs plainly or under ``accelerate launch``).
+
+    python training/SFT.py --model qwen2.5 --data gsm8k --student 7B --method base
+    accelerate launch --config_file accelerate_config.yaml training/SFT.py --model qwen2.5 --data gsm8k \\
+        --teacher 1.5B --student 7B --method ours-wts-stage2 --ours-wts-type singleturn
+
+Methods (which model, which rows, which folder): see ``alice/sft.py`` and .notes/README_sft.md. Per-device batch size
+and gradient accumulation come from the accelerate config file (``# sft.<key>: <value>`` lines), overridable by flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from alice import cli  # noqa: E402
+from alice import sft  # noqa: E402
+from alice.paths import Layout  # noqa: E402
+
+P = sft.PAPER
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(__doc__.split("\n")[0], roles=("teacher", "student"))
+    p.add_argument("--method", required=True, choices=sft.METHODS)
+    p.add_argument("--ours-wts-type", default=None, choices=("singleturn", "cascade1", "cascade2"),
+                   help="ours-wts-stage1: singleturn; ours-wts-stage2: singleturn, cascade1 (teacher -> mid: pass the "
+                        "mid-level as --student), cascade2 (mid -> student: pass the mid-level as --teacher)")
+    p.add_argument("--original-wts-type", default=None, choices=("qa", "cot", "cascade"),
+                   help="original-wts-stage1: qa; original-wts-stage2: qa, cot or cascade (--teacher = the labeler)")
+    p.add_argument("--output-dir", default=None, help="train into this folder instead of the paper's model_outputs path")
+    p.add_argument("--overwrite", action="store_true", help="train again even when the output folder is finished")
+
+    t = p.add_argument_group("training (defaults: the paper's)")
+    t.add_argument("--limit", type=int, default=None, help="only the first N training rows")
+    t.add_argument("--epochs", type=float, default=P.epochs)
+    t.add_argument("--lr", type=float, default=P.lr)
+    t.add_argument("--weight-decay", type=float, default=P.weight_decay)
+    t.add_argument("--max-length", type=int, default=P.max_length, help="tokens per example (longer ones are cut)")
+    t.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (overrides --epochs)")
+    t.add_argument("--seed", type=int, default=P.seed)
+    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 weights and autocast (default: on where the GPU supports it, off on CPU)")
+    t.add_argument("--packing", action="store_true", help="padding-free packing of whole examples (GPU throughput)")
+    t.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
+    t.add_argument("--save-steps", type=int, default=P.save_steps, help="checkpoint every N optimizer steps (resume)")
+    t.add_argument("--logging-steps", type=int, default=None, help="default: 1 for runs under 100 steps, else 10")
+    t.add_argument("--report-to", default="none", help="Trainer reporters, e.g. wandb or tensorboard")
+    t.add_argument("--keep-checkpoints", action="store_true", help="keep <out>/checkpoints after the final save")
+
+    b = p.add_argument_group("batch (default: the accelerate config file's sft.* lines)")
+    b.add_argument("--config-file", default=None,
+                   help=f"accelerate config to read the batch keys from (default: ${sft.CONFIG_ENV}, the launcher's "
+                        f"--config_file, else ./{sft.DEFAULT_CONFIG_FILE})")
+    b.add_argument("--per-device-batch-size", type=int, default=None)
+    b.add_argument("--gradient-accumulation-steps", type=int, default=None)
+
+    lo = p.add_argument_group("LoRA (peft); the saved folder holds the merged weights")
+    lo.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all weights")
+    lo.add_argument("--lora-r", type=int, default=P.lora_r)
+    lo.add_argument("--lora-alpha", type=int, default=P.lora_alpha)
+    lo.add_argument("--lora-dropout", type=float, default=P.lora_dropout)
+    lo.add_argument("--lora-target-modules", default=P.lora_target_modules, help="'all-linear' or a comma list")
+    return p
+
+
+@cli.main_guard
+def main(argv: list[str] | None = None) -> dict | None:
+    p = build_parser()
+    args = p.parse_args(argv)
+    try:
+        layout = Layout.default(args.root)
+        kw = dict(model=args.model, data=args.data, method=args.method, teacher=args.teacher, student=args.student,
+                  ours_type=args.ours_wts_type, original_type=args.original_wts_type, layout=layout,
+                  data_dir=args.data_dir, output_dir=args.output_dir)
+        job = sft.resolve_job(**kw, load_rows=False)
+        if sft.is_finished(job.out_dir) and not args.overwrite:
+            sft.log(f"{job.out_dir} is finished (final weights present): skipped. Pass --overwrite to train it again.")
+            return None
+        job = sft.resolve_job(**kw)
+        batch = sft.batch_settings(args.config_file, args.per_device_batch_size, args.gradient_accumulation_steps)
+        opts = sft.TrainOptions(
+            epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, max_length=args.max_length,
+            max_steps=args.max_steps, seed=args.seed, limit=args.limit, bf16=args.bf16, packing=args.packing,
+            gradient_checkpointing=args.gradient_checkpointing, lora=args.lora, lora_r=args.lora_r,
+            lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,
+            save_steps=args.save_steps, logging_steps=args.logging_steps, report_to=args.report_to,
+            keep_checkpoints=args.keep_checkpoints,
+        )
+        settings = {k: v for k, v in vars(args).items()}
+        settings["argv"] = sys.argv if argv is None else ["training/SFT.py", *argv]
+        return sft.run(job, batch, opts, overwrite=args.overwrite, settings=settings)
+    except sft.SFTError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
