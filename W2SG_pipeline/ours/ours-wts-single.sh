@@ -12,51 +12,9 @@
 # training/SFT.py --method ours-wts-stage2 --ours-wts-type singleturn.
 set -euo pipefail
 
-DATA=${DATA:-hotpotqa}
-MODEL=${MODEL:-qwen2.5}
+METHOD=singleturn
 TEACHER=${TEACHER:-3B}
+MIDLEVEL=${MIDLEVEL:-}
 STUDENT=${STUDENT:-7B}
-GPUS=${GPUS:-}                          # CUDA_VISIBLE_DEVICES for every stage (the paper: 1,2,3,4); empty: unchanged
-TP=${TP:-1}                             # vLLM tensor parallel size of the teacher and the student
-NUM_SAMPLES=${NUM_SAMPLES:-100}         # answers sampled per question
-BACKEND=${BACKEND:-auto}                # auto | vllm | hf
-SUMMARIZER=${SUMMARIZER:-}              # empty: ./Meta-Llama-3-70B-Instruct when present, else meta-llama/Meta-Llama-3-70B-Instruct
-SUMMARIZER_TP=${SUMMARIZER_TP:-$TP}     # the 70B summarizer needs several GPUs (the paper: 4)
-EMBEDDING_MODEL=${EMBEDDING_MODEL:-}    # empty: the cluster stage's default (sentence-transformers/all-MiniLM-L6-v2)
-THRESHOLD=${THRESHOLD:-0.9}             # cosine similarity above which two answers cluster (hotpotqa, triviaqa)
-PYTHON=${PYTHON:-python}
-read -r -a EXTRA <<< "${EXTRA_ARGS:-}"  # extra flags for every stage
-
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --data) DATA=$2; shift 2 ;;
-    --model) MODEL=$2; shift 2 ;;
-    --teacher) TEACHER=$2; shift 2 ;;
-    --student) STUDENT=$2; shift 2 ;;
-    --gpus) GPUS=$2; shift 2 ;;
-    --tp|--tensor-parallel-size) TP=$2; shift 2 ;;
-    --num-samples) NUM_SAMPLES=$2; shift 2 ;;
-    --backend) BACKEND=$2; shift 2 ;;
-    --summarizer|--summarizer-model) SUMMARIZER=$2; shift 2 ;;
-    --summarizer-tp) SUMMARIZER_TP=$2; shift 2 ;;
-    --embedding-model) EMBEDDING_MODEL=$2; shift 2 ;;
-    --threshold|--similarity-threshold) THRESHOLD=$2; shift 2 ;;
-    --python) PYTHON=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) EXTRA+=("$1"); shift ;;
-  esac
-done
-
-if [[ -n "$GPUS" ]]; then export CUDA_VISIBLE_DEVICES="$GPUS"; fi
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-COMMON=(--data "$DATA" --model "$MODEL" --teacher "$TEACHER" --student "$STUDENT" --method singleturn --backend "$BACKEND")
-CLUSTER=(--num-samples "$NUM_SAMPLES" --similarity-threshold "$THRESHOLD")
-if [[ -n "$EMBEDDING_MODEL" ]]; then CLUSTER+=(--embedding-model "$EMBEDDING_MODEL"); fi
-UNCERTAINTY=()
-if [[ -n "$SUMMARIZER" ]]; then UNCERTAINTY+=(--summarizer-model "$SUMMARIZER"); fi
-
-set -x
-"$PYTHON" "$HERE/new_weak_to_strong_cluster.py" "${COMMON[@]}" --tensor-parallel-size "$TP" "${CLUSTER[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
-"$PYTHON" "$HERE/new_weak_to_strong_uncertainty.py" "${COMMON[@]}" --tensor-parallel-size "$SUMMARIZER_TP" ${UNCERTAINTY[@]+"${UNCERTAINTY[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
-"$PYTHON" "$HERE/new_weak_to_strong_zeroshot.py" "${COMMON[@]}" --tensor-parallel-size "$TP" ${EXTRA[@]+"${EXTRA[@]}"}
-"$PYTHON" "$HERE/new_weak_to_strong_final.py" "${COMMON[@]}" --tensor-parallel-size "$TP" ${EXTRA[@]+"${EXTRA[@]}"}
+HELP_LINES=12
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/_alice_stages.sh"

