@@ -111,7 +111,12 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
             continue
         row["pgr_ci95"], row["pgr_ci_method"] = pgr_ci(
             summaries[row["key"]], weak, strong, correct.get(row["key"]), correct.get("weak"), correct.get("strong"))
-    return {"family": model, "teacher": teacher, "student": student, "midlevel": midlevel, "data": data, "rows": rows}
+    warnings = []
+    if weak is not None and strong is not None and strong["accuracy"] <= weak["accuracy"]:
+        warnings.append(f"strong ({strong['accuracy']:.3f}) is not above weak ({weak['accuracy']:.3f}): "
+                        "PGR divides by a gap <= 0 and is not meaningful here")
+    return {"family": model, "teacher": teacher, "student": student, "midlevel": midlevel, "data": data, "rows": rows,
+            "warnings": warnings}
 
 
 def _fmt_ci(ci) -> str:
@@ -130,10 +135,12 @@ def table_lines(rep: dict, markdown: bool = False) -> list[str]:
         body.append([r["label"], f"{r['accuracy']:.3f}", _fmt_ci(r["ci95"]), n, pgr,
                      _fmt_ci(r.get("pgr_ci95")) or r.get("pgr_note", "")])
     if markdown:
-        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(b) + " |" for b in body]
+        notes = ["", *[f"**Warning:** {w}" for w in rep.get("warnings", [])]] if rep.get("warnings") else []
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(b) + " |" for b in body] + notes
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+    notes = [f"warning: {w}" for w in rep.get("warnings", [])]
+    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body] + notes
 
 
 def title(rep: dict) -> str:

@@ -72,3 +72,17 @@ def test_binomial_ci_without_predictions():
 def test_nothing_evaluated_is_not_an_error(tmp_path, capsys):
     rep = report_cli.main(["--model", "qwen2.5", "--data", "gsm8k", "--teacher", "1.5B", "--student", "7B", "--root", str(tmp_path)])
     assert all(r["missing"] for r in rep["rows"])
+
+
+def test_warns_when_strong_is_not_above_weak(tmp_path, capsys):
+    L = Layout(tmp_path)
+    put(L, eval_run_name("qwen2.5", "1.5B", "base"), 12)  # weak 0.60
+    put(L, eval_run_name("qwen2.5", "7B", "base"), 8)  # strong 0.40: PGR's denominator is negative
+    put(L, eval_run_name("qwen2.5", "7B", "ours-wts", "1.5B", ours_wts_type="singleturn"), 10)
+    rep = report_cli.main(["--model", "qwen2.5", "--data", "gsm8k", "--teacher", "1.5B", "--student", "7B", "--root", str(tmp_path)])
+    assert len(rep["warnings"]) == 1 and "not meaningful" in rep["warnings"][0]
+    assert "warning: strong (0.400) is not above weak (0.600)" in capsys.readouterr().out
+    assert "**Warning:**" in open(f"{L.report('qwen2.5', '1.5B', '7B', 'gsm8k', '')}.md").read()
+    # the usual case has no warning
+    put(L, eval_run_name("qwen2.5", "7B", "base"), 16)
+    assert report.build(L, "qwen2.5", "1.5B", "7B", "gsm8k")["warnings"] == []
