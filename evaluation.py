@@ -13,14 +13,9 @@ the same settings prints the stored result, a killed run continues where it stop
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from alice import cli  # noqa: E402
-from alice import data as data_mod  # noqa: E402
-from alice.evaluate import (  # noqa: E402
+from alice import cli
+from alice import data as data_mod
+from alice.evaluate import (
     METHODS,
     ORIGINAL_WTS_TYPES,
     OURS_WTS_TYPES,
@@ -30,8 +25,8 @@ from alice.evaluate import (  # noqa: E402
     require_model,
     target,
 )
-from alice.generation import DEFAULT_MAX_NEW_TOKENS, Generator  # noqa: E402
-from alice.paths import Layout  # noqa: E402
+from alice.generation import DEFAULT_MAX_NEW_TOKENS, Generator
+from alice.paths import Layout
 
 
 def build_parser():
@@ -74,15 +69,12 @@ def main(argv=None) -> dict:
     rows = data_mod.load_test(args.data, args.data_dir)
     if args.limit:
         rows = rows[: args.limit]
-    gen = Generator.from_args(t.model_path, args, p)
     meta = {"data": args.data, "family": args.model, "method": args.method, "run": t.run, "model": t.model_path,
             "student": args.student, "teacher": args.teacher, "original_wts_type": args.original_wts_type,
             "ours_wts_type": args.ours_wts_type, "split": data_mod.spec(args.data).test_split,
             "settings": settings}
-    try:
+    with Generator.from_args(t.model_path, args, p) as gen:
         summary = evaluate(gen, rows, args.data, pred_path, summary_path, max_new_tokens=max_new, meta=meta)
-    finally:
-        gen.close()
     print(one_line(args.data, t.run, summary))
     return summary
 

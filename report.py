@@ -8,14 +8,9 @@ as missing. Writes model_outputs/report/<model>_<teacher>_to_<student>_<data>.{j
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from alice import cli  # noqa: E402
-from alice import report  # noqa: E402
-from alice.paths import Layout  # noqa: E402
+from alice import cli
+from alice import report
+from alice.paths import Layout
 
 
 @cli.main_guard

@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from . import cli, prompts, registry
 from . import data as data_mod
-from .jsonl import JsonlError, MissingInputError, read_jsonl, require, write_jsonl
+from .jsonl import JsonlError, MissingInputError, read_jsonl, require, require_trained, write_jsonl
 from .paths import Layout
 
 METHODS = ("singleturn", "cascade")
@@ -171,11 +172,8 @@ def _generate(make_generator: GeneratorFactory, model: str, items: list[dict], s
 
     if not items:
         return {}
-    gen = make_generator(model)
-    try:
+    with closing(make_generator(model)) as gen:  # any object with close(): tests pass stand-ins
         return generate_resumable(gen, items, sampling, out, desc=desc)
-    finally:
-        gen.close()
 
 
 def _finish(out: Path, rows: list[dict]) -> None:
@@ -190,12 +188,6 @@ def _skip(out: Path) -> bool:
         print(f"{out} exists: nothing to do (delete it to redo this stage)", flush=True)
         return True
     return False
-
-
-def _require_model(path: Path, made_by: str) -> Path:
-    if not (path / "config.json").is_file():
-        raise MissingInputError(f"missing trained model {path}: run `{made_by}` first")
-    return path
 
 
 def _counts(stage: str, **counts) -> dict:
@@ -240,7 +232,7 @@ def run_cluster(s: Setting, args, *, num_samples: int = DEFAULT_NUM_SAMPLES, thr
     out = s.clustered
     if _skip(out):
         return None
-    model = _require_model(s.sampler_model, s.sampler_command())
+    model = require_trained(s.sampler_model, s.sampler_command())
     questions = s.questions()
     items = [{"id": q["id"], "messages": prompts.question_messages(q["question"])} for q in questions]
     samples = _generate(make_generator or _factory(args), str(model), items, _sampling(args, num_samples), out,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import grading, prompts
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
-from .jsonl import MissingInputError, read_jsonl, require, write_json, write_jsonl
+from .jsonl import read_jsonl, require_trained, write_json, write_jsonl
 from .paths import Layout
 
 METHODS = ("naive", "base", "original-wts", "ours-wts")
@@ -71,14 +71,6 @@ def target(layout: Layout, method: str, model: str, data: str, student: str, stu
     sft_type = "singleturn" if ours_wts_type == "singleturn" else "cascade2"
     path = layout.ours_student_model(model, teacher, student, data, sft_type)
     return EvalTarget(run, str(path), _sft(model, data, f"{ts} --method ours-wts-stage2 --ours-wts-type {sft_type}"))
-
-
-def require_trained(path, made_by: str) -> Path:
-    """A trained model's folder must exist and hold a saved model; else the command that makes it."""
-    p = require(path, made_by)
-    if not (p / "config.json").exists():
-        raise MissingInputError(f"{p} holds no saved model (no config.json): run `{made_by}` again")
-    return p
 
 
 def require_model(t: EvalTarget) -> None:

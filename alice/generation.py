@@ -263,6 +263,12 @@ class Generator:
         self._engine = LLM(**kwargs)
         self._max_len = self._engine.llm_engine.model_config.max_model_len
 
+    def __enter__(self) -> "Generator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         """Free the model (and its GPU memory) so another model can be loaded in the same process."""
         if self._engine is None:

@@ -32,6 +32,14 @@ def require(path: str | os.PathLike, made_by: str) -> Path:
     return p
 
 
+def require_trained(path: str | os.PathLike, made_by: str) -> Path:
+    """A trained model's folder (``save_pretrained``: holds config.json), else the command that makes it."""
+    p = require(path, made_by)
+    if not (p / "config.json").exists():
+        raise MissingInputError(f"{p} holds no saved model (no config.json): run `{made_by}` again")
+    return p
+
+
 def read_jsonl(path: str | os.PathLike, made_by: str | None = None) -> list[dict]:
     p = Path(path)
     if made_by is not None:

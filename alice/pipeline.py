@@ -64,7 +64,9 @@ def _exists(p: Path) -> bool:
     """A file, or a trained-model folder (config + safetensors weights)."""
     if p.suffix in (".jsonl", ".json", ".png", ".md"):
         return p.is_file()
-    return (p / "config.json").is_file() and any(p.glob("*.safetensors"))
+    from .sft import is_finished
+
+    return is_finished(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

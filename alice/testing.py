@@ -130,3 +130,14 @@ def build_controlled_model(src, dst, words=(" Paris", " Mercury"), p_eos=0.5) ->
     m.save_pretrained(dst)
     tok.save_pretrained(dst)
     return dst
+
+
+def load_script(relpath: str):
+    """Import one of the repository's stage scripts (e.g. ``"cot/cot_generate_filter.py"``) as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / relpath
+    spec = importlib.util.spec_from_file_location(relpath.replace("/", "_").removesuffix(".py"), path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

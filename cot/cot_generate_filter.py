@@ -10,16 +10,11 @@ ground_truth_response, correct) and ..._cot_correct.jsonl (the rows graded corre
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from alice import cli, grading, prompts  # noqa: E402
-from alice import data as data_mod  # noqa: E402
-from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args  # noqa: E402
-from alice.jsonl import read_jsonl, write_jsonl  # noqa: E402
-from alice.paths import Layout  # noqa: E402
+from alice import cli, grading, prompts
+from alice import data as data_mod
+from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args
+from alice.jsonl import read_jsonl, write_jsonl
+from alice.paths import Layout
 
 # The seed's sampling for CoT generation
 TEMPERATURE, TOP_P = 0.7, 0.95
@@ -63,12 +58,9 @@ def main(argv=None) -> list[dict]:
     if args.limit:
         rows = rows[: args.limit]
     items = [{"id": r["id"], "messages": prompts.cot_messages(args.data, r["question"])} for r in rows]
-    gen = Generator.from_args(teacher_id, args, p)
-    try:
+    with Generator.from_args(teacher_id, args, p) as gen:
         texts = generate_resumable(gen, items, sampling_from_args(args, TEMPERATURE, TOP_P), out_all,
                                    desc=f"CoT {args.data}")
-    finally:
-        gen.close()
     out = cot_rows(rows, texts, args.data)
     kept = [r for r in out if r["correct"]]
     write_jsonl(out_correct, kept)

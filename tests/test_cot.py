@@ -1,19 +1,15 @@
 """cot/cot_generate_filter.py end to end on a tiny fixture model and a tiny local data folder (hf backend)."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
 from alice import data as data_mod
 from alice import generation
 from alice.paths import Layout
+from alice.testing import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("cot_generate_filter", os.path.join(REPO, "cot", "cot_generate_filter.py"))
-cot = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cot)
+cot = load_script("cot/cot_generate_filter.py")
 
 
 @pytest.fixture

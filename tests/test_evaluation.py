@@ -1,8 +1,6 @@
 """evaluation.py end to end on tiny fixture models and a tiny local data folder (hf backend)."""
 
-import importlib.util
 import json
-import os
 import shutil
 
 import pytest
@@ -10,15 +8,8 @@ import pytest
 from alice import generation
 from alice.evaluate import summarize, target, wilson
 from alice.paths import Layout
+from alice.testing import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_script(rel):
-    spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], os.path.join(REPO, rel))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 evaluation = load_script("evaluation.py")

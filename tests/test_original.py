@@ -1,8 +1,6 @@
 """original_weak_to_strong.py end to end: qa / cot / cascade_1 / cascade_2 labels on tiny fixture models."""
 
-import importlib.util
 import json
-import os
 import shutil
 
 import pytest
@@ -10,12 +8,9 @@ import pytest
 from alice import data as data_mod
 from alice import generation
 from alice.paths import Layout
+from alice.testing import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_path = os.path.join(REPO, "W2SG_pipeline", "original", "original_weak_to_strong.py")
-_spec = importlib.util.spec_from_file_location("original_weak_to_strong", _path)
-orig = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(orig)
+orig = load_script("W2SG_pipeline/original/original_weak_to_strong.py")
 
 
 @pytest.fixture

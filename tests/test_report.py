@@ -1,8 +1,6 @@
 """report.py: summaries -> table with PGR and CIs, JSON, markdown and a PNG; missing rows are shown as missing."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
@@ -10,11 +8,9 @@ from alice import report
 from alice.evaluate import summarize
 from alice.jsonl import write_json, write_jsonl
 from alice.paths import Layout, eval_run_name
+from alice.testing import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("report_cli", os.path.join(REPO, "report.py"))
-report_cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(report_cli)
+report_cli = load_script("report.py")
 
 
 def put(L, run, k, n=20, data="gsm8k"):

@@ -1,7 +1,6 @@
 """training/SFT.py and alice/sft.py on the tiny fixture models: every method trains a few steps, labels cover the
 response only, batch settings come from the YAML, LoRA saves merged weights, reruns skip or resume."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,18 +9,12 @@ import pytest
 from alice import sft
 from alice.jsonl import write_jsonl
 from alice.paths import Layout
+from alice.testing import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("sft_script", REPO / "training" / "SFT.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-SCRIPT = _load_script()
+SCRIPT = load_script("training/SFT.py")
 GSM8K_ROWS = 40  # W2S part: rows 20..39; cascade first half: 20..29
 
 

@@ -11,14 +11,11 @@ and gradient accumulation come from the accelerate config file (``# sft.<key>: <
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from alice import cli  # noqa: E402
-from alice import sft  # noqa: E402
-from alice.paths import Layout  # noqa: E402
+from alice import cli
+from alice import sft
+from alice.paths import Layout
 
 P = sft.PAPER
 

@@ -13,17 +13,12 @@ Rows: {id, question, answer}. Sampling as the seed: temperature 0.6, top_p 0.95.
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from alice import cli, prompts  # noqa: E402
-from alice import data as data_mod  # noqa: E402
-from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args  # noqa: E402
-from alice.evaluate import require_trained  # noqa: E402
-from alice.jsonl import read_jsonl, write_jsonl  # noqa: E402
-from alice.paths import Layout  # noqa: E402
+from alice import cli, prompts
+from alice import data as data_mod
+from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args
+from alice.jsonl import require_trained
+from alice.jsonl import read_jsonl, write_jsonl
+from alice.paths import Layout
 
 TEMPERATURE, TOP_P = 0.6, 0.95
 TYPES = ("qa", "cot", "cascade_1", "cascade_2")
@@ -76,12 +71,9 @@ def main(argv=None) -> list[dict]:
     if args.limit:
         rows = rows[: args.limit]
     items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
-    gen = Generator.from_args(str(labeler), args, p)
-    try:
+    with Generator.from_args(str(labeler), args, p) as gen:
         texts = generate_resumable(gen, items, sampling_from_args(args, TEMPERATURE, TOP_P), out,
                                    desc=f"label {args.data} ({args.type})")
-    finally:
-        gen.close()
     labels = [{"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0]} for r in rows]
     write_jsonl(out, labels)
     clear_resumable(out)

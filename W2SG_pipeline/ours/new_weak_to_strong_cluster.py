@@ -4,14 +4,9 @@ its W2S part and they are clustered -> data/ours[_cascade_halfhalf]/<data>/*_sam
     python W2SG_pipeline/ours/new_weak_to_strong_cluster.py --data hotpotqa --model qwen2.5 --teacher 3B --student 7B --method singleturn
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from alice import cli  # noqa: E402
-from alice.alice_stages import DEFAULT_NUM_SAMPLES, Setting, run_cluster, stage_parser  # noqa: E402
-from alice.clustering import DEFAULT_EMBEDDING_MODEL, DEFAULT_THRESHOLD, INSTRUCTION_MODES  # noqa: E402
+from alice import cli
+from alice.alice_stages import DEFAULT_NUM_SAMPLES, Setting, run_cluster, stage_parser
+from alice.clustering import DEFAULT_EMBEDDING_MODEL, DEFAULT_THRESHOLD, INSTRUCTION_MODES
 
 
 @cli.main_guard

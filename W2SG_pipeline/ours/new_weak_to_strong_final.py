@@ -4,13 +4,8 @@
     python W2SG_pipeline/ours/new_weak_to_strong_final.py --data hotpotqa --model qwen2.5 --teacher 3B --student 7B --method singleturn
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from alice import cli  # noqa: E402
-from alice.alice_stages import Setting, run_final, stage_parser  # noqa: E402
+from alice import cli
+from alice.alice_stages import Setting, run_final, stage_parser
 
 
 @cli.main_guard

@@ -4,14 +4,9 @@ summarizer LLM states the teacher's uncertainty -> *_uncertainty.jsonl
     python W2SG_pipeline/ours/new_weak_to_strong_uncertainty.py --data hotpotqa --model qwen2.5 --teacher 3B --student 7B --method singleturn
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from alice import cli  # noqa: E402
-from alice.alice_stages import Setting, run_uncertainty, stage_parser  # noqa: E402
-from alice.registry import SUMMARIZER_HUB_ID, SUMMARIZER_LOCAL_DIR  # noqa: E402
+from alice import cli
+from alice.alice_stages import Setting, run_uncertainty, stage_parser
+from alice.registry import SUMMARIZER_HUB_ID, SUMMARIZER_LOCAL_DIR
 
 
 @cli.main_guard
