@@ -98,8 +98,29 @@ def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     vocab = tokenizer.get_vocab()
-    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+    eot = end_of_turn_token(tokenizer)
+    ids += [vocab[t] for t in ((eot,) if eot else ()) + END_OF_TURN_TOKENS if t in vocab]
     return list(dict.fromkeys(int(i) for i in ids))
+
+
+def end_of_turn_token(tokenizer) -> str | None:
+    """The special token the chat template writes right after an assistant turn (``<|im_end|>`` for ChatML,
+    ``<|eot_id|>`` for Llama 3), read off the template itself; else the tokenizer's eos token."""
+    marker = "ALICE_END_OF_TURN_PROBE"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
+    except Exception:  # no template, or one that refuses this conversation
+        return tokenizer.eos_token
+    after = text[text.rfind(marker) + len(marker):] if marker in text else ""
+    specials = sorted({str(t) for t in tokenizer.all_special_tokens}
+                      | {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special},
+                      key=len, reverse=True)
+    for t in specials:
+        if t and after.lstrip(" ").startswith(t):
+            return t
+    return tokenizer.eos_token
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
@@ -113,6 +134,27 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
         )
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def check_weights_finite(model: str) -> None:
+    """A local model folder with a NaN/inf weight (a diverged training run) is refused before any engine starts: one
+    line naming the folder, instead of a device-side assert inside sampling. Hub ids are not scanned."""
+    folder = Path(model)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return
+    import torch
+    from safetensors import safe_open
+
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for name in st.keys():
+                t = st.get_tensor(name)
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise GenerationError(
+                        f"{folder} has non-finite weights ({name}): it comes from a diverged training run; train it "
+                        "again (training/SFT.py ... --overwrite, e.g. with a lower --lr)"
+                    )
 
 
 class _Rate:
@@ -200,6 +242,7 @@ class Generator:
         if self._engine is not None:
             return
         t0 = time.perf_counter()
+        check_weights_finite(self.model)
         tok = self.tokenizer()
         if self.backend == "vllm":
             self._load_vllm(tok)

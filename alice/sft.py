@@ -418,7 +418,8 @@ class TrainOptions:
     max_steps: int | None = None
     seed: int = PAPER.seed
     limit: int | None = None
-    bf16: bool | None = None  # None: bf16 where the accelerator supports it
+    bf16: bool | None = None  # None: bf16 autocast where the accelerator supports it (fp32 master weights always)
+    pure_bf16: bool = False  # bf16 weights AND optimizer state: the old path, kept only to measure what it loses
     packing: bool = False
     gradient_checkpointing: bool = False
     lora: bool = False
@@ -436,6 +437,109 @@ def bf16_supported() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Precision: fp32 master weights and optimizer state, bf16 autocast for the matrix work (as the field trains)
+# ----------------------------------------------------------------------------------------------------
+PRECISIONS = {
+    "bf16-mixed": "fp32 master weights + AdamW state, bf16 autocast",
+    "fp32": "fp32 weights, optimizer state and compute",
+    "bf16-pure": "bf16 weights AND AdamW state (no fp32 masters): kept only to measure what it loses",
+}
+
+
+def precision(opts: "TrainOptions") -> str:
+    """``bf16-mixed`` where the accelerator computes bf16 (unless --no-bf16), else ``fp32``; ``bf16-pure`` on request."""
+    if opts.pure_bf16:
+        return "bf16-pure"
+    bf16 = bf16_supported() if opts.bf16 is None else opts.bf16
+    return "bf16-mixed" if bf16 else "fp32"
+
+
+def load_dtype(prec: str, lora: bool):
+    """The dtype the model is loaded in. Trained weights stay fp32 (the optimizer's master copy); under DeepSpeed and
+    FSDP the engine keeps fp32 masters of them and computes in bf16. LoRA freezes the base, so a bf16 base is fine
+    there (peft keeps the adapters, the only trained weights, in fp32)."""
+    import torch
+
+    if prec == "bf16-pure" or (prec == "bf16-mixed" and lora):
+        return torch.bfloat16
+    return torch.float32
+
+
+# ----------------------------------------------------------------------------------------------------
+# Divergence guard: a non-finite loss or gradient norm stops training at once; nothing is saved as finished
+# ----------------------------------------------------------------------------------------------------
+class TrainingDiverged(SFTError):
+    """Training produced a non-finite loss, gradient norm or weight."""
+
+    def __init__(self, what: str, value: float, step: int, total: int, label: str):
+        super().__init__(
+            f"training diverged at optimizer step {step}/{total}: {what} is {value} ({label}); nothing was saved as "
+            f"finished. Try a lower --lr, --no-bf16 (fp32), or check the training rows; --overwrite starts afresh"
+        )
+        self.what, self.value, self.step = what, value, step
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return True
+
+
+def _guarded_trainer_class():
+    """SFTTrainer that checks every micro-batch's loss and every optimizer step's gradient norm (before the step)."""
+    import torch
+    from trl import SFTTrainer
+
+    class GuardedSFTTrainer(SFTTrainer):
+        guard_label = "model"
+
+        def _diverged(self, what: str, value) -> TrainingDiverged:
+            return TrainingDiverged(what, float(value), self.state.global_step + 1, self.state.max_steps, self.guard_label)
+
+        def training_step(self, *args, **kwargs):
+            loss = super().training_step(*args, **kwargs)
+            if not bool(torch.isfinite(loss.detach()).all()):
+                raise self._diverged("the loss", loss.detach().float().mean())
+            return loss
+
+        if hasattr(SFTTrainer, "_get_grad_norm"):  # transformers >= 5.x: the norm before optimizer.step()
+
+            def _get_grad_norm(self, *args, **kwargs):
+                norm = super()._get_grad_norm(*args, **kwargs)
+                if norm is not None and not _finite(norm):
+                    raise self._diverged("the gradient norm", norm)
+                return norm
+
+    return GuardedSFTTrainer
+
+
+def _divergence_callback():
+    """The same check on what the Trainer logs (covers engines that compute the norm themselves, e.g. DeepSpeed)."""
+    from transformers import TrainerCallback
+
+    class DivergenceGuard(TrainerCallback):
+        def __init__(self, label: str):
+            self.label = label
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key, what in (("loss", "the logged loss"), ("grad_norm", "the gradient norm")):
+                if logs and key in logs and not _finite(logs[key]):
+                    raise TrainingDiverged(what, float(logs[key]), state.global_step, state.max_steps, self.label)
+
+    return DivergenceGuard
+
+
+def check_finite_weights(model, label: str) -> None:
+    """Refuse to save a model with a non-finite weight."""
+    import torch
+
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise TrainingDiverged(f"weight {name}", float("nan"), -1, -1, label)
 
 
 def is_finished(out_dir: str | os.PathLike) -> bool:
@@ -470,14 +574,19 @@ def build_trainer(model_id: str, rows: list[dict], out_dir: Path, batch: BatchSe
     """An SFTTrainer for ``rows`` (conversational prompt-completion: loss on the completion tokens only)."""
     import datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
 
-    bf16 = bf16_supported() if opts.bf16 is None else opts.bf16
+    from .generation import end_of_turn_token
+
+    prec = precision(opts)
+    bf16 = prec != "fp32"
     tokenizer = AutoTokenizer.from_pretrained(model_id)
     if tokenizer.chat_template is None:
         raise SFTError(f"{model_id} has no chat template: SFT renders prompts with the model's own template (use an instruct model)")
-    model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.bfloat16 if bf16 else torch.float32)
+    eot = end_of_turn_token(tokenizer)
+    source_dtype = getattr(AutoConfig.from_pretrained(model_id), "dtype", None)
+    model = AutoModelForCausalLM.from_pretrained(model_id, dtype=load_dtype(prec, opts.lora))
 
     total = optimizer_steps(len(rows), batch, opts.epochs, opts.max_steps)
     config = SFTConfig(
@@ -490,7 +599,9 @@ def build_trainer(model_id: str, rows: list[dict], out_dir: Path, batch: BatchSe
         warmup_steps=warmup_steps(total),
         per_device_train_batch_size=batch.per_device,
         gradient_accumulation_steps=batch.grad_accum,
-        bf16=bf16,
+        bf16=bf16,  # autocast (torch.autocast / DeepSpeed / FSDP mixed precision) over the fp32 weights loaded above
+        logging_nan_inf_filter=False,  # log a non-finite loss as it is (the divergence guard stops the run anyway)
+        eos_token=eot,  # the chat template's end of turn: the saved config/generation_config stop there
         max_length=opts.max_length,
         truncation_mode="keep_start",
         completion_only_loss=True,  # the prompt-completion format's loss mask: response tokens only
@@ -521,7 +632,13 @@ def build_trainer(model_id: str, rows: list[dict], out_dir: Path, batch: BatchSe
             task_type="CAUSAL_LM",
         )
     train_dataset = datasets.Dataset.from_list(to_examples(rows))
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train_dataset, processing_class=tokenizer, peft_config=peft_config)
+    trainer = _guarded_trainer_class()(model=model, args=config, train_dataset=train_dataset,
+                                       processing_class=tokenizer, peft_config=peft_config)
+    trainer.guard_label = f"{model_id} -> {out_dir}"
+    trainer.add_callback(_divergence_callback()(trainer.guard_label))
+    trainer.precision = prec
+    trainer.save_dtype = source_dtype if isinstance(source_dtype, torch.dtype) else torch.float32
+    trainer.end_of_turn = eot
     if not opts.keep_checkpoints:
         trainer.add_callback(_no_final_checkpoint_callback())
     # Warm-up from the rows that survived preparation (packing changes the count; over-long rows are dropped).
@@ -535,10 +652,21 @@ def _save_final(trainer, out_dir: Path, lora: bool) -> None:
 
     Written to ``<out>/final.tmp`` first and moved in with config.json last, so a killed save never looks finished.
     """
+    import torch
+
     tmp = out_dir / "final.tmp"
     acc = trainer.accelerator
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
+    # Never save a broken model: every process checks its (shard of the) weights, all agree before anyone saves.
+    try:
+        check_finite_weights(trainer.model, getattr(trainer, "guard_label", str(out_dir)))
+        bad = 0.0
+    except TrainingDiverged:
+        bad = 1.0
+    if acc.reduce(torch.tensor([bad], device=acc.device), reduction="sum").item() > 0:
+        raise TrainingDiverged("a weight", float("nan"), trainer.state.global_step, trainer.state.max_steps,
+                               getattr(trainer, "guard_label", str(out_dir)))
     acc.wait_for_everyone()
     if lora:
         if acc.is_main_process:
@@ -549,11 +677,63 @@ def _save_final(trainer, out_dir: Path, lora: bool) -> None:
         trainer.save_model(str(tmp))  # gathers DeepSpeed / FSDP (full state dict) weights
     acc.wait_for_everyone()
     if acc.is_main_process:
+        finish_saved_folder(tmp, getattr(trainer, "save_dtype", None), getattr(trainer, "end_of_turn", None))
         names = sorted(p.name for p in tmp.iterdir() if p.name != "training_args.bin")
         for name in [n for n in names if n != "config.json"] + ["config.json"]:
             os.replace(tmp / name, out_dir / name)
         shutil.rmtree(tmp)
     acc.wait_for_everyone()
+
+
+def finish_saved_folder(folder: Path, dtype=None, end_of_turn: str | None = None) -> None:
+    """Make a saved folder right for other tools.
+
+    - Weights in ``dtype`` (the source checkpoint's, usually bf16): trained from fp32 masters, stored as the model was
+      published, so vLLM's ``dtype='auto'`` and ``from_pretrained`` load it as they load the original.
+    - ``config.json`` and ``generation_config.json`` end a turn at the chat template's end-of-turn token (plus the
+      tokenizer's eos), so plain transformers / vLLM stop where the project's Generator stops.
+    """
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer, GenerationConfig
+
+    if dtype is not None and dtype != torch.float32:
+        for f in sorted(folder.glob("*.safetensors")):
+            tensors = load_file(str(f))
+            if any(t.is_floating_point() and t.dtype != dtype for t in tensors.values()):
+                save_file({k: (t.to(dtype) if t.is_floating_point() else t).contiguous() for k, t in tensors.items()},
+                          str(f), metadata={"format": "pt"})
+        cfg_path = folder / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        name = str(dtype).removeprefix("torch.")
+        for key in ("dtype", "torch_dtype"):
+            if key in cfg:
+                cfg[key] = name
+        cfg.setdefault("dtype", name)
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    ids = [tok.convert_tokens_to_ids(end_of_turn)] if end_of_turn else []
+    if tok.eos_token_id is not None:
+        ids.append(tok.eos_token_id)
+    ids = list(dict.fromkeys(i for i in ids if i is not None))
+    if not ids:
+        return
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["eos_token_id"] = ids[0] if len(ids) == 1 else ids
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    try:
+        gen = GenerationConfig.from_pretrained(str(folder))
+    except OSError:
+        gen = GenerationConfig()
+    old = gen.eos_token_id
+    old = list(old) if isinstance(old, (list, tuple)) else ([old] if old is not None else [])
+    gen.eos_token_id = list(dict.fromkeys(ids + old))
+    if gen.pad_token_id is None and tok.pad_token_id is not None:
+        gen.pad_token_id = tok.pad_token_id
+    gen.save_pretrained(str(folder))
 
 
 def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = False, settings: dict | None = None) -> dict | None:
@@ -625,6 +805,10 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
         "warmup_steps": args.warmup_steps,
         "max_length": args.max_length,
         "bf16": args.bf16,
+        "precision": trainer.precision,
+        "precision_means": PRECISIONS[trainer.precision],
+        "trained_weights_dtype": sorted({str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters()
+                                         if p.requires_grad}),
         "packing": opts.packing,
         "gradient_checkpointing": opts.gradient_checkpointing,
         "seed": args.seed,

@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (overrides --epochs)")
     t.add_argument("--seed", type=int, default=P.seed)
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 weights and autocast (default: on where the GPU supports it, off on CPU)")
+                   help="bf16 autocast over fp32 master weights and optimizer state (default: on where the GPU "
+                        "supports it, off on CPU); --no-bf16 trains in plain fp32")
+    t.add_argument("--pure-bf16", action="store_true",
+                   help="bf16 weights AND optimizer state, no fp32 masters (most lr-1e-5 updates round away; "
+                        "kept only to measure that against the default)")
     t.add_argument("--packing", action="store_true", help="padding-free packing of whole examples (GPU throughput)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
     t.add_argument("--save-steps", type=int, default=P.save_steps, help="checkpoint every N optimizer steps (resume)")
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         batch = sft.batch_settings(args.config_file, args.per_device_batch_size, args.gradient_accumulation_steps)
         opts = sft.TrainOptions(
             epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, max_length=args.max_length,
-            max_steps=args.max_steps, seed=args.seed, limit=args.limit, bf16=args.bf16, packing=args.packing,
+            max_steps=args.max_steps, seed=args.seed, limit=args.limit, bf16=args.bf16, pure_bf16=args.pure_bf16, packing=args.packing,
             gradient_checkpointing=args.gradient_checkpointing, lora=args.lora, lora_r=args.lora_r,
             lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,
             save_steps=args.save_steps, logging_steps=args.logging_steps, report_to=args.report_to,
