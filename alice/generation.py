@@ -224,7 +224,7 @@ class Generator:
         """Prompts per checkpoint of ``generate_resumable``: large enough to keep the backend busy."""
         if self.backend == "vllm":
             return 512 if _cuda_available() else 64
-        return 64
+        return max(64, self.batch_size or 0)  # hf: at least one whole --batch-size batch per generate() call
 
     # ---- loading --------------------------------------------------------------------------------------
     def tokenizer(self):
