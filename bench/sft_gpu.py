@@ -167,12 +167,17 @@ def collect(a) -> None:
                     kind = "trained (bf16-pure, old path)"
                 m[kind] = {k: s[k] for k in ("accuracy", "ci95", "n", "correct", "parsed")} | {
                     "run": run, "wall_s": s.get("wall_s"), "settings": s.get("settings")}
-                m[kind]["_pred"] = s.get("predictions")
+                m[kind]["_pred"] = str(ev / f"{run}.jsonl")  # here, not the path recorded on the GPU machine
         if "untrained" in m and "trained (bf16-mixed)" in m:
             x, y = load_correct(m["untrained"]["_pred"]), load_correct(m["trained (bf16-mixed)"]["_pred"])
             if x and y:
                 m["trained_minus_untrained"] = paired_bootstrap(x, y)
         for v in m.values():
+            if isinstance(v, dict) and v.get("_pred") and Path(v["_pred"]).exists():
+                rows = [json.loads(line) for line in open(v["_pred"])]
+                chars = sorted(len(r["response"]) for r in rows)
+                v["response_chars_median"] = chars[len(chars) // 2]
+                v["share_with_gsm8k_format"] = sum("####" in r["response"] for r in rows) / len(rows)
             if isinstance(v, dict):
                 v.pop("_pred", None)
         cfg = root / "model_outputs" / "base" / f"{FAMILY}_{size}_{DATA}" / "train_config.json"
