@@ -118,3 +118,29 @@ def test_two_cpu_processes_train_and_save(tiny_models, tmp_path):
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(out)
+
+
+def test_multi_gpu_configs_compute_in_bf16_over_fp32_masters():
+    """Issue 11: DeepSpeed's bf16 mode (fp32 master partitions in its optimizer) and FSDP2's mixed-precision policy
+    (bf16 compute over the sharded parameters) both train the fp32 weights that build_trainer loads."""
+    import torch
+    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    args, defaults, mp = _launch_args(REPO / "accelerate_configs/deepspeed_zero2.yaml")
+    args.deepspeed_fields_from_accelerate_config = ",".join([*defaults.deepspeed_config, *(["mixed_precision"] if mp else [])])
+    _, env = prepare_deepspeed_cmd_env(args)
+    with mock.patch.dict(os.environ, env):
+        ds = DeepSpeedPlugin()
+        ds.set_mixed_precision(env["ACCELERATE_MIXED_PRECISION"])
+    assert ds.deepspeed_config["bf16"] == {"enabled": True} and ds.deepspeed_config["fp16"] == {"enabled": False}
+
+    args, _, _ = _launch_args(REPO / "accelerate_configs/fsdp.yaml")
+    env = prepare_multi_gpu_env(args)
+    with mock.patch.dict(os.environ, env):
+        fsdp = FullyShardedDataParallelPlugin()
+        fsdp.set_mixed_precision(env["ACCELERATE_MIXED_PRECISION"])
+    assert fsdp.mixed_precision_policy.param_dtype == torch.bfloat16
+    # the weights the engines shard and update are loaded in fp32 for full fine-tuning (LoRA: bf16 frozen base)
+    assert sft.load_dtype("bf16-mixed", lora=False) == torch.float32
+    assert sft.load_dtype("bf16-mixed", lora=True) == torch.bfloat16

@@ -123,7 +123,10 @@ def test_divergence_is_one_line_from_the_script(tiny_models, tmp_path, capsys):
     assert len(errors) == 1 and errors[0].startswith("error: training diverged at optimizer step"), err[-2000:]
 
 
-def test_nan_model_is_refused_by_the_generator_in_one_line(tiny_models, tmp_path):
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def test_nan_model_is_refused_by_the_generator_in_one_line(tiny_models, tmp_path, backend):
+    if backend == "vllm":
+        pytest.importorskip("vllm")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     bad = tmp_path / "nan_model"
@@ -132,7 +135,7 @@ def test_nan_model_is_refused_by_the_generator_in_one_line(tiny_models, tmp_path
         m.model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
     m.save_pretrained(str(bad))
     AutoTokenizer.from_pretrained(str(tiny_models["qwen_small"])).save_pretrained(str(bad))
-    gen = Generator(str(bad), backend="hf")
+    gen = Generator(str(bad), backend=backend)
     with pytest.raises(GenerationError) as e:
         gen.generate([[{"role": "user", "content": "hi"}]], Sampling(temperature=1.0, max_new_tokens=4))
     assert str(bad) in str(e.value) and "non-finite" in str(e.value) and "\n" not in str(e.value)
