@@ -14,6 +14,7 @@ CONFIGS = {
     "accelerate_configs/deepspeed_zero2.yaml": ("DEEPSPEED", 4),
     "accelerate_configs/fsdp.yaml": ("FSDP", 4),
     "accelerate_configs/cpu_2proc.yaml": ("MULTI_GPU", 2),  # torchrun's launcher, on the CPU (gloo)
+    "accelerate_configs/deepspeed_zero2_multinode.yaml": ("DEEPSPEED", 16),  # 2 machines x 8 GPUs
 }
 
 
@@ -144,3 +145,18 @@ def test_multi_gpu_configs_compute_in_bf16_over_fp32_masters():
     # the weights the engines shard and update are loaded in fp32 for full fine-tuning (LoRA: bf16 frozen base)
     assert sft.load_dtype("bf16-mixed", lora=False) == torch.float32
     assert sft.load_dtype("bf16-mixed", lora=True) == torch.bfloat16
+
+
+def test_multinode_config_names_its_machines_and_rendezvous():
+    """Past one machine (issue 15): accelerate's own loader reads the machine count, rank and the main machine's
+    address; each machine passes its own --machine_rank."""
+    from accelerate.commands.config import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    path = REPO / "accelerate_configs/deepspeed_zero2_multinode.yaml"
+    cfg = load_config_from_file(str(path))
+    assert (cfg.num_machines, cfg.machine_rank, cfg.main_process_port) == (2, 0, 29500) and cfg.main_process_ip
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(
+        ["--config_file", str(path), "--machine_rank", "1", "training/SFT.py", "--help"]))
+    assert (args.num_machines, args.machine_rank, args.num_processes) == (2, 1, 16)
+    assert args.main_process_ip == cfg.main_process_ip
