@@ -55,7 +55,7 @@ def fingerprint(path: str | os.PathLike) -> str | None:
             h.update(f.read(HEAD_BYTES))
     elif p.is_dir():
         for q in sorted(p.iterdir()):
-            if q.is_file() and q.name not in _RECORDS and not q.name.startswith("."):
+            if q.is_file() and q.name not in _RECORDS and not q.name.startswith(".") and not q.name.endswith(SUFFIX):
                 st = q.stat()
                 h.update(f"{q.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     else:
