@@ -431,3 +431,23 @@ def test_a_stage_row_without_its_fields_is_one_line(setting):
     s.clustered.write_text(json.dumps({"id": "h051", "question": "q"}) + "\n")
     with pytest.raises(JsonlError, match=r"row 1: no 'clusters', 'final_response'.*--overwrite"):
         st.run_uncertainty(s, ARGS, summarizer="summ", make_generator=make)
+
+
+@pytest.mark.parametrize("script", ["W2SG_pipeline/ours/new_weak_to_strong_zeroshot.py", "evaluation.py",
+                                    "cot/cot_generate_filter.py", "W2SG_pipeline/original/original_weak_to_strong.py"])
+@pytest.mark.parametrize("flag,value", [("--limit", "0"), ("--limit", "-1"), ("--max-new-tokens", "0"),
+                                        ("--max-new-tokens", "-5"), ("--batch-size", "0")])
+def test_bad_generation_numbers_are_usage_errors(script, flag, value, tmp_path, capsys):
+    from alice.testing import load_script
+
+    mod = load_script(script)
+    argv = ["--data", "hotpotqa", "--model", "qwen2.5", "--teacher", "0.5B", "--student", "1.5B", "--root", str(tmp_path),
+            flag, value]
+    argv += {"evaluation.py": ["--method", "naive"], "cot/cot_generate_filter.py": []}.get(script, ["--type", "qa"] if "original" in script else [])
+    if "cot" in script or "original" in script:
+        argv = [a for a in argv if a not in ("--student", "1.5B")]
+    with pytest.raises(SystemExit) as e:
+        mod.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}: must be at least 1" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
