@@ -157,10 +157,10 @@ class Setting:
             out["student"] = self.student_model
         return dict(out, **extra)
 
-    def fresh(self, out: Path, settings: dict, inputs: list) -> bool:
+    def fresh(self, out: Path, settings: dict, inputs: list, quiet: bool = False) -> bool:
         """True when ``out`` is up to date (skip); False to make it; a one-line error when made otherwise."""
         return fresh.check_fresh(out, settings, inputs, overwrite=self.overwrite, argv=self.argv,
-                                 log=lambda m: print(m, flush=True))
+                                 log=(lambda m: None) if quiet else (lambda m: print(m, flush=True)))
 
     def record(self, out: Path, settings: dict, inputs: list) -> None:
         fresh.record(out, settings, inputs, argv=self.argv)
@@ -310,7 +310,7 @@ def run_uncertainty(s: Setting, args, *, summarizer: str | None = None,
     settings = s.settings("uncertainty", args, summarizer=summarizer_id)
     inputs = [s.clustered, summarizer_id]
     o_settings = s.settings("originals", args)
-    have_statements = s.fresh(out, settings, inputs)
+    have_statements = s.fresh(out, settings, inputs, quiet=True)
     if have_statements and s.fresh(s.originals, o_settings, [s.clustered]):
         return None
     rows = _clustered_rows(s)

@@ -96,7 +96,7 @@ def identity_encode(question, responses):
 @pytest.fixture
 def setting(tmp_path):
     data = write_data(tmp_path / "data_in")
-    s = st.Setting(data="hotpotqa", model="custom", teacher="teach", student="/x/student", layout=Layout(tmp_path / "root"),
+    s = st.Setting(data="hotpotqa", model="custom", teacher="teach", student="x/student", layout=Layout(tmp_path / "root"),
                    data_dir=str(data))
     return s
 
@@ -407,7 +407,7 @@ def test_a_second_student_under_the_same_teacher_gets_its_original_rows(setting)
     log = []
     make = lambda m: ScriptedGenerator(m, reply, log)  # noqa: E731
     run_all(s, log)
-    mid = st.Setting(**{**s.__dict__, "student": "/x/mid-student"})
+    mid = st.Setting(**{**s.__dict__, "student": "x/mid-student"})
     assert mid.uncertainty == s.uncertainty and mid.originals != s.originals
     log.clear()
     counts = [st.run_cluster(mid, ARGS, num_samples=4, make_generator=make, encode=identity_encode),

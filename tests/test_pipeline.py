@@ -95,7 +95,7 @@ def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_mo
             "--summarizer-model", str(tiny_models["llama"]), "--embedding-model", MINILM, "--backend", "hf",
             "--extra-sft-args", "--max-steps 2", "--root", str(root), "--data-dir", str(data)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
-    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=4000)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     args = pipeline.build_parser().parse_args(argv[3:])
@@ -114,7 +114,7 @@ def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_mo
     assert "all steps finished" in r.stdout
 
     before = _snapshot(root)
-    r2 = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r2 = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
     skipped = [line for line in r2.stdout.splitlines() if "done, skipped" in line]
     assert len(skipped) == sum(1 for s in steps if s.outputs)  # every step but the report
@@ -124,7 +124,7 @@ def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_mo
 
     # another --eval-limit: the evaluations are redone (with --overwrite), nothing else
     r3 = subprocess.run([*argv[:argv.index("--eval-limit") + 1], "3", *argv[argv.index("--eval-limit") + 2:]], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=900)
+                        env=env, capture_output=True, text=True, timeout=1200)
     assert r3.returncode == 0, r3.stdout[-3000:] + r3.stderr[-3000:]
     ran = [line.split("] ", 1)[1].split(":")[0] for line in r3.stdout.splitlines() if ": running" in line]
     assert ran and all(n.startswith("eval ") or n == "report" for n in ran) and len(ran) == 1 + sum(n.startswith("eval ") for n in names)
