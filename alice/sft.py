@@ -195,7 +195,7 @@ def resolve_job(
         source = str(path)
         if type_ == "cascade1":
             source += f" (rows whose id is in the cascade's first half of the {D} W2S part)"
-            load = lambda: cascade_first_rows(_file_rows(path, made_by), path, D, data_dir)  # noqa: E731
+            load = lambda: cascade_first_rows(_file_rows(path, made_by), path, D, data_dir, made_by)  # noqa: E731
         else:
             load = lambda: _file_rows(path, made_by)  # noqa: E731
 
@@ -208,13 +208,14 @@ def resolve_job(
     return job
 
 
-def cascade_first_rows(rows: list[dict], path: Path, data: str, data_dir: str | None) -> list[dict]:
+def cascade_first_rows(rows: list[dict], path: Path, data: str, data_dir: str | None,
+                       made_by: str = "python W2SG_pipeline/ours/new_weak_to_strong_final.py ... --overwrite") -> list[dict]:
     """Cascade hop 1 trains the mid-level model on the single-turn Alice rows of the W2S part's first half, by id.
 
     (The file lists 'original' rows before 'new' ones, so taking its first half of lines would pick the wrong rows.)
     """
     if any(r["id"] is None for r in rows):
-        raise JsonlError(f"{path} has rows without an 'id': rerun `bash W2SG_pipeline/ours/ours-wts-single.sh`")
+        raise JsonlError(f"{path} has rows without an 'id': rerun `{made_by} --overwrite`")
     first = {r["id"] for r in data_mod.load_subset(data, "cascade_first", data_dir)}
     keep = [r for r in rows if r["id"] in first]
     if not keep:
