@@ -13,7 +13,7 @@ the same settings prints the stored result, a killed run continues where it stop
 
 from __future__ import annotations
 
-from alice import cli
+from alice import cli, fresh
 from alice import data as data_mod
 from alice.evaluate import (
     METHODS,
@@ -21,6 +21,7 @@ from alice.evaluate import (
     OURS_WTS_TYPES,
     evaluate,
     load_summary,
+    model_inputs,
     one_line,
     require_model,
     target,
@@ -54,18 +55,20 @@ def main(argv=None) -> dict:
     layout = Layout.default(args.root)
     t = target(layout, args.method, args.model, args.data, args.student, student_id, args.teacher,
                args.original_wts_type if args.method == "original-wts" else None,
-               args.ours_wts_type if args.method == "ours-wts" else None)
+               args.ours_wts_type if args.method == "ours-wts" else None, data_dir=args.data_dir)
     pred_path, summary_path = layout.eval_predictions(args.data, t.run), layout.eval_summary(args.data, t.run)
     max_new = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
     settings = {"limit": args.limit, "max_new_tokens": max_new, "seed": args.seed}
 
-    old = load_summary(summary_path)
-    if old and all(old.get("settings", {}).get(k) == v for k, v in settings.items()) and old.get("model") == t.model_path:
+    require_model(t)
+    made_with = dict(settings, model=t.model_path, data=args.data)
+    if fresh.check_fresh(summary_path, made_with, model_inputs(t), overwrite=args.overwrite,
+                         argv=fresh.command_line(argv)):
+        old = load_summary(summary_path)
         print(f"already evaluated ({summary_path}):")
         print(one_line(args.data, t.run, old))
         return old
 
-    require_model(t)
     rows = data_mod.load_test(args.data, args.data_dir)
     if args.limit:
         rows = rows[: args.limit]
@@ -75,6 +78,7 @@ def main(argv=None) -> dict:
             "settings": settings}
     with Generator.from_args(t.model_path, args, p) as gen:
         summary = evaluate(gen, rows, args.data, pred_path, summary_path, max_new_tokens=max_new, meta=meta)
+    fresh.record(summary_path, made_with, model_inputs(t), argv=fresh.command_line(argv))
     print(one_line(args.data, t.run, summary))
     return summary
 

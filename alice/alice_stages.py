@@ -8,9 +8,12 @@
     final        the student answers again from its own answer, the teacher's and the uncertainty ('new'
                  rows); the training file *_to_*.jsonl = 'original' + 'new' rows in question order
 
-Files are joined by question id. Each stage skips when its output exists (delete it to redo), resumes its
-generation after a kill (``generation.generate_resumable``) and writes its output atomically, so a rerun
-never duplicates rows. The training file is written once, whole, by the final stage.
+Files are joined by question id. Each output records the settings and input fingerprints that made it
+(``alice.fresh``): a rerun with the same ones does nothing, one with other settings (or after an input changed)
+stops with one line naming ``--overwrite`` (which redoes it). A stage resumes its generation after a kill
+(``generation.generate_resumable``) and writes its output atomically, so a rerun never duplicates rows. The
+training file is written once, whole, by the final stage. The uncertainty file is shared by every student of
+one sampler; the 'original' rows are written per student (a second student reuses the statements).
 
 Every Alice stage samples with temperature 0.9 and top_p 0.95, as the paper's scripts did.
 """
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cli, prompts, registry
+from . import cli, fresh, prompts, registry
 from . import data as data_mod
 from .jsonl import JsonlError, MissingInputError, read_jsonl, require, require_trained, write_jsonl
 from .paths import Layout
@@ -65,16 +68,19 @@ class Setting:
     layout: Layout = Layout(Path("."))
     data_dir: str | None = None
     limit: int | None = None
+    overwrite: bool = False
+    argv: list[str] | None = None
 
     @classmethod
-    def from_args(cls, p: argparse.ArgumentParser, args: argparse.Namespace) -> "Setting":
+    def from_args(cls, p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> "Setting":
         for role in ("teacher", "student"):
             cli.resolve(p, args, role)  # a parser error for a missing or unknown size
         if args.method == "cascade":
             cli.resolve(p, args, "midlevel")
         return cls(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
                    method=args.method, midlevel=args.midlevel, layout=Layout.default(args.root),
-                   data_dir=args.data_dir, limit=args.limit)
+                   data_dir=args.data_dir, limit=args.limit, overwrite=getattr(args, "overwrite", False),
+                   argv=fresh.command_line(argv))
 
     @property
     def cascade(self) -> bool:
@@ -129,7 +135,7 @@ class Setting:
     # ---- the rest -----------------------------------------------------------------------------------
     def _root_flags(self) -> list[str]:
         root = str(self.layout.root)
-        return [] if root == "." else ["--root", root]
+        return (["--data-dir", self.data_dir] if self.data_dir else []) + ([] if root == "." else ["--root", root])
 
     def command(self, stage: str) -> str:
         """The command line that runs ``stage`` of this setting (for 'run X first' messages)."""
@@ -137,9 +143,27 @@ class Setting:
                 "--teacher", self.teacher, "--student", self.student, "--method", self.method]
         if self.midlevel:
             argv += ["--midlevel", self.midlevel]
-        if self.data_dir:
-            argv += ["--data-dir", self.data_dir]
         return shlex.join(argv + self._root_flags())
+
+    def settings(self, stage: str, args, **extra) -> dict:
+        """What the content of ``stage``'s output depends on (besides its input files): recorded with it.
+        cluster and uncertainty do not depend on the student (their files are shared by every student)."""
+        from .generation import DEFAULT_MAX_NEW_TOKENS
+
+        out = {"stage": stage, "data": self.data, "model": self.model, "method": self.method, "sampler": self.sampler,
+               "limit": self.limit, "max_new_tokens": getattr(args, "max_new_tokens", None) or DEFAULT_MAX_NEW_TOKENS,
+               "seed": getattr(args, "seed", 0) or 0, "temperature": TEMPERATURE, "top_p": TOP_P}
+        if stage in ("zeroshot", "final"):
+            out["student"] = self.student_model
+        return dict(out, **extra)
+
+    def fresh(self, out: Path, settings: dict, inputs: list, quiet: bool = False) -> bool:
+        """True when ``out`` is up to date (skip); False to make it; a one-line error when made otherwise."""
+        return fresh.check_fresh(out, settings, inputs, overwrite=self.overwrite, argv=self.argv,
+                                 log=(lambda m: None) if quiet else (lambda m: print(m, flush=True)))
+
+    def record(self, out: Path, settings: dict, inputs: list) -> None:
+        fresh.record(out, settings, inputs, argv=self.argv)
 
     def questions(self) -> list[dict]:
         """The questions the sampler labels: the W2S part (single-turn) or its second half (cascade)."""
@@ -183,13 +207,6 @@ def _finish(out: Path, rows: list[dict]) -> None:
     clear_resumable(out)
 
 
-def _skip(out: Path) -> bool:
-    if out.exists():
-        print(f"{out} exists: nothing to do (delete it to redo this stage)", flush=True)
-        return True
-    return False
-
-
 def _counts(stage: str, **counts) -> dict:
     names = {"na": "N/A (no cluster)"}
     print(f"[{stage}] " + ", ".join(f"{names.get(k, k.replace('_', ' '))}: {v}" for k, v in counts.items()), flush=True)
@@ -203,6 +220,25 @@ def _by_id(rows: list[dict], path: Path) -> dict[str, dict]:
             raise JsonlError(f"{path}: a row has no 'id' (made by an older version?); delete the file and rerun its stage")
         out[r["id"]] = r
     return out
+
+
+def _rows(path: Path, made_by: str, fields: tuple[str, ...]) -> list[dict]:
+    """Rows of a stage's file, each checked to hold ``fields`` (else one line naming the command that remakes it)."""
+    rows = read_jsonl(path, made_by=made_by)
+    for n, r in enumerate(rows, 1):
+        missing = [f for f in fields if f not in r]
+        if missing:
+            raise JsonlError(f"{path}, row {n}: no {', '.join(repr(f) for f in missing)} (not made by this stage?): "
+                             f"run `{made_by} --overwrite`")
+    return rows
+
+
+def _clustered_rows(s: "Setting") -> list[dict]:
+    rows = _rows(s.clustered, s.command("cluster"), ("id", "question", "clusters", "final_response"))
+    for n, r in enumerate(rows, 1):
+        if not isinstance(r["clusters"], list) or not all(isinstance(c, dict) and "response" in c for c in r["clusters"]):
+            raise JsonlError(f"{s.clustered}, row {n}: 'clusters' is not a list of clusters: run `{s.command('cluster')} --overwrite`")
+    return rows
 
 
 def _clustered_order(path: Path, made_by: str) -> list[str]:
@@ -230,9 +266,13 @@ def run_cluster(s: Setting, args, *, num_samples: int = DEFAULT_NUM_SAMPLES, thr
     from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, cluster_question, uses_embeddings
 
     out = s.clustered
-    if _skip(out):
-        return None
     model = require_trained(s.sampler_model, s.sampler_command())
+    settings = s.settings("cluster", args, num_samples=num_samples, threshold=threshold,
+                          embedding_model=((embedding_model or DEFAULT_EMBEDDING_MODEL) if uses_embeddings(s.data) else None),
+                          embedding_instruction=(embedding_instruction if uses_embeddings(s.data) else None))
+    inputs = [model]
+    if s.fresh(out, settings, inputs):
+        return None
     questions = s.questions()
     items = [{"id": q["id"], "messages": prompts.question_messages(q["question"])} for q in questions]
     samples = _generate(make_generator or _factory(args), str(model), items, _sampling(args, num_samples), out,
@@ -254,6 +294,7 @@ def run_cluster(s: Setting, args, *, num_samples: int = DEFAULT_NUM_SAMPLES, thr
         rows.append({"id": q["id"], "question": q["question"], "sampled_responses": responses,
                      "clusters": c.clusters, "final_response": c.final_response})
     _finish(out, rows)
+    s.record(out, settings, inputs)
     print(f"wrote {out}", flush=True)
     return _counts("cluster", questions=len(questions), samples_per_question=num_samples, written=len(rows),
                    na=len(questions) - len(rows), one_cluster=one, several_clusters=len(rows) - one,
@@ -264,19 +305,32 @@ def run_uncertainty(s: Setting, args, *, summarizer: str | None = None,
                     make_generator: GeneratorFactory | None = None) -> dict | None:
     """Questions with one cluster -> 'original' rows; others -> the summarizer's uncertainty statement."""
     out = s.uncertainty
-    if _skip(out):
+    summarizer_id = registry.resolve_summarizer(summarizer)
+    require(s.clustered, s.command("cluster"))
+    settings = s.settings("uncertainty", args, summarizer=summarizer_id)
+    inputs = [s.clustered, summarizer_id]
+    o_settings = s.settings("originals", args)
+    have_statements = s.fresh(out, settings, inputs, quiet=True)
+    if have_statements and s.fresh(s.originals, o_settings, [s.clustered]):
         return None
-    rows = read_jsonl(s.clustered, made_by=s.command("cluster"))
+    rows = _clustered_rows(s)
     single = [r for r in rows if len(r["clusters"]) == 1]
     several = [r for r in rows if len(r["clusters"]) > 1]
-    items = [{"id": r["id"], "messages": prompts.uncertainty_messages(
-        s.data, r["question"], [c["response"] for c in r["clusters"]])} for r in several]
-    texts = _generate(make_generator or _factory(args), registry.resolve_summarizer(summarizer), items,
-                      _sampling(args), out, desc="uncertainty statements")
+    # the 'original' rows of this student's training file (cheap: no generation; another student of the same
+    # sampler may have made the shared uncertainty file already)
     write_jsonl(s.originals, [{"id": r["id"], "question": r["question"], "answer": r["final_response"],
                                "label": "original"} for r in single])
+    s.record(s.originals, o_settings, [s.clustered])
+    if have_statements:
+        print(f"wrote {s.originals} ({out} is up to date)", flush=True)
+        return _counts("uncertainty", questions=len(rows), original=len(single), uncertain=len(several))
+    items = [{"id": r["id"], "messages": prompts.uncertainty_messages(
+        s.data, r["question"], [c["response"] for c in r["clusters"]])} for r in several]
+    texts = _generate(make_generator or _factory(args), summarizer_id, items,
+                      _sampling(args), out, desc="uncertainty statements")
     _finish(out, [{"id": r["id"], "question": r["question"], "final_response": r["final_response"],
                    "uncertainty": texts[r["id"]][0]} for r in several])
+    s.record(out, settings, inputs)
     print(f"wrote {s.originals} and {out}", flush=True)
     return _counts("uncertainty", questions=len(rows), original=len(single), uncertain=len(several))
 
@@ -284,14 +338,17 @@ def run_uncertainty(s: Setting, args, *, summarizer: str | None = None,
 def run_zeroshot(s: Setting, args, *, make_generator: GeneratorFactory | None = None) -> dict | None:
     """The untrained student answers every uncertain question zero-shot."""
     out = s.zeroshot
-    if _skip(out):
+    require(s.uncertainty, s.command("uncertainty"))
+    settings, inputs = s.settings("zeroshot", args), [s.uncertainty, s.student_model]
+    if s.fresh(out, settings, inputs):
         return None
-    rows = read_jsonl(s.uncertainty, made_by=s.command("uncertainty"))
+    rows = _rows(s.uncertainty, s.command("uncertainty"), ("id", "question"))
     items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
     texts = _generate(make_generator or _factory(args), s.student_model, items, _sampling(args), out,
                       desc="student zero-shot")
     _finish(out, [{"id": r["id"], "question": r["question"], "zero_shot_student_response": texts[r["id"]][0]}
                   for r in rows])
+    s.record(out, settings, inputs)
     print(f"wrote {out}", flush=True)
     return _counts("zeroshot", questions=len(rows))
 
@@ -299,13 +356,17 @@ def run_zeroshot(s: Setting, args, *, make_generator: GeneratorFactory | None = 
 def run_final(s: Setting, args, *, make_generator: GeneratorFactory | None = None) -> dict | None:
     """The student's proactive answers ('new') + the 'original' rows -> the training file, in question order."""
     out = s.train
-    if _skip(out):
+    for path, stage in ((s.clustered, "cluster"), (s.originals, "uncertainty"), (s.uncertainty, "uncertainty"),
+                        (s.zeroshot, "zeroshot")):
+        require(path, s.command(stage))
+    settings = s.settings("final", args)
+    inputs = [s.clustered, s.originals, s.uncertainty, s.zeroshot, s.student_model]
+    if s.fresh(out, settings, inputs):
         return None
     order = _clustered_order(s.clustered, s.command("cluster"))
-    originals = _by_id(read_jsonl(s.originals, made_by=s.command("uncertainty")), s.originals)
-    uncertain = read_jsonl(s.uncertainty, made_by=s.command("uncertainty"))
-    zeroshot = _by_id(read_jsonl(s.zeroshot, made_by=s.command("zeroshot")), s.zeroshot)
-    _by_id(uncertain, s.uncertainty)
+    originals = _by_id(_rows(s.originals, s.command("uncertainty"), ("id", "question", "answer")), s.originals)
+    uncertain = _rows(s.uncertainty, s.command("uncertainty"), ("id", "question", "final_response", "uncertainty"))
+    zeroshot = _by_id(_rows(s.zeroshot, s.command("zeroshot"), ("id", "zero_shot_student_response")), s.zeroshot)
 
     missing = [r["id"] for r in uncertain if r["id"] not in zeroshot]
     if missing:
@@ -324,5 +385,6 @@ def run_final(s: Setting, args, *, make_generator: GeneratorFactory | None = Non
            for r in uncertain}
     rows = [originals.get(i) or new[i] for i in order]
     _finish(out, rows)
+    s.record(out, settings, inputs)
     print(f"wrote {out}", flush=True)
     return _counts("final", questions=len(rows), original=len(originals), new=len(new))

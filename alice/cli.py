@@ -48,20 +48,61 @@ def resolve(p: argparse.ArgumentParser, args: argparse.Namespace, role: str, req
         p.error(f"--{role}: {e}")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or a negative number is a usage error, never 'no limit')."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v} (leave the flag out for no limit / the default)")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return v
+
+
+def location_flags(root=None, data_dir=None) -> str:
+    """`` --data-dir D --root R`` (those given), for the 'run X first' commands of error messages."""
+    import shlex
+
+    out = []
+    if data_dir:
+        out += ["--data-dir", str(data_dir)]
+    if root and str(root) != ".":
+        out += ["--root", str(root)]
+    return (" " + shlex.join(out)) if out else ""
+
+
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo outputs that were made with other settings or from changed inputs (default: stop and say what differs)")
+
+
 def add_generation_args(p: argparse.ArgumentParser) -> None:
     """Backend flags of the generation layer (see ``alice.generation``)."""
     g = p.add_argument_group("generation")
     g.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"), help="vllm when installed with a GPU, else hf")
     g.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallel size")
     g.add_argument("--gpu-memory-utilization", type=float, default=0.6, help="vLLM GPU memory fraction")
-    g.add_argument("--batch-size", type=int, default=None, help="hf backend: prompts per generate() call")
-    g.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens (paper: 4096)")
-    g.add_argument("--limit", type=int, default=None, help="only the first N questions (quick runs)")
+    g.add_argument("--batch-size", type=positive_int, default=None, help="hf backend: prompts per generate() call")
+    g.add_argument("--max-new-tokens", type=positive_int, default=None, help="cap on generated tokens (paper: 4096)")
+    g.add_argument("--limit", type=positive_int, default=None, help="only the first N questions (quick runs)")
     g.add_argument("--seed", type=int, default=0)
+    add_overwrite(p)
 
 
 def main_guard(fn):
     """Run ``fn``; errors a user can cause print one line and exit 2 instead of a traceback."""
+    from .fresh import StaleOutputError
     from .jsonl import JsonlError, MissingInputError
 
     @functools.wraps(fn)
@@ -71,7 +112,7 @@ def main_guard(fn):
 
         try:
             return fn(*a, **kw)
-        except (MissingInputError, JsonlError, data_mod.DataError, registry.RegistryError, GenerationError, SFTError) as e:
+        except (MissingInputError, JsonlError, StaleOutputError, data_mod.DataError, registry.RegistryError, GenerationError, SFTError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 

@@ -121,21 +121,27 @@ def _records_from_local(name: str, split: str, root: Path) -> list[dict]:
     file = folder / f"{split}.jsonl"
     if not file.exists():
         raise DataError(f"no {file} in the local data folder {root}: it must have the layout of shared/offline/data")
-    import datasets
+    from .jsonl import JsonlError, read_jsonl
 
-    ds = datasets.load_dataset("json", data_files=str(file), split="train")
-    return ds.to_list()
+    try:
+        return read_jsonl(file)
+    except JsonlError as e:  # a garbage line: one line naming the file and line
+        raise DataError(str(e).replace("rerun the stage that makes it", "fix the data file")) from None
 
 
 def _arc_processed(split: str) -> list[dict]:
-    """ARC-Challenge in the paper's processed format, built from allenai/ai2_arc when the folder is absent."""
+    """ARC-Challenge in the paper's processed format: the shipped folder when present, else built in memory from
+    allenai/ai2_arc (the Hub download is cached by ``datasets``; nothing is written into the repository)."""
     import datasets
 
-    if not (ARC_PROCESSED_DIR / "dataset_dict.json").exists():
-        raw = datasets.load_dataset("allenai/ai2_arc", "ARC-Challenge")
-        processed = raw.map(process_arc_row, remove_columns=raw["train"].column_names)
-        processed.save_to_disk(str(ARC_PROCESSED_DIR))
-    return datasets.load_from_disk(str(ARC_PROCESSED_DIR))[split].to_list()
+    if (ARC_PROCESSED_DIR / "dataset_dict.json").exists():
+        return datasets.load_from_disk(str(ARC_PROCESSED_DIR))[split].to_list()
+    try:
+        raw = datasets.load_dataset("allenai/ai2_arc", "ARC-Challenge", split=split)
+    except Exception as e:  # network, auth or missing-dataset errors from deep inside datasets
+        raise DataError(f"could not load allenai/ai2_arc (ARC-Challenge) split {split!r} from the Hub: {type(e).__name__}: "
+                        f"{e}. Offline? Pass --data-dir (or set ${DATA_DIR_ENV}).") from None
+    return [process_arc_row(r) for r in raw]
 
 
 def process_arc_row(row: dict) -> dict:
@@ -186,7 +192,15 @@ def load_split(name: str, split: str, data_dir_: str | None = None) -> list[dict
     spec(name)
     root = data_dir(data_dir_)
     raw = _records_from_local(name, split, root) if root else _records_from_hub(name, split)
-    rows = [_normalise(name, split, i, r) for i, r in enumerate(raw)]
+    rows = []
+    for i, r in enumerate(raw):
+        try:
+            rows.append(_normalise(name, split, i, r))
+        except (KeyError, TypeError, AttributeError):
+            where = f"{root / name} ({split})" if root else f"{name} ({split}) from the Hub"
+            fields = "answer: {value, aliases}" if name == "triviaqa" else "answer"
+            raise DataError(f"{where}, row {i + 1}: expected the fields question, {fields} "
+                            f"(got {', '.join(map(str, r)) if isinstance(r, dict) else type(r).__name__}); fix the data file") from None
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):  # ids must be unique for stages to join on them
         rows = [dict(r, id=f"{name}-{split}-{i:05d}") for i, r in enumerate(rows)]

@@ -44,9 +44,15 @@ def _sft(model: str, data: str, rest: str) -> str:
     return f"python training/SFT.py --model {model} --data {data} {rest}"
 
 
+def _where(layout: Layout, data_dir: str | None) -> str:
+    from .cli import location_flags
+
+    return location_flags(layout.root, data_dir)
+
+
 def target(layout: Layout, method: str, model: str, data: str, student: str, student_id: str | None = None,
            teacher: str | None = None, original_wts_type: str | None = None,
-           ours_wts_type: str | None = None) -> EvalTarget:
+           ours_wts_type: str | None = None, data_dir: str | None = None) -> EvalTarget:
     """Resolve ``--method`` (and its type) to the model to evaluate.
 
     naive: the untrained ``student`` from the registry (``student_id``); base: the student trained on ground truth;
@@ -62,15 +68,22 @@ def target(layout: Layout, method: str, model: str, data: str, student: str, stu
         return EvalTarget(run, student_id or student, None)
     if method == "base":
         return EvalTarget(run, str(layout.base_model(model, student, data)),
-                          _sft(model, data, f"--student {student} --method base"))
+                          _sft(model, data, f"--student {student} --method base" + _where(layout, data_dir)))
     ts = f"--teacher {teacher} --student {student}"
     if method == "original-wts":
         path = layout.original_student_model(model, teacher, student, data, original_wts_type)
         return EvalTarget(run, str(path),
-                          _sft(model, data, f"{ts} --method original-wts-stage2 --original-wts-type {original_wts_type}"))
+                          _sft(model, data, f"{ts} --method original-wts-stage2 --original-wts-type {original_wts_type}"
+                               + _where(layout, data_dir)))
     sft_type = "singleturn" if ours_wts_type == "singleturn" else "cascade2"
     path = layout.ours_student_model(model, teacher, student, data, sft_type)
-    return EvalTarget(run, str(path), _sft(model, data, f"{ts} --method ours-wts-stage2 --ours-wts-type {sft_type}"))
+    return EvalTarget(run, str(path), _sft(model, data, f"{ts} --method ours-wts-stage2 --ours-wts-type {sft_type}"
+                                           + _where(layout, data_dir)))
+
+
+def model_inputs(t: EvalTarget) -> list[str]:
+    """The evaluated model folder, when it is a trained one (its retraining makes the summary stale)."""
+    return [t.model_path] if t.made_by is not None else []
 
 
 def require_model(t: EvalTarget) -> None:

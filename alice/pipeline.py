@@ -7,22 +7,27 @@
 Steps: weak and strong baselines (``base``), CoT (not gsm8k), teacher stage 1 (CoT and qa), original W2S (qa and cot
 labels, student stage 2), Alice single-turn (four stages, student stage 2), cascade Alice when ``--midlevel`` is given,
 evaluation of every model, and the report. Each step is the stage script users run by hand, started as a subprocess
-with its log in ``model_outputs/logs/<setting>/``. A step whose outputs exist is skipped, so a rerun redoes nothing and
-a killed run continues (the stage scripts also resume inside a step). A failed step stops the run and names its log.
+with its log in ``model_outputs/logs/<setting>/``. A step is skipped when its outputs' records (``alice.fresh``) name
+this very command and its inputs are unchanged, so a rerun redoes nothing and a killed run continues (the stage scripts
+also resume inside a step). Any other step runs with ``--overwrite``: a request with other settings (or after an input
+changed) redoes what it changes. A failed step stops the run and names its log.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import cli, fresh, registry
 from . import data as data_mod
-from . import registry
+from .alice_stages import originals_path
 from .paths import Layout, eval_run_name
 
 # The embedded demo: finishes on a 2-core CPU machine (see README for its measured wall time).
@@ -54,10 +59,17 @@ REPORT = "report.py"
 class Step:
     name: str
     argv: list[str]
-    outputs: list[Path] = field(default_factory=list)  # all exist -> the step is done
+    outputs: list[Path] = field(default_factory=list)  # all exist, made by this command from unchanged inputs -> done
 
     def done(self) -> bool:
-        return bool(self.outputs) and all(_exists(p) for p in self.outputs)
+        if not self.outputs or not all(_exists(p) for p in self.outputs):
+            return False
+        flags = [str(a) for a in self.argv[2:]]
+        for p in self.outputs:
+            meta = fresh.read_meta(p)
+            if meta is None or flags not in meta.get("argvs", []) or not fresh.inputs_unchanged(meta):
+                return False
+        return True
 
 
 def _exists(p: Path) -> bool:
@@ -69,25 +81,33 @@ def _exists(p: Path) -> bool:
     return is_finished(p)
 
 
+def _num_samples(text: str) -> int:
+    n = cli.positive_int(text)
+    if n < 2:
+        raise argparse.ArgumentTypeError("must be at least 2 (a cluster needs two answers)")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m alice.pipeline",
         description="Run a whole Alice setting end to end (default: the embedded CPU demo).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default=DEMO["model"], help="model family (see README), or 'custom' with folders/ids")
+    p.add_argument("--model", default=DEMO["model"], choices=cli.FAMILY_CHOICES,
+                   help="model family (see README), or 'custom' with folders/ids")
     p.add_argument("--data", default=DEMO["data"], choices=tuple(data_mod.DATASETS))
     p.add_argument("--teacher", default=DEMO["teacher"])
     p.add_argument("--student", default=DEMO["student"])
     p.add_argument("--midlevel", default=None, help="mid-level size: adds cascade Alice")
     p.add_argument("--paper", action="store_true", help="the paper's scale: no limits, N=100, full FT, 3 epochs")
-    p.add_argument("--train-limit", type=int, default=argparse.SUPPRESS, help=f"questions/rows per training-side step (demo {DEMO['train_limit']})")
-    p.add_argument("--eval-limit", type=int, default=argparse.SUPPRESS, help=f"test questions per evaluation (demo {DEMO['eval_limit']})")
-    p.add_argument("--num-samples", type=int, default=argparse.SUPPRESS, help=f"Alice samples per question (demo {DEMO['num_samples']}, paper 100)")
-    p.add_argument("--max-new-tokens", type=int, default=argparse.SUPPRESS, help=f"generation cap (demo {DEMO['max_new_tokens']}, paper 4096)")
-    p.add_argument("--epochs", type=float, default=argparse.SUPPRESS, help=f"SFT epochs (demo {DEMO['epochs']}, paper 3)")
+    p.add_argument("--train-limit", type=cli.positive_int, default=argparse.SUPPRESS, help=f"questions/rows per training-side step (demo {DEMO['train_limit']})")
+    p.add_argument("--eval-limit", type=cli.positive_int, default=argparse.SUPPRESS, help=f"test questions per evaluation (demo {DEMO['eval_limit']})")
+    p.add_argument("--num-samples", type=_num_samples, default=argparse.SUPPRESS, help=f"Alice samples per question (demo {DEMO['num_samples']}, paper 100)")
+    p.add_argument("--max-new-tokens", type=cli.positive_int, default=argparse.SUPPRESS, help=f"generation cap (demo {DEMO['max_new_tokens']}, paper 4096)")
+    p.add_argument("--epochs", type=cli.positive_float, default=argparse.SUPPRESS, help=f"SFT epochs (demo {DEMO['epochs']}, paper 3)")
     p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help="LoRA SFT (demo: on)")
-    p.add_argument("--lr", type=float, default=argparse.SUPPRESS, help=f"SFT learning rate (demo {DEMO['lr']} for LoRA; paper 1e-5)")
+    p.add_argument("--lr", type=cli.positive_float, default=argparse.SUPPRESS, help=f"SFT learning rate (demo {DEMO['lr']} for LoRA; paper 1e-5)")
     p.add_argument("--summarizer-model", default=None, help="uncertainty summarizer (default: the student in demo mode, Llama-3-70B with --paper)")
     p.add_argument("--embedding-model", default=None, help="sentence-transformers model for QA clustering")
     p.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"))
@@ -167,6 +187,18 @@ def plan(args: argparse.Namespace) -> list[Step]:
         sft(f"original student {t}", L.original_student_model(M, T, S, D, t), "--teacher", T, "--student", S,
             "--method", "original-wts-stage2", "--original-wts-type", t)
 
+    # 3b. original W2S cascade baseline: the cot teacher labels the first W2S half, the mid-level model trained on
+    #     those labels labels the second half, the student trains on those
+    if MID:
+        steps.append(Step("original cascade labels 1", py + [ORIGINAL, *common, "--teacher", T, "--type", "cascade_1", *train_gen],
+                          [L.original_cascade_labels(M, T, D)]))
+        sft(f"original cascade mid {T}->{MID}", L.original_student_model(M, T, MID, D, "cascade"), "--teacher", T,
+            "--student", MID, "--method", "original-wts-stage2", "--original-wts-type", "cascade")
+        steps.append(Step("original cascade labels 2", py + [ORIGINAL, *common, "--teacher", T, "--midlevel", MID, "--type",
+                                                              "cascade_2", *train_gen], [L.original_cascade_labels(M, MID, D)]))
+        sft(f"original cascade student {MID}->{S}", L.original_student_model(M, MID, S, D, "cascade"), "--teacher", MID,
+            "--student", S, "--method", "original-wts-stage2", "--original-wts-type", "cascade")
+
     # 4. Alice single-turn (teacher -> student), and teacher -> mid-level for the cascade
     def alice(teacher, student, cascade):
         method = ["--method", "cascade", "--midlevel", MID] if cascade else ["--method", "singleturn"]
@@ -181,7 +213,8 @@ def plan(args: argparse.Namespace) -> list[Step]:
         tag = f"{'cascade ' if cascade else ''}alice {sampler}->{student}"
         for stage, out in outs.items():
             extra = stage_extra.get(stage, [])
-            steps.append(Step(f"{tag} {stage}", py + [OURS.format(stage), *common, *roles, *method, *train_gen, *extra], [out]))
+            made = [out, originals_path(outs["final"])] if stage == "uncertainty" else [out]  # + this student's 'original' rows
+            steps.append(Step(f"{tag} {stage}", py + [OURS.format(stage), *common, *roles, *method, *train_gen, *extra], made))
 
     alice(T, S, cascade=False)
     sft(f"alice student {T}->{S}", L.ours_student_model(M, T, S, D), "--teacher", T, "--student", S,
@@ -213,6 +246,8 @@ def plan(args: argparse.Namespace) -> list[Step]:
     ev(f"strong {S}", S, "base")
     ev("original qa", S, "original-wts", T, otype="qa")
     ev("original cot", S, "original-wts", T, otype="cot")
+    if MID:
+        ev("original cascade", S, "original-wts", MID, otype="cascade")
     ev("alice", S, "ours-wts", T, utype="singleturn")
     if MID:
         ev("cascade alice", S, "ours-wts", MID, utype="cascade")
@@ -227,7 +262,8 @@ def _setting_name(args) -> str:
     from .registry import model_tag
 
     mid = f"_{model_tag(args.midlevel)}" if args.midlevel else ""
-    return f"{args.model}_{model_tag(args.teacher)}{mid}_to_{model_tag(args.student)}_{args.data}"
+    name = f"{args.model}_{model_tag(args.teacher)}{mid}_to_{model_tag(args.student)}_{args.data}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "setting"  # one folder name under logs/
 
 
 def run(args: argparse.Namespace) -> int:
@@ -251,10 +287,11 @@ def run(args: argparse.Namespace) -> int:
         log = logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
         print(f"{label}: running (log: {log})", flush=True)
         t0 = time.time()
+        argv = st.argv + (["--overwrite"] if st.outputs else [])  # redo what was made otherwise (see alice.fresh)
         with open(log, "w") as f:
-            f.write(f"$ {shlex.join(st.argv)}\n")
+            f.write(f"$ {shlex.join(argv)}\n")
             f.flush()
-            rc = subprocess.call(st.argv, stdout=f, stderr=subprocess.STDOUT)
+            rc = _call(argv, f)
         dt = time.time() - t0
         timings.append((st.name, dt))
         if rc != 0 or (st.outputs and not st.done()):
@@ -268,6 +305,29 @@ def run(args: argparse.Namespace) -> int:
             print(log.read_text().split("\n", 1)[1])
     print(f"all steps finished in {time.time() - t_all:.0f}s ({len(timings)} run, {len(steps) - len(timings)} skipped)")
     return 0
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the pipeline dies (even by kill -9), so no step runs on unattended (Linux)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _call(argv: list[str], log) -> int:
+    """Run one step; Ctrl-C or a kill of the pipeline ends the step too."""
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

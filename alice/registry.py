@@ -39,10 +39,18 @@ def is_custom_id(name: str) -> bool:
     return "/" in name or os.path.isdir(name)
 
 
+def looks_like_path(name: str) -> bool:
+    """A local path rather than a hub id (``org/name``): starts with / . ~, or has more than one slash."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.startswith(os.sep)
+
+
 def resolve_model(family: str, size: str) -> str:
     """Map ``family`` + ``size`` to a hub id; a hub id or local folder passed as ``size`` is returned as is."""
     if size is None:
         raise RegistryError(f"no model size given for family {family!r}")
+    if looks_like_path(size) and not os.path.isdir(os.path.expanduser(size)):
+        raise RegistryError(f"no model folder {size}: pass an existing folder (saved with save_pretrained), "
+                            f"a hub id org/name, or a size of the family")
     if is_custom_id(size):
         return size
     if family not in FAMILIES:

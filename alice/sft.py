@@ -78,6 +78,7 @@ class Job:
     out_dir: Path
     source: str  # where the rows come from (a file, or a split of a dataset)
     rows: list[dict] = field(default_factory=list)
+    input_file: Path | None = None  # the stage file the rows come from (None: a dataset split)
 
 
 def method_type(method: str, ours_type: str | None, original_type: str | None) -> str | None:
@@ -150,6 +151,10 @@ def resolve_job(
     model_id = registry.resolve_model(model, size)
     M, D, T, S, L = model, data, teacher, student, layout
     common = _cmd("--model", M, "--data", D)
+    from .cli import location_flags
+
+    where = location_flags(L.root, data_dir).strip() or None  # --data-dir / --root of the hinted commands
+    path = None
 
     if method == "base":
         out, source = L.base_model(M, S, D), f"{D} train split: W2S part (ground truth)"
@@ -158,7 +163,7 @@ def resolve_job(
         out = L.teacher_cot_model(M, T, D)
         if D in data_mod.COT_DATASETS:
             path = L.cot_correct(M, T, D)
-            made_by = _cmd("python cot/cot_generate_filter.py", common, "--teacher", T)
+            made_by = _cmd("python cot/cot_generate_filter.py", common, "--teacher", T, where)
             source = str(path)
             load = lambda: _file_rows(path, made_by)  # noqa: E731
         else:  # gsm8k ships its own worked solutions
@@ -173,25 +178,29 @@ def resolve_job(
             path = L.original_cascade_labels(M, T, D)
             # hop 1 (teacher -> mid): labels by the teacher; hop 2 (mid -> student): labels by the mid-level model
             made_by = _cmd("python W2SG_pipeline/original/original_weak_to_strong.py", common,
-                           f"--teacher {T} --type cascade_1` (hop 1), or `... --teacher <teacher> --midlevel {T} --type cascade_2")
+                           f"--teacher {T} --type cascade_1", where,
+                           f"` (hop 1), or `... --teacher <teacher> --midlevel {T} --type cascade_2", where)
         else:
             path = L.original_labels(M, T, D, type_)
-            made_by = _cmd("python W2SG_pipeline/original/original_weak_to_strong.py", common, "--teacher", T, "--type", type_)
+            made_by = _cmd("python W2SG_pipeline/original/original_weak_to_strong.py", common, "--teacher", T, "--type", type_, where)
         source = str(path)
         load = lambda: _file_rows(path, made_by)  # noqa: E731
     else:  # ours-wts-stage2
         out = L.ours_student_model(M, T, S, D, type_)
-        script = "ours-wts-cascade.sh" if type_ == "cascade2" else "ours-wts-single.sh"
         path = L.alice_train(M, T, S, D, cascade=type_ == "cascade2")
-        made_by = f"bash W2SG_pipeline/ours/{script}"
+        # the Alice final stage of this very setting (it names its own missing inputs in turn)
+        roles = f"--teacher <teacher> --midlevel {T} --student {S} --method cascade" if type_ == "cascade2" else \
+            f"--teacher {T} --student {S} --method singleturn"
+        made_by = _cmd("python W2SG_pipeline/ours/new_weak_to_strong_final.py --data", D, "--model", M, roles, where)
         source = str(path)
         if type_ == "cascade1":
             source += f" (rows whose id is in the cascade's first half of the {D} W2S part)"
-            load = lambda: cascade_first_rows(_file_rows(path, made_by), path, D, data_dir)  # noqa: E731
+            load = lambda: cascade_first_rows(_file_rows(path, made_by), path, D, data_dir, made_by)  # noqa: E731
         else:
             load = lambda: _file_rows(path, made_by)  # noqa: E731
 
-    job = Job(method, type_, role, size, model_id, Path(output_dir) if output_dir else out, source)
+    job = Job(method, type_, role, size, model_id, Path(output_dir) if output_dir else out, source,
+              input_file=Path(path) if path is not None else None)
     if load_rows:
         job.rows = load()
         if not job.rows:
@@ -199,13 +208,14 @@ def resolve_job(
     return job
 
 
-def cascade_first_rows(rows: list[dict], path: Path, data: str, data_dir: str | None) -> list[dict]:
+def cascade_first_rows(rows: list[dict], path: Path, data: str, data_dir: str | None,
+                       made_by: str = "python W2SG_pipeline/ours/new_weak_to_strong_final.py ... --overwrite") -> list[dict]:
     """Cascade hop 1 trains the mid-level model on the single-turn Alice rows of the W2S part's first half, by id.
 
     (The file lists 'original' rows before 'new' ones, so taking its first half of lines would pick the wrong rows.)
     """
     if any(r["id"] is None for r in rows):
-        raise JsonlError(f"{path} has rows without an 'id': rerun `bash W2SG_pipeline/ours/ours-wts-single.sh`")
+        raise JsonlError(f"{path} has rows without an 'id': rerun `{made_by} --overwrite`")
     first = {r["id"] for r in data_mod.load_subset(data, "cascade_first", data_dir)}
     keep = [r for r in rows if r["id"] in first]
     if not keep:
@@ -736,15 +746,40 @@ def finish_saved_folder(folder: Path, dtype=None, end_of_turn: str | None = None
     gen.save_pretrained(str(folder))
 
 
-def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = False, settings: dict | None = None) -> dict | None:
-    """Train ``job`` (resuming from its checkpoints), save it; returns the train_config dict (None when skipped)."""
+# options that change how a run is logged or checkpointed, not the trained weights
+_NOT_SETTINGS = ("save_steps", "logging_steps", "report_to", "keep_checkpoints")
+
+
+def fresh_settings(job: Job, batch: BatchSettings, opts: TrainOptions) -> tuple[dict, list]:
+    """What the trained weights depend on (recorded with the folder and its checkpoints), and its input paths."""
+    settings = {k: v for k, v in asdict(opts).items() if k not in _NOT_SETTINGS}
+    settings.update(method=job.method, type=job.type_, model_id=job.model_id, source=job.source,
+                    effective_batch=batch.effective)
+    return settings, [job.input_file, job.model_id]
+
+
+def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = False, settings: dict | None = None,
+        argv: list[str] | None = None) -> dict | None:
+    """Train ``job`` (resuming from its checkpoints), save it; returns the train_config dict (None when skipped).
+
+    A finished folder made with these settings from these inputs is kept; one made otherwise (or checkpoints made
+    otherwise) is an ``fresh.StaleOutputError`` naming ``--overwrite``, which trains it again from scratch."""
+    from . import fresh
+
     out = job.out_dir
     ckpt_dir = out / CHECKPOINTS
-    if is_finished(out) and not overwrite:
-        log(f"{out} is finished (final weights present): skipped. Pass --overwrite to train it again.")
+    if opts.epochs is not None and opts.epochs <= 0 and not opts.max_steps:
+        raise SFTError(f"--epochs must be above 0 (got {opts.epochs})")
+    made_with, inputs = fresh_settings(job, batch, opts)
+    if fresh.check_fresh(out, made_with, inputs, overwrite=overwrite, argv=argv, log=log):
         return None
-    if overwrite and is_main_process():
-        for p in list(out.glob("*.safetensors")) + [out / "config.json", ckpt_dir]:
+    stale_ckpt = ckpt_dir.is_dir() and fresh.differences(ckpt_dir, made_with, inputs)
+    if stale_ckpt and not overwrite:
+        raise fresh.StaleOutputError(f"{ckpt_dir} was made otherwise ({'; '.join(stale_ckpt[:4])}): pass --overwrite "
+                                     f"to train from scratch, or rerun with its settings to resume")
+    if is_main_process():
+        fresh.forget(out)
+        for p in list(out.glob("*.safetensors")) + [out / "config.json"] + ([ckpt_dir] if stale_ckpt else []):
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
@@ -770,7 +805,9 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(job.model_id, rows, out, batch, opts)
-    resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() and not overwrite else None
+    resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if is_main_process():
+        fresh.record(ckpt_dir, made_with, inputs)  # the settings its checkpoints are made with (resume check)
     if resume:
         log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
@@ -823,8 +860,10 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
     if trainer.accelerator.is_main_process:
         write_json(out / "loss_log.json", trainer.state.log_history)
         write_json(out / "train_config.json", record)
+        fresh.record(out, made_with, inputs, argv=argv)
         if not opts.keep_checkpoints and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
+            fresh.forget(ckpt_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if losses:
         log(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f} over {trainer.state.global_step} optimizer steps")

@@ -10,7 +10,7 @@ ground_truth_response, correct) and ..._cot_correct.jsonl (the rows graded corre
 
 from __future__ import annotations
 
-from alice import cli, grading, prompts
+from alice import cli, fresh, grading, prompts
 from alice import data as data_mod
 from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args
 from alice.jsonl import read_jsonl, write_jsonl
@@ -49,7 +49,12 @@ def main(argv=None) -> list[dict]:
     teacher_id = cli.resolve(p, args, "teacher")
     layout = Layout.default(args.root)
     out_all, out_correct = layout.cot(args.model, args.teacher, args.data), layout.cot_correct(args.model, args.teacher, args.data)
-    if out_all.exists() and out_correct.exists():
+    sampling = sampling_from_args(args, TEMPERATURE, TOP_P)
+    made_with = {"data": args.data, "teacher": teacher_id, "limit": args.limit,
+                 "max_new_tokens": sampling.max_new_tokens, "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P}
+    argv_ = fresh.command_line(argv)
+    if all([fresh.check_fresh(o, made_with, [teacher_id], overwrite=args.overwrite, argv=argv_)
+            for o in (out_all, out_correct)]):
         rows, kept = read_jsonl(out_all), read_jsonl(out_correct)
         print(f"already done: kept {len(kept)}/{len(rows)} correct CoT -> {out_correct}")
         return rows
@@ -59,12 +64,14 @@ def main(argv=None) -> list[dict]:
         rows = rows[: args.limit]
     items = [{"id": r["id"], "messages": prompts.cot_messages(args.data, r["question"])} for r in rows]
     with Generator.from_args(teacher_id, args, p) as gen:
-        texts = generate_resumable(gen, items, sampling_from_args(args, TEMPERATURE, TOP_P), out_all,
+        texts = generate_resumable(gen, items, sampling, out_all,
                                    desc=f"CoT {args.data}")
     out = cot_rows(rows, texts, args.data)
     kept = [r for r in out if r["correct"]]
     write_jsonl(out_correct, kept)
-    write_jsonl(out_all, out)  # last: its presence marks the stage finished
+    fresh.record(out_correct, made_with, [teacher_id], argv=argv_)
+    write_jsonl(out_all, out)
+    fresh.record(out_all, made_with, [teacher_id], argv=argv_)
     clear_resumable(out_all)
     limit = f" (--limit {args.limit}: first {len(rows)} questions only)" if args.limit else ""
     print(f"kept {len(kept)}/{len(out)} correct CoT{limit} -> {out_correct}")

@@ -96,7 +96,7 @@ def identity_encode(question, responses):
 @pytest.fixture
 def setting(tmp_path):
     data = write_data(tmp_path / "data_in")
-    s = st.Setting(data="hotpotqa", model="custom", teacher="teach", student="/x/student", layout=Layout(tmp_path / "root"),
+    s = st.Setting(data="hotpotqa", model="custom", teacher="teach", student="x/student", layout=Layout(tmp_path / "root"),
                    data_dir=str(data))
     return s
 
@@ -208,7 +208,7 @@ def test_generation_resumes_after_a_kill(setting):
 def test_missing_inputs_name_the_command(setting, tmp_path):
     s = setting
     with pytest.raises(MissingInputError, match=r"training/SFT.py --model custom --data hotpotqa --teacher teach "
-                                                r"--method ours-wts-stage1 --ours-wts-type singleturn"):
+                                                r"--method ours-wts-stage1 --ours-wts-type singleturn --data-dir \S+data_in --root \S+root`"):
         st.run_cluster(s, ARGS)
     c = st.Setting(**{**s.__dict__, "method": "cascade", "midlevel": "mid"})
     with pytest.raises(MissingInputError, match=r"--teacher teach --student mid --method ours-wts-stage2 "
@@ -368,3 +368,86 @@ def test_script_missing_teacher_is_one_line_error(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0
     assert "run `python training/SFT.py --model qwen2.5 --data hotpotqa --teacher 0.5B --method ours-wts-stage1" in p.stderr
+
+
+def test_rerun_with_other_settings_stops_or_redoes(setting):
+    from alice.fresh import StaleOutputError, read_meta
+
+    s = setting
+    fake_model(s.sampler_model)
+    log = []
+    make = lambda m: ScriptedGenerator(m, reply, log)  # noqa: E731
+    run_all(s, log)
+    assert read_meta(s.clustered)["settings"]["num_samples"] == 4
+    # another --num-samples: one line naming what differs and --overwrite; the file is kept
+    before = s.clustered.read_bytes()
+    with pytest.raises(StaleOutputError, match=r"num_samples 4 -> 6.*pass --overwrite"):
+        st.run_cluster(s, ARGS, num_samples=6, make_generator=make, encode=identity_encode)
+    assert s.clustered.read_bytes() == before
+    # --overwrite redoes it with 6 samples
+    o = st.Setting(**{**s.__dict__, "overwrite": True})
+    log.clear()
+    st.run_cluster(o, ARGS, num_samples=6, make_generator=make, encode=identity_encode)
+    assert all(len(r["sampled_responses"]) == 6 for r in read_jsonl(s.clustered)) and log
+    # the clustered file changed: the later stages' outputs are stale (their input changed since)
+    with pytest.raises(StaleOutputError, match=r"sampled_clustered.jsonl changed since"):
+        st.run_uncertainty(s, ARGS, summarizer="summ", make_generator=make)
+    # another --max-new-tokens or --limit for the student stage is caught too
+    with pytest.raises(StaleOutputError, match=r"max_new_tokens 8 -> 16"):
+        st.run_zeroshot(s, argparse.Namespace(max_new_tokens=16, seed=0), make_generator=make)
+    with pytest.raises(StaleOutputError, match=r"limit None -> 3"):
+        st.run_final(st.Setting(**{**s.__dict__, "limit": 3}), ARGS, make_generator=make)
+
+
+def test_a_second_student_under_the_same_teacher_gets_its_original_rows(setting):
+    """The cascade's teacher -> mid-level run after teacher -> student: the shared uncertainty file is reused
+    (no summarizer call), this student's 'original' rows are written, and its final stage finishes."""
+    s = setting
+    fake_model(s.sampler_model)
+    log = []
+    make = lambda m: ScriptedGenerator(m, reply, log)  # noqa: E731
+    run_all(s, log)
+    mid = st.Setting(**{**s.__dict__, "student": "x/mid-student"})
+    assert mid.uncertainty == s.uncertainty and mid.originals != s.originals
+    log.clear()
+    counts = [st.run_cluster(mid, ARGS, num_samples=4, make_generator=make, encode=identity_encode),
+              st.run_uncertainty(mid, ARGS, summarizer="summ", make_generator=make),
+              st.run_zeroshot(mid, ARGS, make_generator=make),
+              st.run_final(mid, ARGS, make_generator=make)]
+    assert counts[0] is None and counts[1]["original"] == 3 and counts[3]["new"] == 3
+    assert not [m for m, _ in log if m in ("summ", str(s.sampler_model))]  # nothing resampled or re-summarized
+    assert read_jsonl(mid.originals) == read_jsonl(s.originals)
+    assert [r["label"] for r in read_jsonl(mid.train)] == ["original", "new"] * 3
+    # and the first student's files are still up to date
+    assert run_all(s, []) == [None, None, None, None]
+
+
+def test_a_stage_row_without_its_fields_is_one_line(setting):
+    s = setting
+    fake_model(s.sampler_model)
+    log = []
+    make = lambda m: ScriptedGenerator(m, reply, log)  # noqa: E731
+    st.run_cluster(s, ARGS, num_samples=4, make_generator=make, encode=identity_encode)
+    s.clustered.write_text(json.dumps({"id": "h051", "question": "q"}) + "\n")
+    with pytest.raises(JsonlError, match=r"row 1: no 'clusters', 'final_response'.*--overwrite"):
+        st.run_uncertainty(s, ARGS, summarizer="summ", make_generator=make)
+
+
+@pytest.mark.parametrize("script", ["W2SG_pipeline/ours/new_weak_to_strong_zeroshot.py", "evaluation.py",
+                                    "cot/cot_generate_filter.py", "W2SG_pipeline/original/original_weak_to_strong.py"])
+@pytest.mark.parametrize("flag,value", [("--limit", "0"), ("--limit", "-1"), ("--max-new-tokens", "0"),
+                                        ("--max-new-tokens", "-5"), ("--batch-size", "0")])
+def test_bad_generation_numbers_are_usage_errors(script, flag, value, tmp_path, capsys):
+    from alice.testing import load_script
+
+    mod = load_script(script)
+    argv = ["--data", "hotpotqa", "--model", "qwen2.5", "--teacher", "0.5B", "--student", "1.5B", "--root", str(tmp_path),
+            flag, value]
+    argv += {"evaluation.py": ["--method", "naive"], "cot/cot_generate_filter.py": []}.get(script, ["--type", "qa"] if "original" in script else [])
+    if "cot" in script or "original" in script:
+        argv = [a for a in argv if a not in ("--student", "1.5B")]
+    with pytest.raises(SystemExit) as e:
+        mod.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}: must be at least 1" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())

@@ -118,3 +118,37 @@ def test_hub_failure_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(data.DataError, match="--data-dir"):
         data.load_train("triviaqa")
+
+
+def test_garbage_line_and_wrong_fields_are_one_line_errors(tmp_path):
+    (tmp_path / "hotpotqa").mkdir()
+    f = tmp_path / "hotpotqa" / "train.jsonl"
+    f.write_text(json.dumps({"id": "a", "question": "Q?", "answer": "A"}) + "\nthis is not json\n")
+    with pytest.raises(data.DataError, match=r"train.jsonl, line 2: not valid JSON .*fix the data file"):
+        data.load_train("hotpotqa", str(tmp_path))
+    f.write_text(json.dumps({"id": "a", "query": "Q?", "label": "A"}) + "\n")
+    with pytest.raises(data.DataError, match=r"row 1: expected the fields question, answer \(got id, query, label\)"):
+        data.load_train("hotpotqa", str(tmp_path))
+    (tmp_path / "triviaqa").mkdir()
+    (tmp_path / "triviaqa" / "train.jsonl").write_text(json.dumps({"question": "Q?", "answer": "just text"}) + "\n")
+    with pytest.raises(data.DataError, match=r"answer: \{value, aliases\}"):
+        data.load_train("triviaqa", str(tmp_path))
+
+
+def test_arc_from_the_hub_writes_nothing_into_the_repository(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(data, "ARC_PROCESSED_DIR", tmp_path / "arc_challenge_processed")
+    raw = [{"question": f"Q{i}?", "choices": {"label": ["A", "B"], "text": ["x", f"y{i}"]}, "answerKey": "B"} for i in range(3)]
+    seen = []
+
+    def fake_load(path, config, split=None, **kw):
+        seen.append((path, config, split))
+        return datasets.Dataset.from_list(raw)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    rows = data.load_split("arc_challenge", "test")
+    assert seen == [("allenai/ai2_arc", "ARC-Challenge", "test")]
+    assert [r["gold"] for r in rows] == ["B. y0", "B. y1", "B. y2"] and rows[0]["question"] == "Q0?\nA. x\nB. y0"
+    assert not (tmp_path / "arc_challenge_processed").exists()

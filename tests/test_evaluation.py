@@ -1,6 +1,8 @@
 """evaluation.py end to end on tiny fixture models and a tiny local data folder (hf backend)."""
 
 import json
+import os
+from pathlib import Path
 import shutil
 
 import pytest
@@ -79,7 +81,12 @@ def test_naive_end_to_end_and_rerun(tiny_models, data_dir, tmp_path, capsys, mon
     run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive"))
     assert "already evaluated" in capsys.readouterr().out
     monkeypatch.undo()
-    s2 = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--limit", "2"))
+    # other settings (--limit): one line naming --overwrite, the summary kept; with --overwrite evaluated anew
+    with pytest.raises(SystemExit) as e:
+        run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--limit", "2"))
+    assert e.value.code == 2 and "limit None -> 2" in capsys.readouterr().err
+    assert json.load(open(L.eval_summary("gsm8k", "custom_qwen_small_naive")))["n"] == 5
+    s2 = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--limit", "2", "--overwrite"))
     assert s2["n"] == 2 and s2["settings"]["limit"] == 2
 
 
@@ -123,6 +130,17 @@ def test_trained_models_missing_and_present(tiny_models, data_dir, tmp_path, cap
     s = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--teacher", teacher, "--method", "ours-wts",
                    "--ours-wts-type", "singleturn", "--limit", "2"))
     assert s["model"] == str(dest) and s["run"] == "custom_qwen_small_to_qwen_large_ours-wts-singleturn"
+
+    # the model is retrained (other weights in its folder): the summary is stale
+    flags = ["--student", student, "--teacher", teacher, "--method", "ours-wts", "--ours-wts-type", "singleturn", "--limit", "2"]
+    w = dest / "model.safetensors"
+    w.write_bytes(w.read_bytes())
+    os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 10**9))
+    with pytest.raises(SystemExit) as e:
+        run(common(tiny_models, data_dir, tmp_path, *flags))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{dest} changed since" in err and "--overwrite" in err
+    assert run(common(tiny_models, data_dir, tmp_path, *flags, "--overwrite"))["n"] == 2
 
     with pytest.raises(SystemExit):
         run(common(tiny_models, data_dir, tmp_path, "--student", student, "--teacher", teacher, "--method", "ours-wts"))

@@ -50,6 +50,7 @@ def test_missing_teacher_names_the_command(tiny_models, data_dir, tmp_path, caps
         assert e.value.code == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"python training/SFT.py --model custom --data gsm8k --teacher {teacher} {method}" in err
+        assert f"--data-dir {data_dir} --root {tmp_path}` first" in err
 
 
 def test_qa_and_cot_labels(tiny_models, data_dir, tmp_path, calls, capsys):
@@ -68,6 +69,13 @@ def test_qa_and_cot_labels(tiny_models, data_dir, tmp_path, calls, capsys):
     calls.clear()
     orig.main(argv("qa", teacher, data_dir, tmp_path))  # finished: nothing generated, nothing duplicated
     assert not calls and len(open(L.original_labels("custom", teacher, "gsm8k", "qa")).read().splitlines()) == 6
+    # other settings: one line naming --overwrite, nothing generated; --overwrite relabels
+    for flags, what in ((["--limit", "2"], "limit None -> 2"), (["--max-new-tokens", "7"], "max_new_tokens 5 -> 7")):
+        with pytest.raises(SystemExit) as e:
+            orig.main(argv("qa", teacher, data_dir, tmp_path, *flags))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and what in err and "--overwrite" in err and not calls
+    assert len(orig.main(argv("qa", teacher, data_dir, tmp_path, "--limit", "2", "--overwrite"))) == 2 and calls
 
 
 def test_cascade(tiny_models, data_dir, tmp_path, calls, capsys):

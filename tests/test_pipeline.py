@@ -78,38 +78,106 @@ def _snapshot(root: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_whole_setting_end_to_end_then_rerun_redoes_nothing(tiny_models, tmp_path):
+def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_models, tmp_path):
+    """Every step of a setting with a mid-level model (Alice teacher -> mid after teacher -> student, cascade Alice,
+    the original-W2S cascade baseline), then a rerun that redoes nothing, then a rerun with another --eval-limit
+    that redoes only the evaluations."""
     if not _minilm_cached():
         pytest.skip(f"{MINILM} is not in the Hugging Face cache")
     data = _write_hotpot(tmp_path / "data_in")
     # A teacher whose answers repeat (" Paris" / " Mercury"), so CoT has correct rows and Alice finds clusters.
     teacher = build_controlled_model(tiny_models["llama"], tmp_path / "teacher", p_eos=0.3)
+    mid, student = str(tiny_models["qwen_small"]), str(tiny_models["qwen_large"])
     root = tmp_path / "run"
     argv = [sys.executable, "-m", "alice.pipeline", "--model", "custom", "--data", "hotpotqa",
-            "--teacher", str(teacher), "--student", str(tiny_models["qwen_large"]),
+            "--teacher", str(teacher), "--midlevel", mid, "--student", student,
             "--train-limit", "8", "--eval-limit", "4", "--num-samples", "6", "--max-new-tokens", "8",
             "--summarizer-model", str(tiny_models["llama"]), "--embedding-model", MINILM, "--backend", "hf",
             "--extra-sft-args", "--max-steps 2", "--root", str(root), "--data-dir", str(data)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
-    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=4000)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     args = pipeline.build_parser().parse_args(argv[3:])
     steps = pipeline.plan(args)
+    names = [st.name for st in steps]
+    assert "original cascade student" in " ".join(names) and "eval original cascade" in names
     for st in steps:
         if st.outputs:
-            assert st.done(), f"{st.name}: {st.outputs} missing"
+            assert st.done(), f"{st.name}: {st.outputs} missing or not recorded"
     L = Layout(root)
-    rep = json.loads(L.report("custom", str(teacher), str(tiny_models["qwen_large"]), "hotpotqa", ".json").read_text())
-    assert rep  # the report collected the summaries
-    assert L.report("custom", str(teacher), str(tiny_models["qwen_large"]), "hotpotqa", ".png").exists()
+    rep = json.loads(L.report("custom", str(teacher), student, "hotpotqa", ".json").read_text())
+    rows = {e["key"]: e for e in rep["rows"]}
+    for key in ("original_cascade", "alice_cascade", "weak", "strong"):
+        assert not rows[key]["missing"] and rows[key]["n"] == 4, (key, rows[key])
+    assert L.report("custom", str(teacher), student, "hotpotqa", ".png").exists()
     assert "all steps finished" in r.stdout
 
     before = _snapshot(root)
-    r2 = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r2 = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
     skipped = [line for line in r2.stdout.splitlines() if "done, skipped" in line]
     assert len(skipped) == sum(1 for s in steps if s.outputs)  # every step but the report
     after = _snapshot(root)
     changed = {p for p in after if before.get(p) != after[p]}
     assert all("report" in p for p in changed), changed
+
+    # another --eval-limit: the evaluations are redone (with --overwrite), nothing else
+    r3 = subprocess.run([*argv[:argv.index("--eval-limit") + 1], "3", *argv[argv.index("--eval-limit") + 2:]], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=1200)
+    assert r3.returncode == 0, r3.stdout[-3000:] + r3.stderr[-3000:]
+    ran = [line.split("] ", 1)[1].split(":")[0] for line in r3.stdout.splitlines() if ": running" in line]
+    assert ran and all(n.startswith("eval ") or n == "report" for n in ran) and len(ran) == 1 + sum(n.startswith("eval ") for n in names)
+    for p in (root / "model_outputs" / "eval" / "hotpotqa").glob("*_summary.json"):
+        assert json.loads(p.read_text())["n"] == 3
+
+
+def test_kill_9_of_the_pipeline_ends_its_step(tmp_path):
+    """A step outlives no kill -9 of the pipeline (the child gets SIGKILL with its parent)."""
+    import signal
+    import time
+
+    fake = tmp_path / "fake_python"
+    pidfile = tmp_path / "child.pid"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    p = subprocess.Popen([sys.executable, "-m", "alice.pipeline", "--root", str(tmp_path / "r"), "--python", str(fake)],
+                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        time.sleep(0.1)
+    child = int(pidfile.read_text())
+    os.kill(child, 0)  # running
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the step kept running after kill -9 of the pipeline")
+
+
+def test_bad_pipeline_flags_are_usage_errors(capsys, tmp_path):
+    for flags, what in ((["--train-limit", "0"], "--train-limit: must be at least 1"),
+                        (["--eval-limit", "-2"], "--eval-limit: must be at least 1"),
+                        (["--max-new-tokens", "0"], "--max-new-tokens: must be at least 1"),
+                        (["--epochs", "-1"], "--epochs: must be a finite number above 0"),
+                        (["--num-samples", "1"], "--num-samples: must be at least 2"),
+                        (["--model", "../../x"], "--model: invalid choice"),
+                        (["--model", "custom", "--teacher", str(tmp_path / "missing")], "no model folder")):
+        with pytest.raises(SystemExit) as e:
+            pipeline.main([*flags, "--dry-run", "--root", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and what in err and "Traceback" not in err, (flags, err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_log_folder_stays_under_root():
+    args = pipeline.build_parser().parse_args(["--model", "custom", "--teacher", "a/../../b", "--student", "c/d"])
+    name = pipeline._setting_name(args)
+    assert "/" not in name and not name.startswith(".")

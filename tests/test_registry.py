@@ -65,3 +65,18 @@ def test_summarizer_prefers_local_folder(tmp_path, monkeypatch):
     (tmp_path / "Meta-Llama-3-70B-Instruct").mkdir()
     assert registry.resolve_summarizer() == registry.SUMMARIZER_LOCAL_DIR
     assert registry.resolve_summarizer("org/other") == "org/other"
+
+
+def test_a_missing_local_folder_is_one_line(tmp_path, capsys):
+    for size in (str(tmp_path / "nope"), "./models/nope", "../x/y", "~/nope-alice-model"):
+        with pytest.raises(registry.RegistryError, match=r"no model folder .*pass an existing folder"):
+            registry.resolve_model("custom", size)
+    assert registry.resolve_model("custom", "Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+    from alice.testing import load_script
+
+    ev = load_script("evaluation.py")
+    with pytest.raises(SystemExit) as e:
+        ev.main(["--data", "gsm8k", "--model", "custom", "--student", str(tmp_path / "nope"), "--method", "naive",
+                 "--root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and "no model folder" in err.strip().splitlines()[-1]

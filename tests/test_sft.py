@@ -157,8 +157,8 @@ def test_base_trains_with_the_yaml_batch_saves_loads_and_rerun_skips(tiny_models
     assert "effective batch 4 = 2 per device" in capsys.readouterr().out
     assert not (out / sft.CHECKPOINTS).exists()
     _generate(out)
-    assert train(tmp_path, data_dir, cfg, "--method", "base", "--student", tiny_models["qwen_small"]) is None
-    assert "skipped" in capsys.readouterr().out
+    assert train(tmp_path, data_dir, cfg, "--method", "base", "--student", tiny_models["qwen_small"], "--limit", 8) is None
+    assert "up to date" in capsys.readouterr().out
 
 
 def test_loss_decreases_on_a_repeated_batch(tiny_models, data_dir, cfg, tmp_path):
@@ -215,7 +215,9 @@ def test_stage2_methods(tiny_models, data_dir, cfg, tmp_path, capsys):
     # ours-wts-stage2 singleturn
     with pytest.raises(SystemExit):
         train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", "--teacher", T, "--student", S)
-    assert "bash W2SG_pipeline/ours/ours-wts-single.sh" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"python W2SG_pipeline/ours/new_weak_to_strong_final.py --data gsm8k --model custom --teacher {T} --student {S} " \
+           f"--method singleturn --data-dir {data_dir} --root {tmp_path}`" in err
     write_jsonl(L.alice_train("custom", T, S, "gsm8k"), labels)
     rec = train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", "--teacher", T, "--student", S)
     assert rec["rows"] == 20 and Path(rec["output_dir"]) == L.ours_student_model("custom", T, S, "gsm8k")
@@ -261,17 +263,66 @@ def test_lora_saves_merged_weights(tiny_models, data_dir, cfg, tmp_path):
     assert not torch.equal(w0, w1)  # the adapters were merged into the weights
 
 
-def test_rerun_resumes_from_the_last_checkpoint(tiny_models, data_dir, cfg, tmp_path):
+def test_rerun_resumes_from_the_last_checkpoint(tiny_models, data_dir, cfg, tmp_path, capsys):
+    from alice.fresh import meta_path
+
     S = str(tiny_models["qwen_small"])
-    flags = ["--method", "base", "--student", S, "--limit", 8, "--per-device-batch-size", 4, "--gradient-accumulation-steps", 1]
+    flags = ["--method", "base", "--student", S, "--limit", 8, "--per-device-batch-size", 4, "--gradient-accumulation-steps", 1,
+             "--max-steps", 3]
     rec = train(tmp_path, data_dir, cfg, *flags, "--save-steps", 1, "--keep-checkpoints")
     out = Path(rec["output_dir"])
-    assert (out / sft.CHECKPOINTS / "checkpoint-2").is_dir()
-    for p in [out / "config.json", *out.glob("*.safetensors")]:  # as if killed before the final save
+    ckpt = out / sft.CHECKPOINTS
+    (ckpt / "checkpoint-3").rename(ckpt / "checkpoint-2")  # as if killed after step 2, before the final save
+    state = json.loads((ckpt / "checkpoint-2" / "trainer_state.json").read_text())
+    (ckpt / "checkpoint-2" / "trainer_state.json").write_text(json.dumps(dict(state, global_step=2)))
+    for p in [out / "config.json", *out.glob("*.safetensors"), meta_path(out)]:
         p.unlink()
-    rec = train(tmp_path, data_dir, cfg, *flags, "--max-steps", 3)
+    # checkpoints made with other settings are not resumed: one line naming --overwrite
+    with pytest.raises(SystemExit) as e:
+        train(tmp_path, data_dir, cfg, *flags, "--lr", "1e-4")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "checkpoints was made otherwise (lr 1e-05 -> 0.0001)" in err and "--overwrite" in err
+    # the same settings resume (logging/checkpoint flags are not settings)
+    rec = train(tmp_path, data_dir, cfg, *flags)
     assert rec["resumed_from"].endswith("checkpoint-2") and rec["optimizer_steps"] == 3
-    assert not (out / sft.CHECKPOINTS).exists()
+    assert not ckpt.exists() and json.loads((out / "train_config.json").read_text())["settings"]["lr"] == sft.PAPER.lr
+
+
+def test_rerun_with_other_settings_stops_or_retrains(tiny_models, data_dir, cfg, tmp_path, capsys):
+    S = str(tiny_models["qwen_small"])
+    flags = ["--method", "base", "--student", S, "--limit", 4, "--max-steps", 1]
+    out = Path(train(tmp_path, data_dir, cfg, *flags)["output_dir"])
+    weights = (out / "model.safetensors").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        train(tmp_path, data_dir, cfg, *flags[:-1], 2)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and [ln for ln in err.splitlines() if "error" in ln or "Traceback" in ln] == [err.splitlines()[-1]] and "max_steps 1 -> 2" in err and "--overwrite" in err
+    assert (out / "model.safetensors").read_bytes() == weights  # kept
+    rec = train(tmp_path, data_dir, cfg, *flags[:-1], 2, "--overwrite")
+    assert rec["optimizer_steps"] == 2 and rec["resumed_from"] is None
+    # the same settings again: kept, even with --overwrite
+    assert train(tmp_path, data_dir, cfg, *flags[:-1], 2, "--overwrite") is None
+    # a newer input makes the folder stale: a changed training file
+    T = S
+    L = Layout(tmp_path)
+    labels = [{"id": f"gsm8k-train-{i:05d}", "question": f"q{i}?", "answer": f"a {i}"} for i in range(20, 26)]
+    write_jsonl(L.original_labels("custom", T, "gsm8k", "qa"), labels)
+    f2 = ["--method", "original-wts-stage2", "--original-wts-type", "qa", "--teacher", T, "--student", S, "--max-steps", 1]
+    train(tmp_path, data_dir, cfg, *f2)
+    write_jsonl(L.original_labels("custom", T, "gsm8k", "qa"), labels[:3])
+    with pytest.raises(SystemExit):
+        train(tmp_path, data_dir, cfg, *f2)
+    assert "qateacher.jsonl changed since" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value", [("--epochs", "-1"), ("--epochs", "0"), ("--limit", "0"), ("--limit", "-3"),
+                                        ("--max-steps", "0"), ("--lr", "0")])
+def test_bad_numbers_are_usage_errors(flag, value, tiny_models, data_dir, cfg, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train(tmp_path, data_dir, cfg, "--method", "base", "--student", tiny_models["qwen_small"], flag, value)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}" in err and ("at least 1" in err or "above 0" in err)
+    assert not (tmp_path / "model_outputs").exists()
 
 
 def test_user_errors_are_one_line(tiny_models, data_dir, cfg, tmp_path, capsys):

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from alice import cli
-from alice import sft
+from alice import fresh, sft
 from alice.paths import Layout
 
 P = sft.PAPER
@@ -29,15 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--original-wts-type", default=None, choices=("qa", "cot", "cascade"),
                    help="original-wts-stage1: qa; original-wts-stage2: qa, cot or cascade (--teacher = the labeler)")
     p.add_argument("--output-dir", default=None, help="train into this folder instead of the paper's model_outputs path")
-    p.add_argument("--overwrite", action="store_true", help="train again even when the output folder is finished")
+    cli.add_overwrite(p)
 
     t = p.add_argument_group("training (defaults: the paper's)")
-    t.add_argument("--limit", type=int, default=None, help="only the first N training rows")
-    t.add_argument("--epochs", type=float, default=P.epochs)
-    t.add_argument("--lr", type=float, default=P.lr)
+    t.add_argument("--limit", type=cli.positive_int, default=None, help="only the first N training rows")
+    t.add_argument("--epochs", type=cli.positive_float, default=P.epochs)
+    t.add_argument("--lr", type=cli.positive_float, default=P.lr)
     t.add_argument("--weight-decay", type=float, default=P.weight_decay)
-    t.add_argument("--max-length", type=int, default=P.max_length, help="tokens per example (longer ones are cut)")
-    t.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (overrides --epochs)")
+    t.add_argument("--max-length", type=cli.positive_int, default=P.max_length, help="tokens per example (longer ones are cut)")
+    t.add_argument("--max-steps", type=cli.positive_int, default=None, help="stop after N optimizer steps (overrides --epochs)")
     t.add_argument("--seed", type=int, default=P.seed)
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast over fp32 master weights and optimizer state (default: on where the GPU "
@@ -77,10 +77,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         kw = dict(model=args.model, data=args.data, method=args.method, teacher=args.teacher, student=args.student,
                   ours_type=args.ours_wts_type, original_type=args.original_wts_type, layout=layout,
                   data_dir=args.data_dir, output_dir=args.output_dir)
-        job = sft.resolve_job(**kw, load_rows=False)
-        if sft.is_finished(job.out_dir) and not args.overwrite:
-            sft.log(f"{job.out_dir} is finished (final weights present): skipped. Pass --overwrite to train it again.")
-            return None
         job = sft.resolve_job(**kw)
         batch = sft.batch_settings(args.config_file, args.per_device_batch_size, args.gradient_accumulation_steps)
         opts = sft.TrainOptions(
@@ -93,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         )
         settings = {k: v for k, v in vars(args).items()}
         settings["argv"] = sys.argv if argv is None else ["training/SFT.py", *argv]
-        return sft.run(job, batch, opts, overwrite=args.overwrite, settings=settings)
+        return sft.run(job, batch, opts, overwrite=args.overwrite, settings=settings, argv=fresh.command_line(argv))
     except sft.SFTError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

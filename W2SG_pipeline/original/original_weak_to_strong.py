@@ -13,7 +13,7 @@ Rows: {id, question, answer}. Sampling as the seed: temperature 0.6, top_p 0.95.
 
 from __future__ import annotations
 
-from alice import cli, prompts
+from alice import cli, fresh, prompts
 from alice import data as data_mod
 from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args
 from alice.jsonl import require_trained
@@ -32,8 +32,13 @@ def build_parser():
     return p
 
 
-def plan(layout: Layout, model: str, data: str, teacher: str, type_: str, midlevel: str | None):
+def plan(layout: Layout, model: str, data: str, teacher: str, type_: str, midlevel: str | None, data_dir: str | None = None):
     """(labelling model folder, the command that trains it, subset name, output file) for ``--type``."""
+    labeler, made_by, subset, out = _plan(layout, model, data, teacher, type_, midlevel)
+    return labeler, made_by + cli.location_flags(layout.root, data_dir), subset, out
+
+
+def _plan(layout: Layout, model: str, data: str, teacher: str, type_: str, midlevel: str | None):
     sft = f"python training/SFT.py --model {model} --data {data}"
     cot_cmd = f"{sft} --teacher {teacher} --method ours-wts-stage1 --ours-wts-type singleturn"
     if type_ == "qa":
@@ -60,22 +65,27 @@ def main(argv=None) -> list[dict]:
     if args.type == "cascade_2":
         cli.resolve(p, args, "midlevel")
     layout = Layout.default(args.root)
-    labeler, made_by, subset, out = plan(layout, args.model, args.data, args.teacher, args.type, args.midlevel)
-    if out.exists():
+    labeler, made_by, subset, out = plan(layout, args.model, args.data, args.teacher, args.type, args.midlevel, args.data_dir)
+    require_trained(labeler, made_by)
+    sampling = sampling_from_args(args, TEMPERATURE, TOP_P)
+    made_with = {"data": args.data, "type": args.type, "limit": args.limit, "max_new_tokens": sampling.max_new_tokens,
+                 "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P}
+    argv_ = fresh.command_line(argv)
+    if fresh.check_fresh(out, made_with, [labeler], overwrite=args.overwrite, argv=argv_):
         rows = read_jsonl(out)
         print(f"already done: {len(rows)} labels -> {out}")
         return rows
-    require_trained(labeler, made_by)
 
     rows = data_mod.load_subset(args.data, subset, args.data_dir)
     if args.limit:
         rows = rows[: args.limit]
     items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
     with Generator.from_args(str(labeler), args, p) as gen:
-        texts = generate_resumable(gen, items, sampling_from_args(args, TEMPERATURE, TOP_P), out,
+        texts = generate_resumable(gen, items, sampling, out,
                                    desc=f"label {args.data} ({args.type})")
     labels = [{"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0]} for r in rows]
     write_jsonl(out, labels)
+    fresh.record(out, made_with, [labeler], argv=argv_)
     clear_resumable(out)
     limit = f" (--limit {args.limit})" if args.limit else ""
     print(f"labelled {len(labels)} {subset} questions with {labeler}{limit} -> {out}")

@@ -22,7 +22,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.num_samples < 2:
         p.error("--num-samples must be at least 2 (a cluster needs two answers)")
-    run_cluster(Setting.from_args(p, args), args, num_samples=args.num_samples, threshold=args.similarity_threshold,
+    run_cluster(Setting.from_args(p, args, argv), args, num_samples=args.num_samples, threshold=args.similarity_threshold,
                 embedding_model=args.embedding_model, embedding_instruction=args.embedding_instruction)
 
 
