@@ -189,7 +189,8 @@ class Generator:
 
     def __init__(self, model: str, backend: str = "auto", tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.6, batch_size: int | None = None, dtype: str | None = None,
-                 max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False):
+                 max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
+                 enforce_eager: bool | None = None):
         if hf_batching not in HF_BATCHING:
             raise GenerationError(f"unknown hf batching {hf_batching!r}; choose from {', '.join(HF_BATCHING)}")
         if batch_size is not None and batch_size < 1:
@@ -204,6 +205,7 @@ class Generator:
         self.max_model_len = max_model_len
         self.hf_batching = hf_batching  # resolved to continuous/padded when the hf model loads
         self.static_cache = static_cache
+        self.enforce_eager = enforce_eager  # vLLM: None -> CUDA graphs on a GPU, eager on a CPU
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
         self._stop: list[int] = []
@@ -317,8 +319,7 @@ class Generator:
         )
         if cuda:
             kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
-        else:
-            kwargs["enforce_eager"] = True
+        kwargs["enforce_eager"] = (not cuda) if self.enforce_eager is None else bool(self.enforce_eager)
         max_len = self.max_model_len
         if max_len is None and not cuda:
             from transformers import AutoConfig
