@@ -93,7 +93,11 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"), help="vllm when installed with a GPU, else hf")
     g.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallel size")
     g.add_argument("--gpu-memory-utilization", type=float, default=0.6, help="vLLM GPU memory fraction")
-    g.add_argument("--batch-size", type=positive_int, default=None, help="hf backend: prompts per generate() call")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help="hf backend: sequences per generate() call (padded batching; continuous batching: most requests per step)")
+    g.add_argument("--hf-batching", default="auto", choices=("auto", "continuous", "padded"),
+                   help="hf backend: transformers' continuous batching (auto on a GPU) or padded length-sorted batches")
+    g.add_argument("--hf-static-cache", action="store_true", help="hf backend, padded: static KV cache + compiled decode")
     g.add_argument("--max-new-tokens", type=positive_int, default=None, help="cap on generated tokens (paper: 4096)")
     g.add_argument("--limit", type=positive_int, default=None, help="only the first N questions (quick runs)")
     g.add_argument("--seed", type=int, default=0)

