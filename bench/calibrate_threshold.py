@@ -3,9 +3,10 @@
     # 1) sample: N answers per question with the project's Generator and the Alice cluster stage's prompt and
     #    sampling (the bare question, temperature 0.9, top_p 0.95), on the W2S part of the train split
     HF_HUB_OFFLINE=1 python bench/calibrate_threshold.py sample --model Qwen/Qwen2.5-Coder-0.5B-Instruct \\
-        --data triviaqa --limit 40 --num-samples 8 --max-new-tokens 48 --backend vllm --out bench/results/samples_triviaqa.jsonl
+        --data hotpotqa triviaqa --limit 150 --num-samples 16 --max-new-tokens 256 --backend hf --batch-size 64 \\
+        --out results/threshold_samples.jsonl
     # 2) calibrate: embed, compare "cosine > t" with answer equivalence, pick t
-    HF_HUB_OFFLINE=1 python bench/calibrate_threshold.py calibrate bench/results/samples_*.jsonl
+    HF_HUB_OFFLINE=1 python bench/calibrate_threshold.py calibrate results/threshold_samples.jsonl
 
 Answer equivalence (the reference the threshold is scored against), from the grader's normalisation
 (``grading.normalize_text``: lower case, no punctuation or articles): two samples give the same answer when
@@ -43,7 +44,8 @@ def sample(args) -> Path:
     from alice import alice_stages, data, prompts
     from alice.generation import Generator, Sampling
 
-    rows = data.load_subset(args.data, "w2s_part", args.data_dir)[: args.limit]
+    rows = [dict(r, data=name) for name in args.data
+            for r in data.load_subset(name, "w2s_part", args.data_dir)[: args.limit]]
     sampling = Sampling(temperature=alice_stages.TEMPERATURE, top_p=alice_stages.TOP_P,
                         max_new_tokens=args.max_new_tokens, n=args.num_samples, seed=args.seed)
     import time
@@ -51,16 +53,16 @@ def sample(args) -> Path:
     t0 = time.perf_counter()
     with Generator(args.model, backend=args.backend, batch_size=args.batch_size) as gen:
         texts = gen.generate([prompts.question_messages(r["question"]) for r in rows], sampling,
-                             desc=f"sampling {args.data}")
+                             desc=f"sampling {' + '.join(args.data)}")
     wall = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         for r, samples in zip(rows, texts):
-            f.write(json.dumps({"id": r["id"], "data": args.data, "question": r["question"], "gold": r["gold"],
+            f.write(json.dumps({"id": r["id"], "data": r["data"], "question": r["question"], "gold": r["gold"],
                                 "samples": samples, "model": args.model,
                                 "max_new_tokens": args.max_new_tokens}) + "\n")
-    print(f"wrote {len(rows)} questions x {args.num_samples} samples -> {out} ({wall:.0f}s, backend {gen.backend})")
+    print(f"wrote {len(rows)} questions ({', '.join(args.data)}) x {args.num_samples} samples -> {out} ({wall:.0f}s, backend {gen.backend})")
     return out
 
 
@@ -219,7 +221,8 @@ def build_parser():
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sample", help="sample answers per question (the Alice cluster stage's prompt and sampling)")
     s.add_argument("--model", required=True, help="sampler: hub id or local folder (the trained teacher in the pipeline)")
-    s.add_argument("--data", required=True, choices=("hotpotqa", "triviaqa"))
+    s.add_argument("--data", required=True, nargs="+", choices=("hotpotqa", "triviaqa"),
+                   help="one or both; --limit questions of each")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--limit", type=int, default=40)
     s.add_argument("--num-samples", type=int, default=8)

@@ -49,6 +49,8 @@ def tq_dir(tmp_path):
     write_jsonl(d / "triviaqa" / "train.jsonl", [
         {"question_id": f"tq{i}", "question": f"Which planet is number {i}?",
          "answer": {"value": "Mercury", "aliases": ["Mercury"], "normalized_aliases": ["mercury"]}} for i in range(50)])
+    write_jsonl(d / "hotpotqa" / "train.jsonl", [
+        {"id": f"hp{i}", "question": f"Which city is number {i}?", "answer": f"City {i}"} for i in range(50)])
     return str(d)
 
 
@@ -62,12 +64,14 @@ def test_sample_uses_the_cluster_stages_prompt_and_sampling(tiny_models, tq_dir,
 
     monkeypatch.setattr(generation.Generator, "generate", spy)
     out = tmp_path / "s.jsonl"
-    cal.main(["sample", "--model", str(tiny_models["qwen_small"]), "--data", "triviaqa", "--data-dir", tq_dir,
+    cal.main(["sample", "--model", str(tiny_models["qwen_small"]), "--data", "triviaqa", "hotpotqa", "--data-dir", tq_dir,
               "--limit", "3", "--num-samples", "2", "--max-new-tokens", "4", "--backend", "hf", "--batch-size", "4",
               "--out", str(out)])
     rows = [json.loads(x) for x in open(out)]
     # the W2S part of 50 rows: second half (25), first 20% -> 5 questions; --limit 3
-    assert [r["id"] for r in rows] == ["tq25", "tq26", "tq27"]
+    assert [(r["id"], r["data"]) for r in rows[:3]] == [("tq25", "triviaqa"), ("tq26", "triviaqa"), ("tq27", "triviaqa")]
+    assert [r["id"] for r in rows[3:]] == ["hp25", "hp26", "hp27"] and rows[3]["data"] == "hotpotqa" and rows[3]["gold"] == "City 25"
+    rows = rows[:3]
     assert all(len(r["samples"]) == 2 and r["gold"] == ["Mercury", "mercury"] for r in rows)
     convs, sampling = seen[0]
     assert convs[0] == prompts.question_messages("Which planet is number 25?")
