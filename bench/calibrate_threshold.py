@@ -174,6 +174,8 @@ def calibrate(args) -> dict:
 
     questions = []
     for path in args.samples:
+        if not Path(path).is_file():
+            sys.exit(f"error: {path} does not exist: write it with `{Path(__file__).name} sample ... --out {path}`")
         with open(path, encoding="utf-8") as f:
             questions += [json.loads(line) for line in f if line.strip()]
     if not questions:

@@ -98,3 +98,9 @@ def test_calibrate_end_to_end_with_minilm(tmp_path):
     assert allq["questions"] == 2 and allq["pairs"] == 10 + 6
     f1 = [r["f1"] for r in allq["table"]]
     assert max(f1) == allq["best"]["f1"] and 0 < max(f1) <= 1
+
+
+def test_calibrate_without_samples_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cal.main(["calibrate", str(tmp_path / "none.jsonl")])
+    assert "does not exist" in str(e.value) and "sample" in str(e.value) and "\n" not in str(e.value)
