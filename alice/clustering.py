@@ -140,10 +140,12 @@ def uses_embeddings(data: str) -> bool:
 class Embedder:
     """A sentence-transformers model that encodes one question's responses in one call.
 
-    ``instruction``: ``auto`` prefixes each response with the paper's instruction
-    (``prompts.EMBEDDING_INSTRUCTION`` for the question) only for instruction-tuned embedders (an
-    ``instructor`` model); ``on`` / ``off`` force it. A plain model like all-MiniLM-L6-v2 would embed the
-    shared prefix into every vector and push all similarities up, so ``auto`` leaves it off there.
+    ``instruction``: ``auto`` gives the paper's instruction (``prompts.EMBEDDING_INSTRUCTION`` for the question)
+    only to instruction-tuned embedders (an ``instructor`` model); ``on`` / ``off`` force it. The instruction goes
+    in as sentence-transformers' ``prompt=`` with the pooling told to leave the prompt's tokens out
+    (``set_pooling_include_prompt(False)``): the tokens attend to it, but the vector averages only the response's
+    tokens, as INSTRUCTOR (the seed's ``hkunlp/instructor-large`` through ``InstructorEmbedding``) does. A plain
+    model like all-MiniLM-L6-v2 was not trained with instructions, so ``auto`` leaves it off there.
     """
 
     def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, instruction: str = "auto", batch_size: int = 128,
@@ -163,6 +165,8 @@ class Embedder:
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(self.model_name, device=self.device, token=os.environ.get("HF_TOKEN") or None)
+            if self.use_instruction:
+                self._model.set_pooling_include_prompt(False)  # the instruction conditions, it is not averaged in
         return self._model
 
     def encode(self, question: str, responses: Sequence[str]) -> np.ndarray:

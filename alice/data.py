@@ -10,6 +10,9 @@ Every loader returns a list of plain dicts with the same four keys, whatever the
 - ``gold``      what the grader compares with (gsm8k: the number; arc: ``C. option text``; hotpotqa: the
                 answer; triviaqa: the list of aliases)
 
+triviaqa rows carry a fifth key, ``gold_seed``: the dataset's ``normalized_aliases``, the only ones the seed's
+evaluation compared with (``evaluate.py --grading seed``).
+
 Sources: the Hugging Face Hub by default, or a local folder with the layout of ``shared/offline/data``
 (``<dir>/gsm8k/train.jsonl``, ``<dir>/arc_challenge/`` saved with ``save_to_disk``, ...), given by
 ``--data-dir`` or the ``ALICE_DATA_DIR`` environment variable.
@@ -182,6 +185,8 @@ def _normalise(name: str, split: str, i: int, raw: dict) -> dict:
         a = raw["answer"]
         aliases = list(dict.fromkeys([a["value"], *a.get("aliases", []), *a.get("normalized_aliases", [])]))
         rid, answer, gold = str(raw.get("question_id") or f"triviaqa-{split}-{i:05d}"), a["value"], aliases
+        return {"id": rid, "question": raw["question"].strip(), "answer": answer, "gold": gold,
+                "gold_seed": list(a.get("normalized_aliases") or [])}
     else:  # pragma: no cover - spec() already rejected it
         raise DataError(name)
     return {"id": rid, "question": raw["question"].strip(), "answer": answer, "gold": gold}

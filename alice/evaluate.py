@@ -91,22 +91,38 @@ def require_model(t: EvalTarget) -> None:
         require_trained(t.model_path, t.made_by)
 
 
+GRADINGS = ("project", "seed")
+
+
+def grade_prediction(data: str, response: str, row: dict, method: str | None = None,
+                     original_wts_type: str | None = None) -> dict:
+    """One response graded both ways: the project's grader (``correct``, ``parsed``, ``extracted``) and the seed's
+    metric (``seed_correct``; ``seed_counted``: in the seed's denominator)."""
+    g = grading.grade(data, response, row["gold"], row["question"])
+    sg = grading.seed_grade(data, response, grading.seed_gold(data, row), method=method,
+                            original_wts_type=original_wts_type)
+    return {"extracted": g.extracted, "parsed": g.parsed, "correct": g.correct,
+            "seed_correct": sg.correct, "seed_counted": sg.parsed}
+
+
 def evaluate(generator: Generator, rows: list[dict], data: str, pred_path, summary_path, *,
              max_new_tokens: int, meta: dict | None = None) -> dict:
-    """Greedy answers for ``rows`` (``data.load_test`` rows), graded; writes predictions + summary, returns the summary."""
+    """Greedy answers for ``rows`` (``data.load_test`` rows), graded; writes predictions + summary, returns the summary.
+
+    ``meta`` (``method``, ``original_wts_type``) also picks the seed's ARC parsing for the seed's metric."""
     t0 = time.perf_counter()
+    meta = meta or {}
     sampling = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
     items = [{"id": r["id"], "messages": prompts.eval_messages(data, r["question"])} for r in rows]
     texts = generate_resumable(generator, items, sampling, pred_path, desc=f"eval {data}")
     preds = []
     for r in rows:
         response = texts[r["id"]][0]
-        g = grading.grade(data, response, r["gold"], r["question"])
         preds.append({"id": r["id"], "question": r["question"], "response": response, "gold": r["gold"],
-                      "extracted": g.extracted, "parsed": g.parsed, "correct": g.correct})
+                      **grade_prediction(data, response, r, meta.get("method"), meta.get("original_wts_type"))})
     write_jsonl(pred_path, preds)
     summary = summarize(preds)
-    summary.update(meta or {})
+    summary.update(meta)
     summary["settings"] = dict(summary.get("settings", {}), max_new_tokens=max_new_tokens, temperature=0.0,
                                backend=generator.backend)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -116,12 +132,40 @@ def evaluate(generator: Generator, rows: list[dict], data: str, pred_path, summa
     return summary
 
 
+def regrade(data: str, summary: dict, rows: list[dict], summary_path) -> dict:
+    """Grade a finished run's stored responses again with the current graders (both metrics), without a model.
+
+    Rewrites the predictions and the summary when a grade changed (or the seed's metric was missing); returns
+    the summary. ``rows`` are the test rows (by id: their gold and the seed's gold)."""
+    pred_path = Path(summary["predictions"])
+    if not pred_path.exists():
+        return summary
+    by_id = {r["id"]: r for r in rows}
+    preds = read_jsonl(pred_path)
+    new = [dict(p, **grade_prediction(data, p["response"], by_id.get(p["id"]) or dict(p, answer=str(p["gold"])),
+                                       summary.get("method"), summary.get("original_wts_type"))) for p in preds]
+    fresh = dict(summary, **summarize(new))
+    if new != preds or fresh != summary:
+        write_jsonl(pred_path, new)
+        write_json(summary_path, fresh)
+    return fresh
+
+
 def summarize(preds: list[dict]) -> dict:
+    """Accuracy over every question (the project's grading) and, under ``seed``, the seed's metric: its
+    correct count over its denominator (gsm8k, and ARC for CoT-trained runs: the parsed responses only)."""
     n = len(preds)
     k = sum(bool(p["correct"]) for p in preds)
     lo, hi = wilson(k, n)
-    return {"accuracy": k / n if n else 0.0, "n": n, "correct": k, "parsed": sum(bool(p["parsed"]) for p in preds),
-            "ci95": [lo, hi], "ci_method": "wilson"}
+    out = {"accuracy": k / n if n else 0.0, "n": n, "correct": k, "parsed": sum(bool(p["parsed"]) for p in preds),
+           "ci95": [lo, hi], "ci_method": "wilson"}
+    if n and all("seed_correct" in p for p in preds):
+        den = sum(bool(p["seed_counted"]) for p in preds)
+        ks = sum(bool(p["seed_correct"]) for p in preds)
+        out["seed"] = {"accuracy": ks / den if den else 0.0, "correct": ks, "denominator": den, "n": n,
+                       "ci95": list(wilson(ks, den)),
+                       "rule": "the seed's evaluation/evaluate.py: lenient matches; denominator = responses it counted"}
+    return out
 
 
 def load_summary(path) -> dict | None:
@@ -139,7 +183,15 @@ def load_correct(pred_path) -> dict[str, bool] | None:
     return {r["id"]: bool(r["correct"]) for r in read_jsonl(p)}
 
 
-def one_line(data: str, run: str, s: dict) -> str:
+def one_line(data: str, run: str, s: dict, grading_: str = "project") -> str:
+    if grading_ == "seed":
+        sd = s.get("seed")
+        if not sd:
+            return f"{data} {run}: no seed's metric in this summary"
+        lo, hi = sd["ci95"]
+        return (f"{data} {run} (seed's metric): accuracy {sd['accuracy']:.3f} ({sd['correct']}/{sd['denominator']} "
+                f"counted of {sd['n']}, 95% CI {lo:.3f}-{hi:.3f}); project's grading {s['accuracy']:.3f} "
+                f"({s['correct']}/{s['n']})")
     lo, hi = s["ci95"]
     return (f"{data} {run}: accuracy {s['accuracy']:.3f} ({s['correct']}/{s['n']}, 95% CI {lo:.3f}-{hi:.3f}), "
             f"parsed {s['parsed']}/{s['n']}, backend {s['settings'].get('backend')}, {s.get('wall_s', '?')}s")

@@ -67,12 +67,11 @@ def gsm8k_gold(answer: str) -> str:
 
 
 def extract_gsm8k(response: str) -> str | None:
-    """The final number: after the last ``####``, else in the last ``\\boxed{}``."""
+    """The final number: the first number after the FIRST ``####`` (up to the next ``####``), as the seed's
+    evaluation (``split('####')[1]``) and lm-evaluation-harness read it, so text a model writes after its answer
+    is never graded; without ``####``, the number in the last ``\\boxed{}``."""
     if "####" in response:
-        tail = response.split("####")[-1]
-        n = normalize_number(tail)
-        if n is not None:
-            return n
+        return normalize_number(response.split("####")[1])
     boxed = extract_boxed(response)
     if boxed is not None:
         return normalize_number(boxed.replace("\\!", "").replace("{,}", ","))
@@ -87,28 +86,48 @@ def grade_gsm8k(response: str, gold: str) -> Grade:
 
 
 # ----------------------------------------------------------------------------------------------------
-# ARC-Challenge (processed: options as lines "A. text"; gold "C. text")
+# ARC-Challenge (processed: options as lines "A. text"; gold "C. text"). A few ARC questions label their
+# options 1-4, and the seed's processed copy keeps those labels ("1. text", gold "2. text"): a question's
+# labels are read from its own option lines, so both kinds grade.
 # ----------------------------------------------------------------------------------------------------
-_CHOICE = re.compile(r"my (?:final )?choice is[\s:*]*[\[\(]?\s*(?:option\s+)?([A-E])\b", re.IGNORECASE)
-_LEADING = re.compile(r"^\s*(?:answer\s*:\s*)?[\[\(]?([A-E])(?:[\]\)]|[.:](?=\s|$)|\s*$)", re.IGNORECASE)
-_ANSWER_IS = re.compile(r"(?:answer|option) is[\s:*]*[\[\(]?([A-E])\b[\]\)]?", re.IGNORECASE)
+LETTERS, DIGITS = "ABCDE", "12345"
 
 
 def arc_options(question: str) -> dict[str, str]:
-    """``{'A': 'dry palms', ...}`` from the option lines of a processed ARC question."""
-    return dict(re.findall(r"^([A-E])\. (.*)$", question, flags=re.MULTILINE))
+    """``{'A': 'dry palms', ...}`` (or ``{'1': ...}``) from the option lines of a processed ARC question."""
+    letters = dict(re.findall(r"^([A-E])\. (.*)$", question, flags=re.MULTILINE))
+    if len(letters) >= 2:
+        return letters
+    digits = dict(re.findall(r"^([1-5])\. (.*)$", question, flags=re.MULTILINE))
+    return digits if len(digits) >= 2 else letters
 
 
-def extract_arc(response: str, options: dict[str, str] | None = None) -> str | None:
-    """The chosen option letter: ``My choice is X`` (last one), else a leading ``X.``, else ``answer is X``,
-    else the single option whose text the response quotes."""
-    found = _CHOICE.findall(response)
+def _arc_patterns(labels: str):
+    c = f"[{labels}]"
+    return (
+        re.compile(rf"my (?:final )?choice is[\s:*]*[\[\(]?\s*(?:option\s+)?({c})\b", re.IGNORECASE),
+        re.compile(rf"^\s*(?:answer\s*:\s*)?[\[\(]?({c})(?:[\]\)]|[.:](?=\s|$)|\s*$)", re.IGNORECASE),
+        re.compile(rf"(?:answer|option) is[\s:*]*[\[\(]?({c})\b[\]\)]?", re.IGNORECASE),
+    )
+
+
+_PATTERNS = {labels: _arc_patterns(labels) for labels in (LETTERS, DIGITS)}
+
+
+def extract_arc(response: str, options: dict[str, str] | None = None, labels: str | None = None) -> str | None:
+    """The chosen option label: ``My choice is X`` (last one), else a leading ``X.``, else ``answer is X``,
+    else the single option whose text the response quotes. Labels are letters, or digits when the question's
+    options (or ``labels``) are numbered."""
+    if labels is None:
+        labels = DIGITS if options and all(k.isdigit() for k in options) else LETTERS
+    choice, leading, answer_is = _PATTERNS[labels]
+    found = choice.findall(response)
     if found:
         return found[-1].upper()
-    m = _LEADING.match(response)
+    m = leading.match(response)
     if m:
         return m.group(1).upper()
-    found = _ANSWER_IS.findall(response)
+    found = answer_is.findall(response)
     if found:
         return found[-1].upper()
     if options:
@@ -119,13 +138,18 @@ def extract_arc(response: str, options: dict[str, str] | None = None) -> str | N
     return None
 
 
+def arc_gold_label(gold: str) -> str:
+    """``'C. text'`` -> ``'C'``; ``'2. text'`` -> ``'2'``."""
+    return gold.strip().split(".")[0].strip().upper()
+
+
 def grade_arc(response: str, gold: str, question: str | None = None) -> Grade:
-    gold_letter = gold.strip()[0].upper()
+    gold_label = arc_gold_label(gold)
     options = arc_options(question) if question else None
-    pred = extract_arc(response, options)
+    pred = extract_arc(response, options, None if options else (DIGITS if gold_label.isdigit() else LETTERS))
     if pred is None:
         return Grade(False, False, None)
-    return Grade(pred == gold_letter, True, pred)
+    return Grade(pred == gold_label, True, pred)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -155,6 +179,61 @@ def grade_triviaqa(response: str, gold: list[str] | str) -> Grade:
     aliases = [gold] if isinstance(gold, str) else gold
     r = normalize_text(response)
     return Grade(any(_contains(r, a) for a in aliases), bool(r), response.strip() or None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The seed's metric (evaluation/evaluate.py of the paper's code), reproduced so numbers compare with the paper.
+# ``parsed`` here means "counted in the seed's denominator": the seed divided by the number of responses it could
+# parse for gsm8k (and for ARC when it looked for "My choice is"), by all responses otherwise.
+# ----------------------------------------------------------------------------------------------------
+
+def seed_gold(data: str, row: dict):
+    """The reference the seed compared with, from a ``data`` row: gsm8k the raw text after ``####``; arc the
+    answer split on ``'. '``; hotpotqa the answer; triviaqa the normalised aliases only (``gold_seed``)."""
+    if data == "gsm8k":
+        return row["answer"].split("####")[1].strip() if "####" in row["answer"] else str(row["gold"])
+    if data == "arc_challenge":
+        return row["answer"].split(". ")
+    if data == "triviaqa":
+        return row.get("gold_seed") or row["gold"]
+    return row["gold"]
+
+
+def seed_arc_reads_choice(method: str | None, original_wts_type: str | None) -> bool:
+    """The seed parsed ``My choice is`` (and dropped responses without it) only for models trained on
+    CoT-style targets: ``--original-wts-type cot`` or ``--method ours-wts``; other runs split the whole response."""
+    return original_wts_type == "cot" or method == "ours-wts"
+
+
+def seed_grade(data: str, response: str, gold, *, method: str | None = None,
+               original_wts_type: str | None = None) -> Grade:
+    """The seed's grading of one response (``gold`` from ``seed_gold``), its lenient matches included:
+    gsm8k: the text between the first and second ``####``, stripped, equal to the gold string;
+    hotpotqa/triviaqa: the lower-cased gold (any normalised alias) is a substring of the lower-cased response;
+    arc: the response (after ``My choice is`` when ``seed_arc_reads_choice``) split on ``.``; correct when for
+    some i the i-th part of the gold (``['C', 'option text']``) is a substring of the i-th part of the response."""
+    if data == "gsm8k":
+        parts = response.split("####")
+        if len(parts) < 2:
+            return Grade(False, False, None)
+        pred = parts[1].strip()
+        return Grade(pred == gold, True, pred)
+    if data == "hotpotqa":
+        return Grade(gold.lower() in response.lower(), True, None)
+    if data == "triviaqa":
+        aliases = [gold] if isinstance(gold, str) else gold
+        return Grade(any(a.lower() in response.lower() for a in aliases), True, None)
+    if data == "arc_challenge":
+        if seed_arc_reads_choice(method, original_wts_type):
+            parts = response.split("My choice is")
+            if len(parts) < 2:
+                return Grade(False, False, None)
+            pieces = [x for x in parts[1].strip().split(".") if x.strip()]
+        else:
+            pieces = response.split(".")
+        correct = any(gold[i].lower().strip() in pieces[i].lower().strip() for i in range(min(len(pieces), len(gold))))
+        return Grade(correct, True, pieces[0].strip() if pieces else None)
+    raise ValueError(f"no grader for dataset {data!r}")
 
 
 # ----------------------------------------------------------------------------------------------------

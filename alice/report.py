@@ -97,6 +97,9 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
             lo, hi = s.get("ci95") or wilson(s["correct"], s["n"])
             row.update(missing=False, accuracy=s["accuracy"], n=s["n"], correct=s["correct"], parsed=s.get("parsed"),
                        ci95=[lo, hi], model=s.get("model"), limit=(s.get("settings") or {}).get("limit"))
+            if s.get("seed"):  # the seed's metric, to compare with the paper's numbers
+                row.update(seed_accuracy=s["seed"]["accuracy"], seed_correct=s["seed"]["correct"],
+                           seed_denominator=s["seed"]["denominator"])
         rows.append(row)
     weak, strong = summaries.get("weak"), summaries.get("strong")
     for row in rows:
@@ -106,6 +109,9 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
             row["pgr_note"] = "needs weak and strong"
             continue
         row["pgr"] = _pgr(row["accuracy"], weak["accuracy"], strong["accuracy"])
+        if all(x.get("seed_accuracy") is not None for x in (row, *_rows_of(rows, "weak", "strong"))):
+            w, st = (x["seed_accuracy"] for x in _rows_of(rows, "weak", "strong"))
+            row["seed_pgr"] = _pgr(row["seed_accuracy"], w, st)
         if row["pgr"] is None:
             row["pgr_note"] = "strong = weak"
             continue
@@ -119,21 +125,28 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
             "warnings": warnings}
 
 
+def _rows_of(rows: list[dict], *keys: str) -> list[dict]:
+    return [next(r for r in rows if r["key"] == k) for k in keys]
+
+
 def _fmt_ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
 def table_lines(rep: dict, markdown: bool = False) -> list[str]:
-    head = ["method", "accuracy", "95% CI", "n", "PGR", "PGR 95% CI"]
+    head = ["method", "accuracy", "95% CI", "n", "PGR", "PGR 95% CI", "seed's metric", "seed's PGR"]
     body = []
     for r in rep["rows"]:
         if r["missing"]:
-            body.append([r["label"], "missing", "", "", "", r["note"]])
+            body.append([r["label"], "missing", "", "", "", r["note"], "", ""])
             continue
         n = f"{r['n']}" + (f" (limit {r['limit']})" if r.get("limit") else "")
         pgr = f"{r['pgr']:.3f}" if r.get("pgr") is not None else ("" if not r["w2s"] else "-")
+        seed = (f"{r['seed_accuracy']:.3f} ({r['seed_correct']}/{r['seed_denominator']})"
+                if r.get("seed_accuracy") is not None else "")
+        seed_pgr = f"{r['seed_pgr']:.3f}" if r.get("seed_pgr") is not None else ""
         body.append([r["label"], f"{r['accuracy']:.3f}", _fmt_ci(r["ci95"]), n, pgr,
-                     _fmt_ci(r.get("pgr_ci95")) or r.get("pgr_note", "")])
+                     _fmt_ci(r.get("pgr_ci95")) or r.get("pgr_note", ""), seed, seed_pgr])
     if markdown:
         notes = ["", *[f"**Warning:** {w}" for w in rep.get("warnings", [])]] if rep.get("warnings") else []
         return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(b) + " |" for b in body] + notes
@@ -183,6 +196,9 @@ def write(layout: Layout, rep: dict) -> dict[str, str]:
     paths = {ext: layout.report(*args, suffix) for ext, suffix in (("json", ".json"), ("md", ".md"), ("png", ".png"))}
     write_json(paths["json"], rep)
     paths["md"].write_text(f"# {title(rep)}\n\n" + "\n".join(table_lines(rep, markdown=True)) + "\n"
-                           "\nPGR = (acc - weak) / (strong - weak); 95% CIs: Wilson for accuracy, bootstrap for PGR.\n")
+                           "\nPGR = (acc - weak) / (strong - weak); 95% CIs: Wilson for accuracy, bootstrap for PGR.\n"
+                           "accuracy: the project's graders over every question; seed's metric: the paper's code's "
+                           "grading (lenient matches; gsm8k and CoT-trained ARC runs count parsed responses only), "
+                           "correct/denominator, for comparison with the paper's numbers.\n")
     plot(rep, paths["png"])
     return {k: str(v) for k, v in paths.items()}

@@ -115,12 +115,24 @@ def _file_rows(path: Path, made_by: str) -> list[dict]:
 
 
 def qa_target(data: str, row: dict) -> str:
-    """The short answer a 'qa' teacher is trained on: gsm8k ``#### N``; others the dataset's answer."""
+    """The short answer a 'qa' teacher is trained on: gsm8k ``#### N`` (N as the solution writes it, as the
+    seed's ``'#### ' + answer.split('####')[1].strip()``); others the dataset's answer."""
     if data == "gsm8k":
-        from .grading import gsm8k_gold
-
-        return f"#### {gsm8k_gold(row['answer'])}"
+        return f"#### {row['answer'].split('####')[1].strip()}"
     return row["answer"]
+
+
+def qa_rows_from_cot(path: Path, made_by: str) -> list[dict]:
+    """The 'qa' teacher's rows outside gsm8k: the questions of ``*_cot_correct.jsonl`` (those the teacher answered
+    correctly with CoT), each with its ground-truth short answer (``ground_truth_response``), as the seed's SFT.py
+    did for hotpotqa/triviaqa/arc_challenge."""
+    rows = read_jsonl(path, made_by=made_by)
+    out = []
+    for n, r in enumerate(rows, 1):
+        if not isinstance(r.get("question"), str) or not isinstance(r.get("ground_truth_response"), str):
+            raise JsonlError(f"{path}, row {n}: no 'question' / 'ground_truth_response' text; rerun `{made_by}`")
+        out.append({"id": r.get("id"), "question": r["question"], "answer": r["ground_truth_response"]})
+    return out
 
 
 def resolve_job(
@@ -170,8 +182,15 @@ def resolve_job(
             source = f"{D} train split: teacher half (ground-truth worked solutions)"
             load = lambda: data_mod.load_subset(D, "teacher_half", data_dir)  # noqa: E731
     elif method == "original-wts-stage1":
-        out, source = L.teacher_qa_model(M, T, D), f"{D} train split: teacher half (short answers)"
-        load = lambda: [dict(r, answer=qa_target(D, r)) for r in data_mod.load_subset(D, "teacher_half", data_dir)]  # noqa: E731
+        out = L.teacher_qa_model(M, T, D)
+        if D in data_mod.COT_DATASETS:  # as the seed: the questions whose CoT was correct, with their short answer
+            path = L.cot_correct(M, T, D)
+            made_by = _cmd("python cot/cot_generate_filter.py", common, "--teacher", T)
+            source = f"{path} (questions with a correct CoT; target: the ground-truth short answer)"
+            load = lambda: qa_rows_from_cot(path, made_by)  # noqa: E731
+        else:  # gsm8k: the whole teacher half, target '#### N'
+            source = f"{D} train split: teacher half (short answers)"
+            load = lambda: [dict(r, answer=qa_target(D, r)) for r in data_mod.load_subset(D, "teacher_half", data_dir)]  # noqa: E731
     elif method == "original-wts-stage2":
         out = L.original_student_model(M, T, S, D, type_)
         if type_ == "cascade":

@@ -188,3 +188,42 @@ def test_embedder_instruction_modes():
     assert clustering.Embedder("x/y", instruction="on").use_instruction
     with pytest.raises(ValueError):
         clustering.Embedder("x/y", instruction="maybe")
+
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _minilm_or_skip():
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(MINILM, "config.json"), str):
+        pytest.skip("all-MiniLM-L6-v2 is not in the HF cache")
+
+
+def test_instruction_is_a_prompt_left_out_of_the_pooling():
+    """With the instruction on (as for instructor-large), each response is encoded after the instruction but the
+    vector averages the response's tokens only; checked against a plain transformers forward pass."""
+    _minilm_or_skip()
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from alice.prompts import EMBEDDING_INSTRUCTION
+
+    q, responses = "Who wrote Hamlet?", ["William Shakespeare wrote it.", "Christopher Marlowe"]
+    on = clustering.Embedder(MINILM, instruction="on", device="cpu").encode(q, responses)
+    off = clustering.Embedder(MINILM, instruction="off", device="cpu").encode(q, responses)
+
+    tok, model = AutoTokenizer.from_pretrained(MINILM), AutoModel.from_pretrained(MINILM).eval()
+    prompt = EMBEDDING_INSTRUCTION.format(question=q)
+    n_prompt = len(tok(prompt)["input_ids"]) - 1  # [CLS] + the prompt's tokens, without its [SEP]
+    for i, r in enumerate(responses):
+        enc = tok(prompt + r, return_tensors="pt")
+        with torch.no_grad():
+            h = model(**enc).last_hidden_state[0]
+        want = h[n_prompt:].mean(0)  # the response's tokens (and [SEP]) only
+        want = (want / want.norm()).numpy()
+        assert np.allclose(on[i], want, atol=1e-5)
+        pooled_all = h.mean(0)
+        pooled_all = (pooled_all / pooled_all.norm()).numpy()
+        assert not np.allclose(on[i], pooled_all, atol=1e-3)  # not the prompt averaged in
+        assert not np.allclose(on[i], off[i], atol=1e-3)  # the instruction does condition the tokens

@@ -18,7 +18,7 @@ def test_offline_row_counts_and_fields(offline_data, name):
     train, test = data.load_train(name, offline_data), data.load_test(name, offline_data)
     assert (len(train), len(test)) == OFFLINE_COUNTS[name]
     for row in train[:50] + test[:50]:
-        assert set(row) == {"id", "question", "answer", "gold"}
+        assert set(row) == {"id", "question", "answer", "gold"} | ({"gold_seed"} if name == "triviaqa" else set())
         assert row["question"] and row["answer"]
     assert len({r["id"] for r in train}) == len(train)
 
@@ -32,6 +32,7 @@ def test_offline_gold_formats(offline_data):
     assert h["id"] == "hotpot_dev_35" and h["gold"] == "October 1922"
     t = data.load_train("triviaqa", offline_data)[0]
     assert t["id"] == "test_1870" and "roberta phyllis peter" in t["gold"] and t["answer"] == "Roberta, Phyllis & Peter"
+    assert "roberta phyllis peter" in t["gold_seed"] and "Roberta, Phyllis & Peter" not in t["gold_seed"]
 
 
 def test_parent_of_data_folder_is_accepted(offline_data):

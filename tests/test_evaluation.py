@@ -68,7 +68,8 @@ def test_naive_end_to_end_and_rerun(tiny_models, data_dir, tmp_path, capsys, mon
     L = Layout(tmp_path)
     preds = [json.loads(x) for x in open(L.eval_predictions("gsm8k", "custom_qwen_small_naive"))]
     assert [p["id"] for p in preds] == [f"gsm8k-test-{i:05d}" for i in range(5)]
-    assert set(preds[0]) == {"id", "question", "response", "gold", "extracted", "parsed", "correct"}
+    assert set(preds[0]) == {"id", "question", "response", "gold", "extracted", "parsed", "correct", "seed_correct",
+                             "seed_counted"}
     assert preds[2]["gold"] == "6"
     summary = json.load(open(L.eval_summary("gsm8k", "custom_qwen_small_naive")))
     assert summary["n"] == 5 and summary["model"] == student and summary["method"] == "naive"
@@ -88,6 +89,35 @@ def test_naive_end_to_end_and_rerun(tiny_models, data_dir, tmp_path, capsys, mon
     assert json.load(open(L.eval_summary("gsm8k", "custom_qwen_small_naive")))["n"] == 5
     s2 = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--limit", "2", "--overwrite"))
     assert s2["n"] == 2 and s2["settings"]["limit"] == 2
+
+
+def test_both_metrics_and_grading_seed(tiny_models, data_dir, tmp_path, capsys, monkeypatch):
+    """The summary holds the project's grading and the seed's metric; a rerun regrades the stored responses
+    (no model) and --grading seed prints the seed's numbers with its parsed-only gsm8k denominator."""
+    student = str(tiny_models["qwen_small"])
+    s = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive"))
+    assert s["seed"]["n"] == 5 and s["seed"]["denominator"] <= 5
+    # the tiny model writes noise: put known responses in place (gold numbers are 2, 4, 6, 8, 10)
+    responses = ["#### 2",  # both right
+                 "#### 4.\nQuestion: next #### 9",  # project right; the seed read '4.\nQuestion: next': wrong, counted
+                 "\\boxed{6}",  # project right; no ####: not in the seed's denominator
+                 "#### 7",  # both wrong
+                 "I do not know"]  # wrong both ways; not in the seed's denominator
+    path = s["predictions"]
+    preds = [json.loads(x) for x in open(path)]
+    with open(path, "w") as f:
+        for p, r in zip(preds, responses):
+            f.write(json.dumps(dict(p, response=r)) + "\n")
+    monkeypatch.setattr(generation.Generator, "_load", lambda self: pytest.fail("model loaded"))
+    capsys.readouterr()
+    s = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--grading", "seed"))
+    assert (s["correct"], s["n"], s["accuracy"]) == (3, 5, 0.6)
+    assert (s["seed"]["correct"], s["seed"]["denominator"]) == (1, 3) and s["seed"]["accuracy"] == pytest.approx(1 / 3)
+    out = capsys.readouterr().out
+    assert "(seed's metric): accuracy 0.333 (1/3 counted of 5" in out and "project's grading 0.600" in out
+    saved = json.load(open(Layout(tmp_path).eval_summary("gsm8k", "custom_qwen_small_naive")))
+    assert saved["seed"]["denominator"] == 3 and saved["correct"] == 3  # regraded summary written back
+    assert [json.loads(x)["seed_counted"] for x in open(path)] == [True, True, False, True, False]
 
 
 def test_resume_after_a_killed_run(tiny_models, data_dir, tmp_path, monkeypatch):

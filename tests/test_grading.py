@@ -16,7 +16,9 @@ from alice.grading import grade
         ("So the total is \\boxed{\\$1{,}080}", "1080", True),
         ("#### -3", "-3", True),
         ("#### 18 dollars", "18", True),
-        ("Earlier I wrote #### 5 but actually #### 7", "7", True),
+        ("#### 72\n\nQuestion: next one. #### 5", "72", True),  # the FIRST #### is the answer
+        ("#### 72\n\nQuestion: next one. #### 5", "5", False),  # what follows it is never graded
+        ("#### 72 \\boxed{5}", "5", False),
         ("#### 71", "72", False),
         ("#### 720", "72", False),
         ("The answer is 72", "72", False),  # no #### and no box: unparsed
@@ -95,3 +97,96 @@ def test_extract_final_answer_for_clustering():
     assert grading.extract_final_answer("gsm8k", "no number here") is None
     with pytest.raises(ValueError):
         grading.extract_final_answer("hotpotqa", "x")
+
+
+def test_gsm8k_first_marker_without_number_is_unparsed():
+    # the first #### holds no number: the answer is unreadable, not taken from a later ####
+    assert grading.extract_gsm8k("#### (see below)\n#### 7") is None
+    assert grading.extract_final_answer("gsm8k", "#### 3\nNext: #### 4") == "3"  # clustering reads it the same way
+
+
+ARC_NUM_Q = ("A chemical property of a mineral is evident if the mineral\n1. breaks easily when struck with a hammer\n"
+             "2. bubbles when acid is placed on it\n3. is easily scratched by a fingernail\n4. reflects light from its surface")
+ARC_NUM_GOLD = "2. bubbles when acid is placed on it"
+
+
+@pytest.mark.parametrize(
+    "response,correct,extracted",
+    [
+        ("Acid reacts with carbonates. My choice is 2.", True, "2"),
+        ("My choice is [2].", True, "2"),
+        ("2. bubbles when acid is placed on it", True, "2"),
+        ("The answer is 2.", True, "2"),
+        ("It bubbles when acid is placed on it.", True, "2"),  # option text quoted
+        ("My choice is 3.", False, "3"),
+        ("1. First, think about what a chemical property is.", False, "1"),
+        ("I cannot decide.", False, None),
+    ],
+)
+def test_arc_numeric_labels(response, correct, extracted):
+    """The seed's processed ARC keeps the 1-4 labels of a few questions (22 of 1,172 test questions)."""
+    g = grade("arc_challenge", response, ARC_NUM_GOLD, ARC_NUM_Q)
+    assert (g.correct, g.extracted) == (correct, extracted)
+    assert grading.arc_options(ARC_NUM_Q)["4"] == "reflects light from its surface"
+    # without the question, the gold's own label decides the label kind
+    assert grade("arc_challenge", "My choice is 2.", ARC_NUM_GOLD).correct
+    # a lettered question never reads a digit as a choice
+    assert grade("arc_challenge", "My choice is 2.", "B. whale", ARC_Q).parsed is False
+
+
+def test_arc_numeric_labels_in_offline_copy(offline_data):
+    from alice import data
+
+    rows = [r for r in data.load_test("arc_challenge", offline_data) if r["gold"][0].isdigit()]
+    if not rows:
+        pytest.skip("this ARC copy has no numerically labelled questions")
+    for r in rows:
+        label = grading.arc_gold_label(r["gold"])
+        assert label in grading.arc_options(r["question"])
+        assert grade("arc_challenge", f"Reasoning. My choice is {label}.", r["gold"], r["question"]).correct
+        assert grading.extract_final_answer("arc_challenge", f"My choice is {label}.", r["question"]) == label
+
+
+# The seed's metric (evaluation/evaluate.py), case by case
+def _seed(data, response, row, **kw):
+    return grading.seed_grade(data, response, grading.seed_gold(data, row), **kw)
+
+
+def test_seed_gsm8k_exact_string_after_first_marker():
+    row = {"answer": "48/2 = 24\n#### 72", "gold": "72"}
+    assert _seed("gsm8k", "so\n#### 72", row) == grading.Grade(True, True, "72")
+    assert _seed("gsm8k", "#### 72 #### 9", row).correct  # between the first and second ####
+    assert not _seed("gsm8k", "#### 72\nQ: more", row).correct  # the seed read everything after it, stripped
+    # the seed compared strings: these are right answers it graded wrong (the project grades them right)
+    for r in ("#### 72.", "#### $72", "#### 72.0"):
+        assert not _seed("gsm8k", r, row).correct and _seed("gsm8k", r, row).parsed
+        assert grade("gsm8k", r, "72").correct
+    # no ####: left out of the seed's denominator
+    assert _seed("gsm8k", "\\boxed{72}", row).parsed is False
+
+
+def test_seed_qa_substring_matches():
+    # substring, not whole words: the seed counted 'Mercurys' for 'Mercury' (the project does not)
+    assert _seed("hotpotqa", "Mercurys", {"gold": "Mercury"}).correct
+    assert not grade("hotpotqa", "Mercurys", "Mercury").correct
+    assert _seed("hotpotqa", "", {"gold": "Mercury"}) == grading.Grade(False, True, None)  # counted in n
+    row = {"gold": ["Men's room", "mens room"], "gold_seed": ["mens room"]}
+    # the seed compared the normalised aliases only
+    assert not _seed("triviaqa", "The men's room.", row).correct
+    assert _seed("triviaqa", "Mens room", row).correct
+
+
+def test_seed_arc_split_matching():
+    row = {"answer": "B. whale", "gold": "B. whale"}
+    ours = dict(method="ours-wts")
+    assert _seed("arc_challenge", "Whales nurse. My choice is B.", row, **ours) == grading.Grade(True, True, "B")
+    assert _seed("arc_challenge", "Whales nurse. My choice is whale", row, **ours).correct is False
+    assert _seed("arc_challenge", "My choice is A. whale", row, **ours).correct  # 2nd part matched the option text
+    assert _seed("arc_challenge", "B. whale", row, **ours).parsed is False  # no 'My choice is': not counted
+    assert _seed("arc_challenge", "My choice is B.", row, method="original-wts", original_wts_type="cot").correct
+    # other runs: the whole response split on '.', gold letter a substring of the first sentence (lenient)
+    base = dict(method="base")
+    assert _seed("arc_challenge", "B. whale", row, **base).correct
+    assert _seed("arc_challenge", "Because whales breathe air. So A.", row, **base).correct  # 'b' in 'because'
+    assert _seed("arc_challenge", "Sharks. whale", row, **base).correct  # option text in the 2nd sentence
+    assert _seed("arc_challenge", "Sharks are fish", row, **base) == grading.Grade(False, True, "Sharks are fish")

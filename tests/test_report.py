@@ -82,3 +82,26 @@ def test_warns_when_strong_is_not_above_weak(tmp_path, capsys):
     # the usual case has no warning
     put(L, eval_run_name("qwen2.5", "7B", "base"), 16)
     assert report.build(L, "qwen2.5", "1.5B", "7B", "gsm8k")["warnings"] == []
+
+
+def test_report_shows_the_seeds_metric(tmp_path, capsys):
+    L = Layout(tmp_path)
+
+    def put_seed(run, k, seed_k, seed_den, n=20):
+        preds = [{"id": f"q{i}", "correct": i < k, "parsed": True, "seed_correct": i < seed_k,
+                  "seed_counted": i < seed_den} for i in range(n)]
+        write_jsonl(L.eval_predictions("gsm8k", run), preds)
+        s = summarize(preds)
+        s.update(model=f"/m/{run}", predictions=str(L.eval_predictions("gsm8k", run)), settings={"limit": None})
+        write_json(L.eval_summary("gsm8k", run), s)
+
+    put_seed(eval_run_name("qwen2.5", "1.5B", "base"), 8, 8, 16)  # seed 0.50
+    put_seed(eval_run_name("qwen2.5", "7B", "base"), 16, 15, 20)  # seed 0.75
+    put_seed(eval_run_name("qwen2.5", "7B", "ours-wts", "1.5B", ours_wts_type="singleturn"), 14, 10, 16)  # seed 0.625
+    rep = report_cli.main(["--model", "qwen2.5", "--data", "gsm8k", "--teacher", "1.5B", "--student", "7B",
+                           "--root", str(tmp_path)])
+    rows = {r["key"]: r for r in rep["rows"]}
+    assert (rows["alice"]["seed_correct"], rows["alice"]["seed_denominator"]) == (10, 16)
+    assert rows["alice"]["pgr"] == pytest.approx(0.75) and rows["alice"]["seed_pgr"] == pytest.approx(0.5)
+    out = capsys.readouterr().out
+    assert "seed's metric" in out and "0.625 (10/16)" in out and "0.500" in out

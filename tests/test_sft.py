@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from alice import sft
-from alice.jsonl import write_jsonl
+from alice import data, sft
+from alice.jsonl import MissingInputError, write_jsonl
 from alice.paths import Layout
 from alice.testing import load_script
 
@@ -194,6 +194,28 @@ def test_stage1_methods(tiny_models, data_dir, cfg, tmp_path, capsys):
     rec = train(tmp_path, data_dir, cfg, "--data", "gsm8k", "--method", "original-wts-stage1", "--teacher", T,
                 "--original-wts-type", "qa", "--limit", 6)
     assert sft.is_finished(rec["output_dir"])
+
+
+def test_qa_teacher_trains_on_the_questions_with_a_correct_cot(tiny_models, data_dir, tmp_path, capsys):
+    """As the seed's SFT.py: outside gsm8k the qa teacher reads *_cot_correct.jsonl and learns the ground-truth short
+    answer of those questions only, not the whole teacher half."""
+    T = str(tiny_models["qwen_small"])
+    L = Layout(tmp_path)
+    kw = dict(model="custom", data="hotpotqa", method="original-wts-stage1", teacher=T, student=None, layout=L,
+              data_dir=data_dir)
+    with pytest.raises(MissingInputError) as e:
+        sft.resolve_job(**kw)
+    assert "python cot/cot_generate_filter.py --model custom --data hotpotqa --teacher" in str(e.value)
+    correct = [3, 7, 11]  # of the 25 teacher-half questions, the teacher's CoT was right on these
+    write_jsonl(L.cot_correct("custom", T, "hotpotqa"), [
+        {"id": f"hp{i}", "question": f"Which city is number {i}?", "answer": f"Step by step: it is City {i}.",
+         "ground_truth_response": f"City {i}", "correct": True} for i in correct])
+    job = sft.resolve_job(**kw)
+    assert [(r["id"], r["answer"]) for r in job.rows] == [(f"hp{i}", f"City {i}") for i in correct]
+    assert str(L.cot_correct("custom", T, "hotpotqa")) in job.source
+    # gsm8k keeps the whole teacher half, '#### N' as the solution writes it
+    job = sft.resolve_job(**dict(kw, data="gsm8k"))
+    assert len(job.rows) == len(data.teacher_half(data.load_train("gsm8k", data_dir))) and job.rows[0]["answer"] == "#### 1"
 
 
 def test_stage2_methods(tiny_models, data_dir, cfg, tmp_path, capsys):
