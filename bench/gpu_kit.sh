@@ -13,9 +13,12 @@
 # v1 engine core/client, gpu worker and model runner, qwen2, the flash-attn backend, sampler; read off the wheel's
 # source) need in addition: pydantic (+ pydantic-core, annotated-types, typing-inspection), msgspec, pyzmq, openai
 # (+ jiter, distro, sniffio), openai-harmony, fastapi, starlette, partial-json-parser, pybase64, and, imported
-# lazily on the same path, cachetools, cbor2, blake3. Left out on purpose (serving, structured output, other
-# kernels/models, imported lazily or in try/except): flashinfer (vLLM falls back to PyTorch top-p/top-k sampling),
-# xgrammar, llguidance, outlines-core, lm-format-enforcer, mistral-common, compressed-tensors, the cutlass-dsl /
+# lazily on the same path, cachetools, cbor2, blake3; and llguidance + xgrammar (+ apache-tvm-ffi): they sit behind
+# a LazyLoader, but vllm.v1.structured_output (imported by the engine core) annotates dataclass fields with their
+# types, which Python 3.12 evaluates at import (llguidance 1.7 wheels are tagged manylinux_2_31). Checked on CPU by
+# importing those modules from the vllm 0.26.0 wheel with every distribution outside the image's list + this set
+# hidden from the import system. Left out on purpose (serving, other kernels/models, imported lazily or in
+# try/except): flashinfer (vLLM falls back to PyTorch top-p/top-k sampling), outlines-core, lm-format-enforcer, mistral-common, compressed-tensors, the cutlass-dsl /
 # quack / tilelang / humming / tokenspeed kernels, torchaudio/torchvision/torchcodec, opentelemetry, anthropic, mcp.
 # If an import still fails there, the error names the module: add its wheel to EXTRA below.
 set -euo pipefail
@@ -28,11 +31,12 @@ WHEELS=(
   "pydantic>=2.12,<3" annotated-types typing-inspection "msgspec" "pyzmq>=25" "openai>=2.0.0,<3" jiter distro sniffio
   "openai-harmony>=0.0.3" "fastapi>=0.133.0,<0.137.0" "starlette>=1.0.1" partial-json-parser pybase64
   cachetools cbor2 blake3 typing-extensions
+  "llguidance>=1.7.0,<1.8.0" "xgrammar>=0.2.1,<1.0.0" "apache-tvm-ffi>=0.1.11"
 )
 EXTRA=()  # more NAME==VERSION wheels if an import on the GPU machine asks for them
 dl() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl "$@" 2>&1 | grep -v "^WARNING" || true
 }
 dl "${WHEELS[@]}" "${EXTRA[@]}"
