@@ -24,7 +24,7 @@ copy bandwidth (bytes read + written per second). "of roofline" = measured tok/s
 Tokens are counted by re-tokenizing the returned answers (stop tokens not counted), the same way for every path.
 
 Usage (GPU, models from the HF cache by hub id):
-    python bench/bench_generation_gpu.py --data-dir /tmp/alice-offline/data --out $OUT/generation_gpu.json
+    python bench/bench_generation_gpu.py --data-dir .gpu_data --out $OUT/generation_gpu.json
 CPU smoke run (fixture or SmolLM2 models, tiny limits):
     python bench/bench_generation_gpu.py --sample-model M --eval-model M --limit 2 --n 2 --max-new-tokens 8 \\
         --paths shipped,hf-padded,hf-continuous --data-dir ../shared/offline/data --out /tmp/g.json
