@@ -3,7 +3,7 @@
     # 1) sample: N answers per question with the project's Generator and the Alice cluster stage's prompt and
     #    sampling (the bare question, temperature 0.9, top_p 0.95), on the W2S part of the train split
     HF_HUB_OFFLINE=1 python bench/calibrate_threshold.py sample --model Qwen/Qwen2.5-Coder-0.5B-Instruct \\
-        --data hotpotqa triviaqa --limit 150 --num-samples 16 --max-new-tokens 256 --backend hf --batch-size 64 \\
+        --data hotpotqa triviaqa --limit 150 --num-samples 16 --max-new-tokens 256 --backend vllm --chunk 300 \\
         --out results/threshold_samples.jsonl
     # 2) calibrate: embed, compare "cosine > t" with answer equivalence, pick t
     HF_HUB_OFFLINE=1 python bench/calibrate_threshold.py calibrate results/threshold_samples.jsonl
@@ -41,6 +41,10 @@ GRID = [round(x, 2) for x in np.arange(0.5, 0.981, 0.02)]
 # ----------------------------------------------------------------------------------------------------
 
 def sample(args) -> Path:
+    """Sample ``--num-samples`` answers for the first ``--limit`` questions of each ``--data``. Written a few questions
+    at a time (``--chunk``): a killed run keeps what it wrote and a rerun with the same ``--out`` continues."""
+    import time
+
     from alice import alice_stages, data, prompts
     from alice.generation import Generator, Sampling
 
@@ -48,21 +52,30 @@ def sample(args) -> Path:
             for r in data.load_subset(name, "w2s_part", args.data_dir)[: args.limit]]
     sampling = Sampling(temperature=alice_stages.TEMPERATURE, top_p=alice_stages.TOP_P,
                         max_new_tokens=args.max_new_tokens, n=args.num_samples, seed=args.seed)
-    import time
-
-    t0 = time.perf_counter()
-    with Generator(args.model, backend=args.backend, batch_size=args.batch_size) as gen:
-        texts = gen.generate([prompts.question_messages(r["question"]) for r in rows], sampling,
-                             desc=f"sampling {' + '.join(args.data)}")
-    wall = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        for r, samples in zip(rows, texts):
-            f.write(json.dumps({"id": r["id"], "data": r["data"], "question": r["question"], "gold": r["gold"],
-                                "samples": samples, "model": args.model,
-                                "max_new_tokens": args.max_new_tokens}) + "\n")
-    print(f"wrote {len(rows)} questions ({', '.join(args.data)}) x {args.num_samples} samples -> {out} ({wall:.0f}s, backend {gen.backend})")
+    done = set()
+    if out.exists():
+        with open(out, encoding="utf-8") as f:
+            done = {json.loads(line)["id"] for line in f if line.strip()}
+    todo = [r for r in rows if r["id"] not in done]
+    print(f"{len(rows) - len(todo)}/{len(rows)} questions already sampled in {out}", flush=True)
+    t0, n_tok = time.perf_counter(), 0
+    with Generator(args.model, backend=args.backend, batch_size=args.batch_size) as gen:
+        for c in range(0, len(todo), args.chunk):
+            part = todo[c : c + args.chunk]
+            t1 = time.perf_counter()
+            texts = gen.generate([prompts.question_messages(r["question"]) for r in part], sampling, desc="sampling")
+            with open(out, "a", encoding="utf-8") as f:
+                for r, samples in zip(part, texts):
+                    f.write(json.dumps({"id": r["id"], "data": r["data"], "question": r["question"], "gold": r["gold"],
+                                        "samples": samples, "model": args.model, "backend": gen.backend,
+                                        "max_new_tokens": args.max_new_tokens}) + "\n")
+            k = sum(len(gen.tokenizer().encode(t)) for s in texts for t in s)
+            n_tok += k
+            print(f"[sample] {len(rows) - len(todo) + c + len(part)}/{len(rows)} questions, {time.perf_counter() - t0:.0f}s "
+                  f"(chunk {time.perf_counter() - t1:.0f}s, {k} tokens)", flush=True)
+    print(f"wrote -> {out} ({time.perf_counter() - t0:.0f}s)")
     return out
 
 
@@ -232,6 +245,7 @@ def build_parser():
     s.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"))
     s.add_argument("--batch-size", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--chunk", type=int, default=4, help="questions per generate call, appended to --out after each")
     s.add_argument("--out", required=True)
     c = sub.add_parser("calibrate", help="score thresholds on sampled answers")
     c.add_argument("samples", nargs="+", help="JSONL files written by `sample`")

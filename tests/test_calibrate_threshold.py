@@ -104,3 +104,26 @@ def test_calibrate_without_samples_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cal.main(["calibrate", str(tmp_path / "none.jsonl")])
     assert "does not exist" in str(e.value) and "sample" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sample_appends_per_chunk_and_a_rerun_continues(tiny_models, tq_dir, tmp_path, monkeypatch):
+    calls = []
+    real = generation.Generator.generate
+
+    def spy(self, conversations, sampling, desc="generating"):
+        calls.append([c[0]["content"] for c in conversations])
+        return real(self, conversations, sampling, desc)
+
+    monkeypatch.setattr(generation.Generator, "generate", spy)
+    out = tmp_path / "s.jsonl"
+    argv = ["sample", "--model", str(tiny_models["qwen_small"]), "--data", "triviaqa", "--data-dir", tq_dir,
+            "--num-samples", "2", "--max-new-tokens", "3", "--backend", "hf", "--chunk", "2", "--out", str(out)]
+    cal.main(argv + ["--limit", "3"])
+    assert [len(c) for c in calls] == [2, 1]  # chunks of 2 questions, each appended when done
+    first = [json.loads(x) for x in open(out)]
+    assert [r["id"] for r in first] == ["tq25", "tq26", "tq27"]
+    calls.clear()
+    cal.main(argv + ["--limit", "5"])  # a rerun samples only the questions not in --out yet
+    assert calls == [["Which planet is number 28?", "Which planet is number 29?"]]
+    rows = [json.loads(x) for x in open(out)]
+    assert [r["id"] for r in rows] == ["tq25", "tq26", "tq27", "tq28", "tq29"] and rows[:3] == first
