@@ -113,3 +113,43 @@ def test_whole_setting_end_to_end_then_rerun_redoes_nothing(tiny_models, tmp_pat
     after = _snapshot(root)
     changed = {p for p in after if before.get(p) != after[p]}
     assert all("report" in p for p in changed), changed
+
+
+def test_in_process_steps_log_their_output_and_a_failing_step_stops_the_run(tmp_path, capsys):
+    """In-process steps: output (Python's and fd-level) goes to the step's log; sys.exit(n) and exceptions are a
+    failed step, reported with its log, not the end of the pipeline process; later steps do not run."""
+    scripts = {}
+    for name, body in {
+        "ok": "print('hello from ok'); os.write(2, b'fd-level line\\n'); out.write_text(' '.join(argv))",
+        "exit0": "sys.exit(0)",
+        "exit3": "print('about to fail', file=sys.stderr); sys.exit(3)",
+        "boom": "raise ValueError('deep failure')",
+    }.items():
+        path = tmp_path / f"{name}.py"
+        path.write_text("import os, sys\nfrom pathlib import Path\n"
+                        f"out = Path({str(tmp_path / (name + '.jsonl'))!r})\n"
+                        f"def main(argv):\n    {body}\n")
+        scripts[name] = str(path)
+    out_ok = tmp_path / "ok.jsonl"
+
+    def steps(*names):
+        return [pipeline.Step(n, [sys.executable, scripts[n], "--flag", n], [tmp_path / f"{n}.jsonl"]) for n in names]
+
+    logs = tmp_path / "logs"
+    assert pipeline.execute(steps("ok"), logs) == 0
+    assert out_ok.read_text() == "--flag ok"  # main(argv) got the step's arguments
+    log = (logs / "01_ok.log").read_text()
+    assert "hello from ok" in log and "fd-level line" in log
+    printed = capsys.readouterr()
+    assert "hello from ok" not in printed.out and "ok in" in printed.out
+
+    for bad, rc in (("exit3", 3), ("boom", 1)):
+        assert pipeline.execute(steps(bad, "ok"), logs) == 1  # we are still here: the process was not ended
+        err = capsys.readouterr().err
+        assert f"FAILED (exit {rc})" in err and str(logs / f"01_{bad}.log") in err
+        assert ("about to fail" if bad == "exit3" else "ValueError: deep failure") in err  # the log's tail
+    # sys.exit(0) without its output is a failed step too (its output is missing)
+    assert pipeline.execute(steps("exit0"), logs) == 1
+    # sys.stdout and the file descriptors are restored
+    print("back on the console")
+    assert "back on the console" in capsys.readouterr().out
