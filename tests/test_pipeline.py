@@ -11,7 +11,7 @@ import pytest
 
 from alice import pipeline
 from alice.paths import Layout
-from alice.testing import build_controlled_model
+from alice.testing import build_answer_model, build_controlled_model
 
 REPO = Path(__file__).resolve().parent.parent
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -153,3 +153,69 @@ def test_in_process_steps_log_their_output_and_a_failing_step_stops_the_run(tmp_
     # sys.stdout and the file descriptors are restored
     print("back on the console")
     assert "back on the console" in capsys.readouterr().out
+
+
+# Measured on the demo's questions (README): share of the 0.5B teacher's samples giving its most common answer, its
+# second, and no readable answer (the rest: answers given once).
+DEMO_TEACHER_ANSWERS = {" 72": 0.6, " 3": 0.25}
+DEMO_TEACHER_UNREADABLE = 0.1
+
+
+def _write_gsm8k(folder: Path, n_train=48, n_test=4) -> Path:
+    (folder / "gsm8k").mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        with open(folder / "gsm8k" / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"question": f"Natalia sold {i} clips. How many?", "answer": f"{i} clips. #### {i}"}) + "\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_demo_plan_runs_the_several_cluster_path_with_one_engine_per_model(tiny_models, tmp_path, capsys):
+    """The demo's Alice steps, with the demo's settings (questions, samples, tokens) on gsm8k, run in-process on
+    fixture models: some questions get several clusters, so the summarizer, zero-shot and final stages really
+    generate; the student's engine (also the demo's summarizer) loads once for the three; the worked example prints."""
+    data = _write_gsm8k(tmp_path / "data_in")
+    # a teacher that answers " #### 72" / " #### 3" / nothing, as often as the real demo teacher's top two answers and
+    # its unreadable answers came (README, "The embedded demo"): its samples agree only partly
+    teacher = build_answer_model(tiny_models["llama"], tmp_path / "teacher", DEMO_TEACHER_ANSWERS,
+                                 p_unreadable=DEMO_TEACHER_UNREADABLE)
+    student = str(tiny_models["qwen_large"])
+    root = tmp_path / "run"
+    args = pipeline.build_parser().parse_args(["--model", "custom", "--teacher", str(teacher), "--student", student,
+                                               "--backend", "hf", "--root", str(root), "--data-dir", str(data),
+                                               "--max-new-tokens", "16"])  # the fixture answers in 3 tokens
+    demo = pipeline.settings(args)
+    assert dict(demo, max_new_tokens=None) == dict(pipeline.DEMO, max_new_tokens=None)  # the demo's own scale
+    L = Layout(root)
+    sampler = L.teacher_cot_model("custom", str(teacher), "gsm8k")  # where teacher stage 1 would save it
+    sampler.parent.mkdir(parents=True)
+    sampler.symlink_to(teacher)
+    steps = [st for st in pipeline.plan(args) if st.script and "new_weak_to_strong" in st.script]
+    assert [st.name.rsplit(" ", 1)[1] for st in steps] == ["cluster", "uncertainty", "zeroshot", "final"]
+
+    logs = tmp_path / "logs"
+    assert pipeline.execute(steps, logs) == 0, capsys.readouterr().err
+    from alice.jsonl import read_jsonl
+
+    clustered = read_jsonl(steps[0].outputs[0])
+    assert all(len(r["sampled_responses"]) == demo["num_samples"] for r in clustered)
+    several = [r["id"] for r in clustered if len(r["clusters"]) > 1]
+    assert several, f"no question of the demo's {demo['train_limit']} had several clusters"
+    assert [r["id"] for r in read_jsonl(steps[1].outputs[0])] == several  # the summarizer wrote for each
+    assert [r["id"] for r in read_jsonl(steps[2].outputs[0])] == several  # the student answered zero-shot
+    train = read_jsonl(steps[3].outputs[0])
+    assert sorted(r["id"] for r in train if r["label"] == "new") == sorted(several)
+    log_text = {p.name.split("_", 1)[0]: p.read_text() for p in logs.iterdir()}
+    assert "loaded " + student in log_text["02"] and "reusing the loaded engine of " + student in log_text["03"]
+    assert "reusing the loaded engine of " + student in log_text["04"] and "loaded " + student not in log_text["04"]
+
+    capsys.readouterr()
+    text = pipeline.print_worked_example(args)
+    assert text and text in capsys.readouterr().out
+    first = next(r for r in clustered if r["id"] in several)
+    assert first["question"] in text and "Uncertainty statement" in text and "zero-shot" in text
+    sizes = sorted((c["size"] for c in first["clusters"]), reverse=True)
+    assert [int(line.rsplit(": ", 1)[1]) for line in text.splitlines()
+            if line.startswith("  ") and not line.startswith("  (")] == [c["size"] for c in first["clusters"]]
+    assert sizes[1] >= 2
