@@ -155,8 +155,9 @@ def test_in_process_steps_log_their_output_and_a_failing_step_stops_the_run(tmp_
     assert "back on the console" in capsys.readouterr().out
 
 
-# Measured on the demo's questions (README): share of the 0.5B teacher's samples giving its most common answer, its
-# second, and no readable answer (the rest: answers given once).
+# A teacher that agrees with itself only partly: shares of its samples giving its most common answer, its second,
+# and no readable answer (the rest: an empty "####"). An assumption for the 0.5B teacher on the demo's questions, to be
+# replaced by the shares measured there.
 DEMO_TEACHER_ANSWERS = {" 72": 0.6, " 3": 0.25}
 DEMO_TEACHER_UNREADABLE = 0.1
 
@@ -176,8 +177,7 @@ def test_demo_plan_runs_the_several_cluster_path_with_one_engine_per_model(tiny_
     fixture models: some questions get several clusters, so the summarizer, zero-shot and final stages really
     generate; the student's engine (also the demo's summarizer) loads once for the three; the worked example prints."""
     data = _write_gsm8k(tmp_path / "data_in")
-    # a teacher that answers " #### 72" / " #### 3" / nothing, as often as the real demo teacher's top two answers and
-    # its unreadable answers came (README, "The embedded demo"): its samples agree only partly
+    # a teacher that answers " #### 72" / " #### 3" / nothing in the shares above: its samples agree only partly
     teacher = build_answer_model(tiny_models["llama"], tmp_path / "teacher", DEMO_TEACHER_ANSWERS,
                                  p_unreadable=DEMO_TEACHER_UNREADABLE)
     student = str(tiny_models["qwen_large"])
