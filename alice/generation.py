@@ -12,6 +12,9 @@
                           missing or fails. ``--hf-static-cache`` (padded only) compiles the decode step.
 - ``generate_resumable``  the same for ``[{id, messages}]`` items, checkpointed row by row to ``<out>.gen``
                           (a ``jsonl.Progress``), so a killed run goes on where it stopped.
+- ``engine_pool()``       while active, ``Generator.close()`` keeps the loaded engine and a later ``Generator`` of
+                          the same model and engine settings reuses it (the pipeline runs consecutive steps of one
+                          model without loading it again); ``free_pooled()`` frees them (before training).
 
 Both backends build the prompt the same way (the tokenizer's chat template, then token ids), stop at the
 model's end-of-turn tokens and decode with the same tokenizer, so greedy outputs agree across backends up to
@@ -27,6 +30,7 @@ import importlib.util
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,6 +188,93 @@ def _cpu_vllm_dtype() -> str:
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
+# ----------------------------------------------------------------------------------------------------
+# Engine pool: one loaded engine per model across consecutive users (the pipeline's in-process steps)
+# ----------------------------------------------------------------------------------------------------
+_POOL: dict | None = None  # key -> _Loaded, while an engine_pool() is active; None otherwise
+DEFAULT_POOL_SIZE = 1  # engines kept at most: a different model frees the others before it loads
+_POOL_SIZE = DEFAULT_POOL_SIZE
+
+
+@dataclass
+class _Loaded:
+    """What ``Generator._load`` makes: the engine and what goes with it."""
+
+    engine: object
+    tokenizer: object
+    stop: list
+    max_len: int | None
+    batch_size: int | None
+
+
+def _close_engine(backend: str, engine) -> None:
+    """Free one engine (and its GPU memory) so another model can be loaded in the same process."""
+    if backend == "vllm":
+        core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            try:
+                core.shutdown()
+            except Exception:  # best effort: the process may already be gone
+                pass
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:
+            pass
+    del engine
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def pooled_keys() -> list[tuple]:
+    """The keys of the engines the active pool holds (empty when no pool is active)."""
+    return list(_POOL or {})
+
+
+def free_pooled(keep: tuple | None = None) -> int:
+    """Free every pooled engine (but ``keep``'s); returns how many were freed. Call before training a model."""
+    keys = [k for k in (_POOL or {}) if k != keep]
+    for key in keys:
+        _evict(key)
+    return len(keys)
+
+
+def _evict(key: tuple) -> None:
+    print(f"[generation] freeing the pooled engine of {key[0]} ({key[1]})", flush=True)
+    _close_engine(key[1], _POOL.pop(key).engine)
+
+
+@contextmanager
+def engine_pool(size: int = DEFAULT_POOL_SIZE):
+    """While active, a closed ``Generator`` keeps its engine for the next ``Generator`` with the same key
+    (model folder and its weight files' size/mtime, backend, dtype, tensor parallel size, memory settings).
+    At most ``size`` engines are kept: loading another model frees the oldest first. Nested use joins the
+    outer pool. Every pooled engine is freed on exit."""
+    global _POOL, _POOL_SIZE
+    if _POOL is not None:
+        yield
+        return
+    _POOL, _POOL_SIZE = {}, max(1, size)
+    try:
+        yield
+    finally:
+        free_pooled()
+        _POOL = None
+
+
+def _weights_stamp(model: str) -> tuple:
+    """(name, size, mtime) of a local folder's weight files: a retrained folder is never served from the pool."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return ()
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.glob("*.safetensors")))
+
+
 class Generator:
     """Generate chat completions with vLLM or Hugging Face transformers (see the module docstring)."""
 
@@ -258,9 +349,26 @@ class Generator:
             self._tok = tok
         return self._tok
 
+    def pool_key(self) -> tuple:
+        """What must match for a pooled engine to serve this Generator."""
+        return (self.model, self.backend, self.dtype, self.tensor_parallel_size, self.gpu_memory_utilization,
+                self.max_model_len, _weights_stamp(self.model))
+
     def _load(self) -> None:
         if self._engine is not None:
             return
+        key = self.pool_key() if _POOL is not None else None
+        if key is not None and key in _POOL:
+            loaded = _POOL.pop(key)
+            self._engine, self._tok, self._stop, self._max_len = (loaded.engine, loaded.tokenizer, loaded.stop,
+                                                                  loaded.max_len)
+            if self.batch_size is None:
+                self.batch_size = loaded.batch_size
+            print(f"[generation] reusing the loaded engine of {self.model} ({self.backend})", flush=True)
+            return
+        if key is not None:  # another model: free the oldest pooled engines first, to make room
+            while len(_POOL) >= _POOL_SIZE:
+                _evict(next(iter(_POOL)))
         t0 = time.perf_counter()
         check_weights_finite(self.model)
         tok = self.tokenizer()
@@ -339,30 +447,18 @@ class Generator:
         self.close()
 
     def close(self) -> None:
-        """Free the model (and its GPU memory) so another model can be loaded in the same process."""
+        """Free the model (and its GPU memory) so another model can be loaded in the same process; inside an
+        ``engine_pool()`` the engine is kept for the next Generator of the same key instead."""
         if self._engine is None:
             return
         engine, self._engine = self._engine, None
-        if self.backend == "vllm":
-            core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
-            if core is not None and hasattr(core, "shutdown"):
-                try:
-                    core.shutdown()
-                except Exception:  # best effort: the process may already be gone
-                    pass
-            try:
-                from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
-
-                destroy_model_parallel()
-                destroy_distributed_environment()
-            except Exception:
-                pass
-        del engine
-        gc.collect()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        if _POOL is not None:
+            key = self.pool_key()
+            if key in _POOL:  # two Generators of one model were open at once: keep one engine
+                _close_engine(self.backend, _POOL.pop(key).engine)
+            _POOL[key] = _Loaded(engine, self._tok, self._stop, getattr(self, "_max_len", None), self.batch_size)
+            return
+        _close_engine(self.backend, engine)
 
     # ---- generation -----------------------------------------------------------------------------------
     def generate(self, conversations: list[list[dict]], sampling: Sampling, desc: str = "generating") -> list[list[str]]:

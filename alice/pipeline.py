@@ -6,22 +6,31 @@
 
 Steps: weak and strong baselines (``base``), CoT (not gsm8k), teacher stage 1 (CoT and qa), original W2S (qa and cot
 labels, student stage 2), Alice single-turn (four stages, student stage 2), cascade Alice when ``--midlevel`` is given,
-evaluation of every model, and the report. Each step is the stage script users run by hand, started as a subprocess
-with its log in ``model_outputs/logs/<setting>/``. A step is skipped when its outputs' records (``alice.fresh``) name
-this very command and its inputs are unchanged, so a rerun redoes nothing and a killed run continues (the stage scripts
-also resume inside a step). Any other step runs with ``--overwrite``: a request with other settings (or after an input
-changed) redoes what it changes. A failed step stops the run and names its log.
+evaluation of every model, and the report. Each step is the stage script users run by hand: by default its ``main(argv)``
+is called in this process (``--subprocess``: started as a subprocess, as by hand), with its output in a log under
+``model_outputs/logs/<setting>/``. In-process, consecutive steps that generate with the same model share one loaded
+engine (``generation.engine_pool``); a training step frees the pooled engines first. A step is skipped when its
+outputs' records (``alice.fresh``) name this very command and its inputs are unchanged, so a rerun redoes nothing and a
+killed run continues (the stage scripts also resume inside a step). Any other step runs with ``--overwrite``: a request
+with other settings (or after an input changed) redoes what it changes. A failed step (an exception, or a non-zero
+exit) stops the run and names its log. At the end the pipeline prints one worked example of Alice (a question on which
+the teacher's samples disagree) read from the stage files.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib.util
+import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,16 +39,19 @@ from . import data as data_mod
 from .alice_stages import originals_path
 from .paths import Layout, eval_run_name
 
-# The embedded demo: finishes on a 2-core CPU machine (see README for its measured wall time).
+# The embedded demo, sized for a 2-core CPU machine (README: its measured wall time and a worked example). It runs every
+# mechanism of Alice: 8 samples of up to 384 tokens (the 0.5B's gsm8k answers average ~280 tokens; at 256 most stop
+# before their final number, and unreadable answers form no cluster) on 4 questions, so that the teacher's samples
+# disagree on some questions (several clusters) and the summarizer, zero-shot and final stages generate.
 DEMO = dict(
     model="qwen2.5-coder",
     data="gsm8k",
     teacher="0.5B",
     student="1.5B",
-    train_limit=4,
-    eval_limit=10,
-    num_samples=4,
-    max_new_tokens=256,
+    train_limit=4,  # questions per training-side step (so each SFT sees at most 4 rows)
+    eval_limit=4,  # test questions per evaluation: a smoke run, labelled as such
+    num_samples=8,
+    max_new_tokens=384,
     epochs=1,
     lora=True,
     lr=1e-4,  # LoRA moves ~10x slower than full fine-tuning: the paper's 1e-5 would leave the demo's models unchanged
@@ -70,6 +82,15 @@ class Step:
             if meta is None or flags not in meta.get("argvs", []) or not fresh.inputs_unchanged(meta):
                 return False
         return True
+
+    @property
+    def script(self) -> str | None:
+        """The stage script a ``python <script> ...`` step runs (None for any other command)."""
+        return self.argv[1] if len(self.argv) > 1 and self.argv[1].endswith(".py") else None
+
+    @property
+    def trains(self) -> bool:
+        return self.script == SFT
 
 
 def _exists(p: Path) -> bool:
@@ -118,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-sft-args", default="", help="extra flags for every training/SFT.py call (quoted)")
     p.add_argument("--extra-gen-args", default="", help="extra flags for every generating stage (quoted)")
     p.add_argument("--dry-run", action="store_true", help="print the commands of every step without running them")
+    p.add_argument("--subprocess", action="store_true",
+                   help="run every step as its own process (each loads its model) instead of in this process")
     return p
 
 
@@ -266,6 +289,140 @@ def _setting_name(args) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "setting"  # one folder name under logs/
 
 
+REPO = Path(__file__).resolve().parent.parent  # where the stage scripts live
+_SCRIPTS: dict[str, object] = {}
+
+
+def _script_main(script: str):
+    """The ``main`` of a stage script (``training/SFT.py``: relative to the repository, or an absolute path)."""
+    path = (REPO / script).resolve()
+    if str(path) not in _SCRIPTS:
+        name = "alice_step_" + script.replace("/", "_").replace(".", "_")
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _SCRIPTS[str(path)] = mod
+    return _SCRIPTS[str(path)].main
+
+
+@contextmanager
+def _output_to(f):
+    """Everything the step prints goes to ``f``: Python's sys.stdout/stderr and, at the file-descriptor level,
+    what libraries and their child processes write to fds 1 and 2."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    old = sys.stdout, sys.stderr
+    os.dup2(f.fileno(), 1)
+    os.dup2(f.fileno(), 2)
+    sys.stdout = sys.stderr = f
+    try:
+        yield
+    finally:
+        f.flush()
+        sys.stdout, sys.stderr = old
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def _call_in_process(st: Step, argv: list[str], f) -> int:
+    """Run the step's script ``main(argv)`` here; its exit status (an exception or ``sys.exit(n)``: n) is returned,
+    never raised, so a failing stage cannot end the pipeline without its report."""
+    from . import generation
+
+    if st.trains:
+        generation.free_pooled()  # training needs the memory; its model is loaded anew afterwards
+    env, sys_argv = dict(os.environ), sys.argv
+    sys.argv = [st.script, *argv]  # a step's usage errors name its own script
+    with _output_to(f):
+        try:
+            _script_main(st.script)(argv)
+            rc = 0
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if not isinstance(e.code, (int, type(None))):
+                print(e.code, file=sys.stderr)
+        except Exception:
+            traceback.print_exc()
+            rc = 1
+        finally:
+            sys.argv = sys_argv
+            os.environ.clear()  # what a step set (e.g. ACCELERATE_* during training) does not leak into the next
+            os.environ.update(env)
+    gc.collect()
+    return rc
+
+
+def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note: str | None = None) -> int:
+    """Run the steps not done yet, in order, each with its log in ``logs``; 0 when all succeed, else 1 (the run
+    stops at the first failure and names its log). In-process steps share loaded engines (``engine_pool``)."""
+    from .generation import engine_pool
+
+    logs.mkdir(parents=True, exist_ok=True)
+    t_all = time.time()
+    timings = []
+    with engine_pool():
+        for i, st in enumerate(steps, 1):
+            label = f"[{i:2d}/{len(steps)}] {st.name}"
+            if st.done():
+                print(f"{label}: done, skipped", flush=True)
+                continue
+            log = logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
+            print(f"{label}: running (log: {log})", flush=True)
+            t0 = time.time()
+            argv = st.argv + (["--overwrite"] if st.outputs else [])  # redo what was made otherwise (alice.fresh)
+            with open(log, "w", buffering=1) as f:
+                f.write(f"$ {shlex.join(argv)}\n")
+                f.flush()
+                if in_process and st.script and st.argv[0] == sys.executable:  # --python X: X runs each step
+                    rc = _call_in_process(st, argv[2:], f)
+                else:
+                    rc = _call(argv, f)
+            dt = time.time() - t0
+            timings.append((st.name, dt))
+            if rc != 0 or (st.outputs and not st.done()):
+                tail = log.read_text().strip().splitlines()[-5:]
+                print(f"{label}: FAILED (exit {rc}) after {dt:.0f}s; see {log}", file=sys.stderr)
+                for line in tail:
+                    print(f"    {line}", file=sys.stderr)
+                return 1
+            print(f"{label}: ok in {dt:.0f}s", flush=True)
+            if st.name == "report":
+                print((report_note + "\n" if report_note else "") + log.read_text().split("\n", 1)[1])
+    print(f"all steps finished in {time.time() - t_all:.0f}s ({len(timings)} run, {len(steps) - len(timings)} skipped)")
+    return 0
+
+
+def smoke_note(args: argparse.Namespace) -> str | None:
+    """The label of a table made on a few questions (the demo's, or any --eval-limit run): it checks that every step
+    runs; it is not a result."""
+    s = settings(args)
+    if not s["eval_limit"]:
+        return None
+    return (f"SMOKE RUN: {s['eval_limit']} test questions, {s['train_limit'] or 'all'} training questions per step, "
+            f"{s['num_samples']} teacher samples each. It shows that every step runs, not how well Alice works: "
+            "see the Results section of README.md for real numbers.")
+
+
+def print_worked_example(args: argparse.Namespace) -> str | None:
+    """Print one Alice worked example of the single-turn run (see ``alice.worked_example``), or say that no question
+    had several clusters, i.e. that the proactive path generated nothing."""
+    from .alice_stages import Setting
+    from .worked_example import worked_example
+
+    s = Setting(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
+                layout=Layout.default(args.root), data_dir=args.data_dir)
+    text = worked_example(s)
+    if text:
+        print("\n" + text)
+    elif s.train.exists():
+        print(f"warning: no question had several clusters ({s.clustered}): the uncertainty, zero-shot and final "
+              "stages generated nothing; raise --num-samples, --train-limit or --max-new-tokens", file=sys.stderr)
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     steps = plan(args)
     L = Layout.default(args.root)
@@ -276,35 +433,10 @@ def run(args: argparse.Namespace) -> int:
             argv = ["python"] + st.argv[1:] if st.argv[0] == sys.executable else st.argv
             print(f"# {i:2d}. {st.name} [{state}]\n{shlex.join(argv)}")
         return 0
-    logs.mkdir(parents=True, exist_ok=True)
-    t_all = time.time()
-    timings = []
-    for i, st in enumerate(steps, 1):
-        label = f"[{i:2d}/{len(steps)}] {st.name}"
-        if st.done():
-            print(f"{label}: done, skipped", flush=True)
-            continue
-        log = logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
-        print(f"{label}: running (log: {log})", flush=True)
-        t0 = time.time()
-        argv = st.argv + (["--overwrite"] if st.outputs else [])  # redo what was made otherwise (see alice.fresh)
-        with open(log, "w") as f:
-            f.write(f"$ {shlex.join(argv)}\n")
-            f.flush()
-            rc = _call(argv, f)
-        dt = time.time() - t0
-        timings.append((st.name, dt))
-        if rc != 0 or (st.outputs and not st.done()):
-            tail = log.read_text().strip().splitlines()[-5:]
-            print(f"{label}: FAILED (exit {rc}) after {dt:.0f}s; see {log}", file=sys.stderr)
-            for line in tail:
-                print(f"    {line}", file=sys.stderr)
-            return 1
-        print(f"{label}: ok in {dt:.0f}s", flush=True)
-        if st.name == "report":
-            print(log.read_text().split("\n", 1)[1])
-    print(f"all steps finished in {time.time() - t_all:.0f}s ({len(timings)} run, {len(steps) - len(timings)} skipped)")
-    return 0
+    rc = execute(steps, logs, in_process=not args.subprocess, report_note=smoke_note(args))
+    if rc == 0:
+        print_worked_example(args)
+    return rc
 
 
 def _die_with_parent() -> None:

@@ -141,3 +141,47 @@ def load_script(relpath: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def build_answer_model(src, dst, answers: dict[str, float], p_unreadable: float = 0.0) -> Path:
+    """The tiny llama fixture rewired into a three-state machine that answers gsm8k-style, whatever the prompt:
+    ``" #### <answer>"`` with the given probabilities (each answer one token of the fixture tokenizer, e.g.
+    ``{" 72": 0.6, " 3": 0.3}``; the rest of the mass, and ``p_unreadable``, is an empty answer). Its samples
+    cluster by final number like a real teacher's that agrees with itself only partly."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src)
+    m = AutoModelForCausalLM.from_pretrained(src)
+
+    def tid(t):
+        ids = tok.convert_tokens_to_ids(tok.tokenize(t))
+        if len(ids) != 1:
+            raise ValueError(f"{t!r} is not one token of the fixture tokenizer")
+        return ids[0]
+
+    hashes, eos = tid(" ####"), tok.convert_tokens_to_ids("<|im_end|>")
+    numbers = {tid(a): p for a, p in answers.items()}
+    p_rest = 1.0 - sum(answers.values())
+    with torch.no_grad():
+        emb = m.model.embed_tokens.weight
+        emb.zero_()
+        emb[:, 0] = 1000.0  # state 0: any prompt token -> " ####" (or end: unreadable)
+        emb[hashes, 0], emb[hashes, 1] = 0.0, 1000.0  # state 1: after " ####" -> a number
+        for t in numbers:
+            emb[t, 0], emb[t, 2] = 0.0, 1000.0  # state 2: after the number -> end of turn
+        m.model.norm.weight.zero_()
+        m.model.norm.weight[:3] = 1.0  # the final hidden state is ~sqrt(hidden) * one-hot(state)
+        m.lm_head.weight.zero_()
+        scale, base = math.sqrt(m.config.hidden_size), 30.0
+        m.lm_head.weight[hashes, 0] = (base + math.log(1 - p_unreadable)) / scale
+        if p_unreadable:
+            m.lm_head.weight[eos, 0] = (base + math.log(p_unreadable)) / scale
+        for t, p in numbers.items():
+            m.lm_head.weight[t, 1] = (base + math.log(p)) / scale
+        if p_rest > 1e-9:
+            m.lm_head.weight[eos, 1] = (base + math.log(p_rest)) / scale
+        m.lm_head.weight[eos, 2] = base / scale
+    m.save_pretrained(dst)
+    tok.save_pretrained(dst)
+    return Path(dst)

@@ -224,3 +224,53 @@ def test_static_cache_option(spiky):
     out = g.generate(convs(2), s)
     assert all(length % 64 == 0 for _, length in calls)
     assert out == Generator(spiky, backend="hf", hf_batching="padded", batch_size=4).generate(convs(2), s)
+
+def test_engine_pool_reuses_one_engine_per_model(spiky, tiny_models, tmp_path, capsys):
+    import shutil
+
+    s = Sampling(max_new_tokens=10)
+    alone = Generator(spiky, backend="hf").generate(convs(3), s)
+    with generation.engine_pool():
+        with Generator(spiky, backend="hf") as g1:
+            first = g1.generate(convs(3), s)
+            engine = g1._engine
+        assert not g1.loaded and generation.pooled_keys() == [g1.pool_key()]  # kept, not freed
+        with Generator(spiky, backend="hf") as g2:
+            assert g2.generate(convs(3), s) == first == alone  # same engine, same greedy text
+            assert g2._engine is engine and g2.batch_size == g1.batch_size
+        # another engine setting is another key: it loads its own engine (and frees the pooled one first)
+        with Generator(spiky, backend="hf", dtype="bfloat16") as g3:
+            g3.generate(convs(1), s)
+            assert g3._engine is not engine and generation.pooled_keys() == []
+        # a folder trained again at the same path (new weight files) is loaded anew, never served stale
+        folder = tmp_path / "m"
+        shutil.copytree(tiny_models["qwen_small"], folder)
+        with Generator(str(folder), backend="hf") as g4:
+            g4.generate(convs(1), s)
+            old = g4._engine
+        from transformers import AutoModelForCausalLM
+
+        AutoModelForCausalLM.from_pretrained(spiky).save_pretrained(str(folder))
+        with Generator(str(folder), backend="hf") as g5:
+            assert g5.generate(convs(3), s) == alone  # the new weights (spiky's), not the old engine's
+            assert g5._engine is not old
+        assert len(generation.pooled_keys()) == 1
+        assert generation.free_pooled() == 1 and generation.pooled_keys() == []
+    out = capsys.readouterr().out
+    assert out.count("reusing the loaded engine") == 1
+    # outside a pool, close() frees the engine and nothing is kept
+    with Generator(spiky, backend="hf") as g:
+        g.generate(convs(1), s)
+    assert generation._POOL is None and not g.loaded
+
+
+def test_engine_pool_frees_everything_on_exit_even_after_an_error(spiky):
+    with pytest.raises(RuntimeError):
+        with generation.engine_pool(size=2):
+            with Generator(spiky, backend="hf") as g:
+                g.generate(convs(1), Sampling(max_new_tokens=4))
+            with generation.engine_pool():  # nested: joins the outer pool
+                assert generation.pooled_keys() == [g.pool_key()]
+            assert generation.pooled_keys() == [g.pool_key()]
+            raise RuntimeError("a step failed")
+    assert generation._POOL is None and generation.pooled_keys() == []
