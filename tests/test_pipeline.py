@@ -87,7 +87,10 @@ def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_mo
     data = _write_hotpot(tmp_path / "data_in")
     # A teacher whose answers repeat (" Paris" / " Mercury"), so CoT has correct rows and Alice finds clusters.
     teacher = build_controlled_model(tiny_models["llama"], tmp_path / "teacher", p_eos=0.3)
-    mid, student = str(tiny_models["qwen_small"]), str(tiny_models["qwen_large"])
+    # The mid-level model samples the cascade hop: it must repeat its answers too, or that hop has no cluster and
+    # no training rows (a random tiny model's answers never repeat).
+    mid = str(build_controlled_model(tiny_models["llama"], tmp_path / "mid", words=(" Mercury", " Paris"), p_eos=0.3))
+    student = str(tiny_models["qwen_large"])
     root = tmp_path / "run"
     argv = [sys.executable, "-m", "alice.pipeline", "--model", "custom", "--data", "hotpotqa",
             "--teacher", str(teacher), "--midlevel", mid, "--student", student,
@@ -200,8 +203,9 @@ def test_in_process_steps_log_their_output_and_a_failing_step_stops_the_run(tmp_
         scripts[name] = str(path)
     out_ok = tmp_path / "ok.jsonl"
 
-    def steps(*names):
-        return [pipeline.Step(n, [sys.executable, scripts[n], "--flag", n], [tmp_path / f"{n}.jsonl"]) for n in names]
+    def steps(*names, outputs=False):  # without outputs, the step's exit status alone decides
+        return [pipeline.Step(n, [sys.executable, scripts[n], "--flag", n], [tmp_path / f"{n}.jsonl"] if outputs else [])
+                for n in names]
 
     logs = tmp_path / "logs"
     assert pipeline.execute(steps("ok"), logs) == 0
@@ -217,7 +221,7 @@ def test_in_process_steps_log_their_output_and_a_failing_step_stops_the_run(tmp_
         assert f"FAILED (exit {rc})" in err and str(logs / f"01_{bad}.log") in err
         assert ("about to fail" if bad == "exit3" else "ValueError: deep failure") in err  # the log's tail
     # sys.exit(0) without its output is a failed step too (its output is missing)
-    assert pipeline.execute(steps("exit0"), logs) == 1
+    assert pipeline.execute(steps("exit0", outputs=True), logs) == 1
     # sys.stdout and the file descriptors are restored
     print("back on the console")
     assert "back on the console" in capsys.readouterr().out
