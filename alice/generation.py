@@ -657,10 +657,12 @@ def clear_resumable(out_path) -> None:
             p.unlink()
 
 
-def _fingerprint(model: str, sampling: Sampling, messages) -> str:
-    """Rows of the checkpoint count only for the same model, sampling settings (n aside) and prompt."""
+def _fingerprint(model: str, sampling: Sampling, messages, weights: str | None = None) -> str:
+    """Rows of the checkpoint count only for the same model (and, for a local folder, the same weights files: a model
+    retrained at the same path makes them stale), sampling settings (n aside) and prompt."""
     s = {k: v for k, v in asdict(sampling).items() if k != "n"}
-    blob = json.dumps([model, s, messages], sort_keys=True, ensure_ascii=False)
+    blob = json.dumps([model, weights, s, messages] if weights else [model, s, messages], sort_keys=True,
+                      ensure_ascii=False)
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
 
@@ -679,7 +681,10 @@ def generate_resumable(generator: Generator, items: list[dict], sampling: Sampli
     if len(set(ids)) != len(ids):
         raise ValueError("generate_resumable: item ids must be unique")
     prog = Progress(cache_path(out_path), key=lambda r: (r["id"], r["k"], r["fp"]))
-    fps = {it["id"]: _fingerprint(generator.model, sampling, it["messages"]) for it in items}
+    from .fresh import fingerprint
+
+    weights = fingerprint(generator.model) if Path(generator.model).is_dir() else None
+    fps = {it["id"]: _fingerprint(generator.model, sampling, it["messages"], weights) for it in items}
     todo = [it for it in items if any(not prog.done((it["id"], k, fps[it["id"]])) for k in range(sampling.n))]
     if todo:
         print(f"[generation] {desc}: {len(items) - len(todo)}/{len(items)} already done, {len(todo)} to go", flush=True)

@@ -1,6 +1,7 @@
 """The generation layer on the hf backend with tiny fixture models (the vLLM path: test_vllm_backend.py)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +134,17 @@ def test_generate_resumable(spiky, tmp_path):
     calls.clear()
     generate_resumable(Counting(spiky, backend="hf"), items[:2], Sampling(max_new_tokens=8), out)
     assert calls == [2]
+
+    # a model retrained at the same path (its weights file rewritten) makes the checkpoint's texts stale
+    import os
+    import time
+
+    weights = next(Path(spiky).glob("*.safetensors"))
+    t = time.time() + 5
+    os.utime(weights, (t, t))
+    calls.clear()
+    generate_resumable(Counting(spiky, backend="hf"), items, s, out)
+    assert calls == [5]
     clear_resumable(out)
     assert not partial.exists()
 
