@@ -198,7 +198,7 @@ def calibrate(args) -> dict:
         # the responses exactly as the project's QA clustering sees them (the whole sampled text)
         q["emb"] = embedder.encode(q["question"], q["samples"])
         q["classes"] = answer_classes(q["data"], q["samples"], q["gold"])
-    result = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "commit": _commit(),
+    result = {"command": getattr(args, "command_line", " ".join(sys.argv)), "commit": _commit(),
               "embedding_model": args.embedding_model, "instruction": embedder.use_instruction,
               "current_default": DEFAULT_THRESHOLD, "per_dataset": {}}
     datasets = sorted({q["data"] for q in questions})
@@ -257,6 +257,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args.command_line = " ".join(["bench/calibrate_threshold.py", *(sys.argv[1:] if argv is None else argv)])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return sample(args) if args.cmd == "sample" else calibrate(args)
 
