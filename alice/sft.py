@@ -562,13 +562,11 @@ def _divergence_callback():
     return DivergenceGuard
 
 
-def check_finite_weights(model, label: str) -> None:
-    """Refuse to save a model with a non-finite weight."""
+def nonfinite_weight(model) -> str | None:
+    """The name of the first weight (of this process's shard) holding a NaN/inf, else None."""
     import torch
 
-    for name, p in model.named_parameters():
-        if not bool(torch.isfinite(p.detach()).all()):
-            raise TrainingDiverged(f"weight {name}", float("nan"), -1, -1, label)
+    return next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())), None)
 
 
 def is_finished(out_dir: str | os.PathLike) -> bool:
@@ -688,13 +686,10 @@ def _save_final(trainer, out_dir: Path, lora: bool) -> None:
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     # Never save a broken model: every process checks its (shard of the) weights, all agree before anyone saves.
-    try:
-        check_finite_weights(trainer.model, getattr(trainer, "guard_label", str(out_dir)))
-        bad = 0.0
-    except TrainingDiverged:
-        bad = 1.0
-    if acc.reduce(torch.tensor([bad], device=acc.device), reduction="sum").item() > 0:
-        raise TrainingDiverged("a weight", float("nan"), trainer.state.global_step, trainer.state.max_steps,
+    bad = nonfinite_weight(trainer.model)
+    if acc.reduce(torch.tensor([float(bad is not None)], device=acc.device), reduction="sum").item() > 0:
+        raise TrainingDiverged(f"weight {bad}" if bad else "a weight (on another process)", float("nan"),
+                               trainer.state.global_step, trainer.state.max_steps,
                                getattr(trainer, "guard_label", str(out_dir)))
     acc.wait_for_everyone()
     if lora:
