@@ -6,7 +6,7 @@
 
 Steps: weak and strong baselines (``base``), CoT (not gsm8k), teacher stage 1 (CoT and qa), original W2S (qa and cot
 labels, student stage 2), Alice single-turn (four stages, student stage 2), cascade Alice when ``--midlevel`` is given,
-evaluation of every model, and the report. Each step is the stage script users run by hand: by default its ``main(argv)``
+the evaluation of every model (each right after its training step), and the report. Each step is the stage script users run by hand: by default its ``main(argv)``
 is called in this process (``--subprocess``: started as a subprocess, as by hand), with its output in a log under
 ``model_outputs/logs/<setting>/``. In-process, consecutive steps that generate with the same model share one loaded
 engine (``generation.engine_pool``); a training step frees the pooled engines first. A step is skipped when its
@@ -193,12 +193,31 @@ def plan(args: argparse.Namespace) -> list[Step]:
 
     steps: list[Step] = []
 
-    def sft(name, out, *flags):
+    # Each trained model is evaluated right after its training step (the untrained ones first): a run cut short
+    # (a GPU hold that ends, a kill) has evaluated every model it finished, and the evaluation reuses nothing stale.
+    def ev(name, student, method, teacher=None, otype=None, utype=None):
+        flags = ["--student", student, "--method", method]
+        if teacher:
+            flags += ["--teacher", teacher]
+        if otype:
+            flags += ["--original-wts-type", otype]
+        if utype:
+            flags += ["--ours-wts-type", utype]
+        run = eval_run_name(M, student, method, teacher, otype, utype)
+        steps.append(Step(f"eval {name}", py + [EVAL, *common, *flags, *eval_gen], [L.eval_summary(D, run)]))
+
+    def sft(name, out, *flags, evaluate=None):
         steps.append(Step(name, py + [SFT, *common, *flags, *sft_extra], [out]))
+        if evaluate:
+            ev(*evaluate)
+
+    if args.with_naive:
+        ev(f"naive {T}", T, "naive")
+        ev(f"naive {S}", S, "naive")
 
     # 1. baselines: weak (teacher size) and strong (student size) trained on ground truth
-    sft(f"base {T}", L.base_model(M, T, D), "--student", T, "--method", "base")
-    sft(f"base {S}", L.base_model(M, S, D), "--student", S, "--method", "base")
+    sft(f"base {T}", L.base_model(M, T, D), "--student", T, "--method", "base", evaluate=(f"weak {T}", T, "base"))
+    sft(f"base {S}", L.base_model(M, S, D), "--student", S, "--method", "base", evaluate=(f"strong {S}", S, "base"))
     # 2. CoT (gsm8k ships its own), teacher stage 1 on CoT and on q-a pairs
     if D in data_mod.COT_DATASETS:
         steps.append(Step("cot", py + [COT, *common, "--teacher", T, *train_gen], [L.cot_correct(M, T, D)]))
@@ -208,7 +227,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
     for t in ("qa", "cot"):
         steps.append(Step(f"original labels {t}", py + [ORIGINAL, *common, "--teacher", T, "--type", t, *train_gen], [L.original_labels(M, T, D, t)]))
         sft(f"original student {t}", L.original_student_model(M, T, S, D, t), "--teacher", T, "--student", S,
-            "--method", "original-wts-stage2", "--original-wts-type", t)
+            "--method", "original-wts-stage2", "--original-wts-type", t, evaluate=(f"original {t}", S, "original-wts", T, t))
 
     # 3b. original W2S cascade baseline: the cot teacher labels the first W2S half, the mid-level model trained on
     #     those labels labels the second half, the student trains on those
@@ -220,7 +239,8 @@ def plan(args: argparse.Namespace) -> list[Step]:
         steps.append(Step("original cascade labels 2", py + [ORIGINAL, *common, "--teacher", T, "--midlevel", MID, "--type",
                                                               "cascade_2", *train_gen], [L.original_cascade_labels(M, MID, D)]))
         sft(f"original cascade student {MID}->{S}", L.original_student_model(M, MID, S, D, "cascade"), "--teacher", MID,
-            "--student", S, "--method", "original-wts-stage2", "--original-wts-type", "cascade")
+            "--student", S, "--method", "original-wts-stage2", "--original-wts-type", "cascade",
+            evaluate=("original cascade", S, "original-wts", MID, "cascade"))
 
     # 4. Alice single-turn (teacher -> student), and teacher -> mid-level for the cascade
     def alice(teacher, student, cascade):
@@ -241,40 +261,16 @@ def plan(args: argparse.Namespace) -> list[Step]:
 
     alice(T, S, cascade=False)
     sft(f"alice student {T}->{S}", L.ours_student_model(M, T, S, D), "--teacher", T, "--student", S,
-        "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn")
+        "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", evaluate=("alice", S, "ours-wts", T, None, "singleturn"))
     if MID:
         alice(T, MID, cascade=False)
         sft(f"cascade mid {T}->{MID}", L.ours_student_model(M, T, MID, D, "cascade1"), "--teacher", T, "--student", MID,
             "--method", "ours-wts-stage2", "--ours-wts-type", "cascade1")
         alice(MID, S, cascade=True)
         sft(f"cascade student {MID}->{S}", L.ours_student_model(M, MID, S, D, "cascade2"), "--teacher", MID, "--student", S,
-            "--method", "ours-wts-stage2", "--ours-wts-type", "cascade2")
+            "--method", "ours-wts-stage2", "--ours-wts-type", "cascade2", evaluate=("cascade alice", S, "ours-wts", MID, None, "cascade"))
 
-    # 5. evaluation of every model
-    def ev(name, student, method, teacher=None, otype=None, utype=None):
-        flags = ["--student", student, "--method", method]
-        if teacher:
-            flags += ["--teacher", teacher]
-        if otype:
-            flags += ["--original-wts-type", otype]
-        if utype:
-            flags += ["--ours-wts-type", utype]
-        run = eval_run_name(M, student, method, teacher, otype, utype)
-        steps.append(Step(f"eval {name}", py + [EVAL, *common, *flags, *eval_gen], [L.eval_summary(D, run)]))
-
-    if args.with_naive:
-        ev(f"naive {T}", T, "naive")
-        ev(f"naive {S}", S, "naive")
-    ev(f"weak {T}", T, "base")
-    ev(f"strong {S}", S, "base")
-    ev("original qa", S, "original-wts", T, otype="qa")
-    ev("original cot", S, "original-wts", T, otype="cot")
-    if MID:
-        ev("original cascade", S, "original-wts", MID, otype="cascade")
-    ev("alice", S, "ours-wts", T, utype="singleturn")
-    if MID:
-        ev("cascade alice", S, "ours-wts", MID, utype="cascade")
-    # 6. the report (always rerun: cheap, and it reflects whatever summaries exist)
+    # 5. the report (always rerun: cheap, and it reflects whatever summaries exist)
     rep = ["--model", M, "--data", D, "--teacher", T, "--student", S] + (["--midlevel", MID] if MID else [])
     rep += ["--root", args.root] if args.root else []
     steps.append(Step("report", py + [REPORT, *rep], []))

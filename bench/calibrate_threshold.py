@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-GRID = [round(x, 2) for x in np.arange(0.5, 0.981, 0.02)]
+GRID = [round(x, 2) for x in np.arange(0.5, 0.981, 0.02)] + [0.985, 0.99, 0.995]  # fine steps where MiniLM's best lies
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -61,7 +61,8 @@ def sample(args) -> Path:
     todo = [r for r in rows if r["id"] not in done]
     print(f"{len(rows) - len(todo)}/{len(rows)} questions already sampled in {out}", flush=True)
     t0, n_tok = time.perf_counter(), 0
-    with Generator(args.model, backend=args.backend, batch_size=args.batch_size) as gen:
+    with Generator(args.model, backend=args.backend, batch_size=args.batch_size,
+                   gpu_memory_utilization=args.gpu_memory_utilization) as gen:
         for c in range(0, len(todo), args.chunk):
             part = todo[c : c + args.chunk]
             t1 = time.perf_counter()
@@ -244,6 +245,7 @@ def build_parser():
     s.add_argument("--max-new-tokens", type=int, default=64)
     s.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"))
     s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--gpu-memory-utilization", type=float, default=0.6, help="vLLM on a GPU: the card's share")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--chunk", type=int, default=4, help="questions per generate call, appended to --out after each")
     s.add_argument("--out", required=True)

@@ -4,6 +4,7 @@
 # offline Qwen2.5-Coder pair, into parts of one call each (../shared/gpu/pack.sh --extra).
 #
 #   bash bench/gpu_kit.sh [--download-only] [pack.sh options]   # in the checkout root: .whl/ (wheels), .carry/ (parts)
+#   e.g. bash bench/gpu_kit.sh --part-mib 60 --models "Qwen/Qwen2.5-Coder-0.5B-Instruct Qwen/Qwen2.5-Coder-1.5B-Instruct sentence-transformers/all-MiniLM-L6-v2"
 #
 # Why this set: vllm 0.26.0 is built for CUDA 13 (its .so files need libcudart.so.13, sm_90a included) and pins
 # torch==2.11.0, the image's. Of its Requires-Dist, the image already has torch, transformers, numpy, regex,
@@ -48,6 +49,12 @@ dups=$(ls .whl/*.whl | xargs -n1 basename | cut -d- -f1 | tr 'A-Z-' 'a-z_' | sor
 [ -z "$dups" ] || { echo "more than one version of: $dups (remove the older from .whl/)" >&2; exit 1; }
 ls -l .whl/*.whl | awk '{printf "%10.1f MiB  %s\n", $5/1048576, $9; s+=$5} END {printf "%10.1f MiB  total (%d wheels)\n", s/1048576, NR}'
 [ "${1:-}" = "--download-only" ] && exit 0
-args=()
-for w in .whl/*.whl; do args+=(--extra "$w"); done
-bash ../shared/gpu/pack.sh "${args[@]}" "$@"
+# The vllm wheel travels in parts (one call each); the 22 small wheels (17 MiB) would cost one call each that way,
+# so they go to .carry/vllm-deps/, carried once, by the provisioning call:
+#   carry [".carry/kit", ".carry/vllm-deps"]
+#   command: cp .carry/vllm-deps/*.whl .carry/kit/ && bash .carry/kit/on_device.sh provision
+# (provision installs every wheel in the kit folder and the joined vllm wheel into /tmp/site.)
+bash ../shared/gpu/pack.sh --extra .whl/vllm-*.whl "$@"
+rm -rf .carry/vllm-deps && mkdir -p .carry/vllm-deps
+for w in .whl/*.whl; do case "$(basename "$w")" in vllm-*) ;; *) cp "$w" .carry/vllm-deps/;; esac; done
+echo "small wheels for the provisioning call: $(ls .carry/vllm-deps | wc -l) in .carry/vllm-deps ($(du -sh .carry/vllm-deps | cut -f1))"

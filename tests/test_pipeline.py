@@ -20,7 +20,11 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 def test_plan_covers_every_step_of_the_paper():
     args = pipeline.build_parser().parse_args(["--data", "hotpotqa", "--teacher", "0.5B", "--student", "1.5B"])
     names = [s.name for s in pipeline.plan(args)]
-    assert names[:2] == ["base 0.5B", "base 1.5B"] and names[2] == "cot"
+    assert names[:5] == ["base 0.5B", "eval weak 0.5B", "base 1.5B", "eval strong 1.5B", "cot"]
+    # every trained model is evaluated right after its training step (a run cut short has evaluated what it trained)
+    for trained, evaluated in (("original student qa", "eval original qa"), ("original student cot", "eval original cot"),
+                               ("alice student 0.5B->1.5B", "eval alice")):
+        assert names.index(evaluated) == names.index(trained) + 1
     for n in ("teacher stage1 cot", "teacher stage1 qa", "original labels qa", "original student qa",
               "original labels cot", "original student cot", "alice 0.5B->1.5B cluster", "alice 0.5B->1.5B final",
               "alice student 0.5B->1.5B", "eval weak 0.5B", "eval strong 1.5B", "eval original qa",

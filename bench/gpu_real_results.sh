@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Issue 14 on the GPU machine: the project's one command (python -m alice.pipeline) per dataset, in the background,
+# so that several datasets share the card and the run outlives the 10-minute call (bench/README.md: "Real results").
+#
+#   bash bench/gpu_real_results.sh launch gsm8k arc_challenge   # start one pipeline per dataset (setsid, detached)
+#   bash bench/gpu_real_results.sh status                       # each pipeline's last lines and exit code
+#   bash bench/gpu_real_results.sh wait SECONDS                 # status every 30 s until all ended or SECONDS passed
+#   bash bench/gpu_real_results.sh pack                         # $OUT/real_<data>.tar.gz: stage JSONL, evaluations,
+#                                                               # report, logs, training records (no weights)
+# Run from the checkout root after `source .carry/kit/on_device.sh env` (models by hub id, offline) with the data
+# under .gpu_data/. Each dataset runs under /tmp/real/<data> (its --root). Settings (env): TRAIN_LIMIT (1000),
+# NUM_SAMPLES (16), MAX_NEW_TOKENS (1024), GEN_ARGS (extra generation flags), BACKEND (auto), EVAL_LIMIT (none:
+# the whole test split; set only for a rehearsal).
+set -uo pipefail
+RUNS=/tmp/real
+TRAIN_LIMIT=${TRAIN_LIMIT:-1000}
+NUM_SAMPLES=${NUM_SAMPLES:-16}
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-1024}
+BACKEND=${BACKEND:-auto}
+GEN_ARGS=${GEN_ARGS:---gpu-memory-utilization 0.25}
+STUDENT_ID=Qwen/Qwen2.5-Coder-1.5B-Instruct
+
+command_for() {  # the one command, as recorded in the results file
+  echo python -m alice.pipeline --model qwen2.5-coder --data "$1" --teacher 0.5B --student 1.5B --paper \
+    --train-limit "$TRAIN_LIMIT" --num-samples "$NUM_SAMPLES" --max-new-tokens "$MAX_NEW_TOKENS" \
+    --summarizer-model "$STUDENT_ID" --with-naive --backend "$BACKEND" --data-dir .gpu_data --root "$RUNS/$1" \
+    --extra-gen-args "'$GEN_ARGS'" ${EVAL_LIMIT:+--eval-limit $EVAL_LIMIT}
+}
+
+case "${1:-}" in
+  launch)
+    shift
+    for d in "$@"; do
+      mkdir -p "$RUNS/$d"
+      cmd=$(command_for "$d")
+      echo "$cmd" > "$RUNS/$d/command.txt"
+      nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$RUNS/$d/device.txt" 2>/dev/null
+      cp .gpu_data/commit.txt "$RUNS/$d/commit.txt" 2>/dev/null || true  # written here before the hold (no .git there)
+      setsid nohup bash -c "date +%s > $RUNS/$d/start; PYTHONUNBUFFERED=1 eval $(printf %q "$cmd") > $RUNS/$d/pipeline.log 2>&1; \
+        echo \$? > $RUNS/$d/rc; date +%s > $RUNS/$d/end" > /dev/null 2>&1 < /dev/null &
+      echo "launched $d: $cmd"
+    done;;
+  status)
+    for dir in "$RUNS"/*/; do
+      d=$(basename "$dir")
+      s=$(cat "$dir/start" 2>/dev/null || date +%s); e=$(cat "$dir/end" 2>/dev/null || date +%s)
+      echo "== $d: rc=$(cat "$dir/rc" 2>/dev/null || echo running) after $(( e - s )) s"
+      grep -E ": ok in|: running|FAILED|all steps" "$dir/pipeline.log" 2>/dev/null | tail -3
+      grep -E "Error|error:" "$dir/pipeline.log" 2>/dev/null | tail -3
+      step=$(ls -t "$dir"/model_outputs/logs/*/* 2>/dev/null | head -1)
+      [ -z "$step" ] || { echo "   $(basename "$step"):"; tail -c 400 "$step" | tr '\r' '\n' | grep -v '^\s*$' | tail -2; }
+    done
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null;;
+  wait)
+    limit=${2:-540}; t0=$(date +%s)
+    while :; do
+      running=0
+      for dir in "$RUNS"/*/; do [ -f "$dir/rc" ] || running=1; done
+      [ $running = 0 ] && break
+      [ $(( $(date +%s) - t0 )) -ge "$limit" ] && break
+      sleep 30
+    done
+    bash "$0" status;;
+  pack)
+    for dir in "$RUNS"/*/; do
+      d=$(basename "$dir")
+      (cd "$dir" && tar czf "${OUT:-/tmp}/real_$d.tar.gz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' \
+        --exclude='checkpoint-*' $(ls -d data model_outputs command.txt device.txt commit.txt start end rc pipeline.log 2>/dev/null))
+      ls -l "${OUT:-/tmp}/real_$d.tar.gz"
+    done;;
+  *) sed -n 2,13p "$0"; exit 2;;
+esac
