@@ -8,28 +8,35 @@
 #   bash bench/gpu_real_results.sh pack                         # $OUT/real_<data>.tar.gz: stage JSONL, evaluations,
 #                                                               # report, logs, training records (no weights)
 # Run from the checkout root after `source .carry/kit/on_device.sh env` (models by hub id, offline) with the data
-# under .gpu_data/. Each dataset runs under /tmp/real/<data> (its --root). Settings (env): TRAIN_LIMIT (1000),
+# under .gpu_data/ (both copied to /tmp/real/{code,gpu_data} at the first launch). Each dataset runs under
+# /tmp/real/<data> (its --root). Settings (env): TRAIN_LIMIT (1000),
 # NUM_SAMPLES (16), MAX_NEW_TOKENS (1024), GEN_ARGS (extra generation flags), BACKEND (auto), EVAL_LIMIT (none:
 # the whole test split; set only for a rehearsal).
 set -uo pipefail
-RUNS=/tmp/real
+RUNS=${RUNS:-/tmp/real}
 TRAIN_LIMIT=${TRAIN_LIMIT:-1000}
 NUM_SAMPLES=${NUM_SAMPLES:-16}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-1024}
 BACKEND=${BACKEND:-auto}
 GEN_ARGS=${GEN_ARGS:---gpu-memory-utilization 0.25}
 STUDENT_ID=Qwen/Qwen2.5-Coder-1.5B-Instruct
+CODE=$RUNS/code  # a snapshot of the checkout: the next call's copy of the working tree must not change running code
+DATA_DIR=$RUNS/gpu_data
 
 command_for() {  # the one command, as recorded in the results file
   echo python -m alice.pipeline --model qwen2.5-coder --data "$1" --teacher 0.5B --student 1.5B --paper \
     --train-limit "$TRAIN_LIMIT" --num-samples "$NUM_SAMPLES" --max-new-tokens "$MAX_NEW_TOKENS" \
-    --summarizer-model "$STUDENT_ID" --with-naive --backend "$BACKEND" --data-dir .gpu_data --root "$RUNS/$1" \
+    --summarizer-model "$STUDENT_ID" --with-naive --backend "$BACKEND" --data-dir "$DATA_DIR" --root "$RUNS/$1" \
     --extra-gen-args "'$GEN_ARGS'" ${EVAL_LIMIT:+--eval-limit $EVAL_LIMIT}
 }
 
 case "${1:-}" in
   launch)
     shift
+    mkdir -p "$RUNS"
+    [ -d "$CODE" ] || { mkdir -p "$CODE" && tar cf - --exclude=./.carry --exclude=./.whl . | tar xf - -C "$CODE"; }
+    [ -d "$DATA_DIR" ] || cp -r .gpu_data "$DATA_DIR"
+    cd "$CODE"
     for d in "$@"; do
       mkdir -p "$RUNS/$d"
       cmd=$(command_for "$d")
@@ -42,7 +49,7 @@ case "${1:-}" in
     done;;
   status)
     for dir in "$RUNS"/*/; do
-      d=$(basename "$dir")
+      d=$(basename "$dir"); [ -f "$dir/command.txt" ] || continue
       s=$(cat "$dir/start" 2>/dev/null || date +%s); e=$(cat "$dir/end" 2>/dev/null || date +%s)
       echo "== $d: rc=$(cat "$dir/rc" 2>/dev/null || echo running) after $(( e - s )) s"
       grep -E ": ok in|: running|FAILED|all steps" "$dir/pipeline.log" 2>/dev/null | tail -3
@@ -55,7 +62,7 @@ case "${1:-}" in
     limit=${2:-540}; t0=$(date +%s)
     while :; do
       running=0
-      for dir in "$RUNS"/*/; do [ -f "$dir/rc" ] || running=1; done
+      for dir in "$RUNS"/*/; do [ ! -f "$dir/command.txt" ] || [ -f "$dir/rc" ] || running=1; done
       [ $running = 0 ] && break
       [ $(( $(date +%s) - t0 )) -ge "$limit" ] && break
       sleep 30
@@ -63,7 +70,7 @@ case "${1:-}" in
     bash "$0" status;;
   pack)
     for dir in "$RUNS"/*/; do
-      d=$(basename "$dir")
+      d=$(basename "$dir"); [ -f "$dir/command.txt" ] || continue
       (cd "$dir" && tar czf "${OUT:-/tmp}/real_$d.tar.gz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' \
         --exclude='checkpoint-*' $(ls -d data model_outputs command.txt device.txt commit.txt start end rc pipeline.log 2>/dev/null))
       ls -l "${OUT:-/tmp}/real_$d.tar.gz"
