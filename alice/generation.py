@@ -315,6 +315,7 @@ class Generator:
                 dtype=getattr(args, "dtype", None),
                 hf_batching=getattr(args, "hf_batching", None) or "auto",
                 static_cache=bool(getattr(args, "hf_static_cache", False)),
+                enforce_eager=True if getattr(args, "enforce_eager", False) else None,
             )
         except GenerationError as e:
             if parser is None:
@@ -332,7 +333,8 @@ class Generator:
     def default_chunk_size(self) -> int:
         """Prompts per checkpoint of ``generate_resumable``: large enough to keep the backend busy."""
         if self.backend == "vllm":
-            return 512 if _cuda_available() else 64
+            # on a GPU one chunk holds a whole evaluation (gsm8k: 1,319): each chunk waits for its longest answer
+            return max(2048, self.batch_size or 0) if _cuda_available() else 64
         if self.hf_batching == "continuous" or (self.hf_batching == "auto" and _cuda_available()):
             return max(CB_CHUNK, self.batch_size or 0)  # continuous batching: many requests in flight
         return max(64, self.batch_size or 0)  # hf: at least one whole --batch-size batch per generate() call
@@ -352,7 +354,7 @@ class Generator:
     def pool_key(self) -> tuple:
         """What must match for a pooled engine to serve this Generator."""
         return (self.model, self.backend, self.dtype, self.tensor_parallel_size, self.gpu_memory_utilization,
-                self.max_model_len, _weights_stamp(self.model))
+                self.max_model_len, self.enforce_eager, _weights_stamp(self.model))
 
     def _load(self) -> None:
         if self._engine is not None:
@@ -409,6 +411,13 @@ class Generator:
             # (measured on 2 cores: 11.6 -> 14.1 tok/s for Qwen2.5-Coder-0.5B when no core is reserved).
             if (os.cpu_count() or 1) <= 4:
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        if cuda:
+            # this process may have touched CUDA already (a training step, a check): vLLM's engine process must then
+            # be spawned, not forked ("Cannot re-initialize CUDA in forked subprocess", seen on the H200)
+            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+            if importlib.util.find_spec("flashinfer") is None:
+                # vLLM's top-k/top-p sampler imports flashinfer unless told not to (its wheel is not needed otherwise)
+                os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         from transformers import GenerationConfig
         from vllm import LLM
 

@@ -211,9 +211,6 @@ def plan(args: argparse.Namespace) -> list[Step]:
         if evaluate:
             ev(*evaluate)
 
-    if args.with_naive:
-        ev(f"naive {T}", T, "naive")
-        ev(f"naive {S}", S, "naive")
 
     # 1. baselines: weak (teacher size) and strong (student size) trained on ground truth
     sft(f"base {T}", L.base_model(M, T, D), "--student", T, "--method", "base", evaluate=(f"weak {T}", T, "base"))
@@ -270,6 +267,9 @@ def plan(args: argparse.Namespace) -> list[Step]:
         sft(f"cascade student {MID}->{S}", L.ours_student_model(M, MID, S, D, "cascade2"), "--teacher", MID, "--student", S,
             "--method", "ours-wts-stage2", "--ours-wts-type", "cascade2", evaluate=("cascade alice", S, "ours-wts", MID, None, "cascade"))
 
+    if args.with_naive:  # the untrained models last: they depend on nothing, and matter least if a run is cut short
+        ev(f"naive {T}", T, "naive")
+        ev(f"naive {S}", S, "naive")
     # 5. the report (always rerun: cheap, and it reflects whatever summaries exist)
     rep = ["--model", M, "--data", D, "--teacher", T, "--student", S] + (["--midlevel", MID] if MID else [])
     rep += ["--root", args.root] if args.root else []

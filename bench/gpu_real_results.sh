@@ -18,7 +18,7 @@ TRAIN_LIMIT=${TRAIN_LIMIT:-1000}
 NUM_SAMPLES=${NUM_SAMPLES:-16}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-1024}
 BACKEND=${BACKEND:-auto}
-GEN_ARGS=${GEN_ARGS:---gpu-memory-utilization 0.25}
+GEN_ARGS=${GEN_ARGS:---gpu-memory-utilization 0.25 --enforce-eager}
 STUDENT_ID=Qwen/Qwen2.5-Coder-1.5B-Instruct
 CODE=$RUNS/code  # a snapshot of the checkout: the next call's copy of the working tree must not change running code
 DATA_DIR=$RUNS/gpu_data
@@ -43,9 +43,12 @@ case "${1:-}" in
       echo "$cmd" > "$RUNS/$d/command.txt"
       nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$RUNS/$d/device.txt" 2>/dev/null
       cp .gpu_data/commit.txt "$RUNS/$d/commit.txt" 2>/dev/null || true  # written here before the hold (no .git there)
-      setsid nohup bash -c "date +%s > $RUNS/$d/start; PYTHONUNBUFFERED=1 eval $(printf %q "$cmd") > $RUNS/$d/pipeline.log 2>&1; \
-        echo \$? > $RUNS/$d/rc; date +%s > $RUNS/$d/end" > /dev/null 2>&1 < /dev/null &
+      # up to 3 attempts: the pipeline resumes where it stopped; a vLLM engine that starts while another process on
+      # the card allocates can fail its memory profiling ("No available memory for the cache blocks", seen on the H200)
+      setsid nohup bash -c "date +%s > $RUNS/$d/start; for i in 1 2 3; do PYTHONUNBUFFERED=1 eval $(printf %q "$cmd") >> $RUNS/$d/pipeline.log 2>&1; \
+        rc=\$?; [ \$rc = 0 ] && break; sleep 20; done; echo \$rc > $RUNS/$d/rc; date +%s > $RUNS/$d/end" > /dev/null 2>&1 < /dev/null &
       echo "launched $d: $cmd"
+      sleep "${STAGGER:-45}"  # engines of two pipelines starting at once race for the card's memory
     done;;
   status)
     for dir in "$RUNS"/*/; do

@@ -25,6 +25,8 @@ def test_plan_covers_every_step_of_the_paper():
     for trained, evaluated in (("original student qa", "eval original qa"), ("original student cot", "eval original cot"),
                                ("alice student 0.5B->1.5B", "eval alice")):
         assert names.index(evaluated) == names.index(trained) + 1
+    naive = [s.name for s in pipeline.plan(pipeline.build_parser().parse_args(["--with-naive"]))]
+    assert naive[-3:] == ["eval naive 0.5B", "eval naive 1.5B", "report"]  # the untrained models last
     for n in ("teacher stage1 cot", "teacher stage1 qa", "original labels qa", "original student qa",
               "original labels cot", "original student cot", "alice 0.5B->1.5B cluster", "alice 0.5B->1.5B final",
               "alice student 0.5B->1.5B", "eval weak 0.5B", "eval strong 1.5B", "eval original qa",
