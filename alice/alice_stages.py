@@ -165,10 +165,15 @@ class Setting:
     def record(self, out: Path, settings: dict, inputs: list) -> None:
         fresh.record(out, settings, inputs, argv=self.argv)
 
-    def questions(self) -> list[dict]:
-        """The questions the sampler labels: the W2S part (single-turn) or its second half (cascade)."""
-        subset = "cascade_second" if self.cascade else "w2s_part"
-        rows = data_mod.load_subset(self.data, subset, self.data_dir)
+    @property
+    def subset(self) -> str:
+        """The row set the sampler labels: the W2S part (single-turn) or its second half (cascade)."""
+        return "cascade_second" if self.cascade else "w2s_part"
+
+    def questions(self, train: list[dict] | None = None) -> list[dict]:
+        """The questions the sampler labels (taken from ``train``, the train split already loaded, when given)."""
+        rows = (data_mod.SUBSETS[self.subset](self.data, train) if train is not None
+                else data_mod.load_subset(self.data, self.subset, self.data_dir))
         return rows[: self.limit] if self.limit else rows
 
 

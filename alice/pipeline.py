@@ -271,8 +271,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
         ev(f"naive {T}", T, "naive")
         ev(f"naive {S}", S, "naive")
     # 5. the report (always rerun: cheap, and it reflects whatever summaries exist)
-    rep = ["--model", M, "--data", D, "--teacher", T, "--student", S] + (["--midlevel", MID] if MID else [])
-    rep += ["--root", args.root] if args.root else []
+    rep = [*common, "--teacher", T, "--student", S] + (["--midlevel", MID] if MID else [])  # --data-dir: ground truth
     steps.append(Step("report", py + [REPORT, *rep], []))
     return steps
 

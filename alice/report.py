@@ -7,15 +7,28 @@ baseline when a mid-level is given), Alice and cascade Alice.
 PGR (performance gap recovered) = (acc - weak) / (strong - weak). Its 95% CI is a bootstrap: paired over the
 test questions when the three prediction files share their ids (they do when run on the same split), else
 from independent binomial draws of the three accuracies.
+
+``comparisons``: Alice minus original W2S (cot teacher), and cascade Alice minus the cascade baseline: the accuracy
+difference over the test questions both prediction files hold, with a paired bootstrap 95% CI.
+
+``diagnostics``: the mechanism on the W2S part, graded against the ground truth of the train split with the
+dataset's grader (``alice.grading``): from the Alice stage files (``alice.alice_stages``) the accuracy of the
+teacher's largest-cluster answer, of the student's zero-shot answer and of its proactive final answer, the shares
+of questions with one cluster, several and none, and the accuracy of the original W2S teachers' labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from dataclasses import dataclass
 
+from . import data as data_mod
+from . import fresh, grading
+from .alice_stages import Setting
 from .evaluate import load_correct, load_summary, wilson
-from .jsonl import write_json
+from .jsonl import JsonlError, write_json
 from .paths import Layout, eval_run_name
 
 BOOTSTRAP = 2000
@@ -82,8 +95,153 @@ def pgr_ci(acc: dict, weak: dict, strong: dict, c_acc=None, c_weak=None, c_stron
     return _quantiles(vals), "binomial bootstrap"
 
 
-def build(layout: Layout, model: str, teacher: str, student: str, data: str, midlevel: str | None = None) -> dict:
-    """Collect the summaries of a setting: ``{"rows": [...], ...}``; missing ones are rows with ``missing``."""
+# ---- paired difference of two methods on the test questions --------------------------------------------
+COMPARISONS = (("alice", "original_cot"), ("alice_cascade", "original_cascade"))  # (method, baseline)
+
+
+def paired_diff(c_a: dict, c_b: dict, seed: int = 0) -> dict | None:
+    """Accuracy of ``a`` minus that of ``b`` over the question ids both hold (``{id: correct}`` each), with a 95%
+    paired bootstrap CI (questions resampled with replacement); None when they share no id."""
+    ids = sorted(set(c_a) & set(c_b))
+    if not ids:
+        return None
+    d = [int(c_a[i]) - int(c_b[i]) for i in ids]
+    n, rng = len(d), random.Random(seed)
+    vals = [sum(rng.choices(d, k=n)) / n for _ in range(BOOTSTRAP)]
+    return {"n": n, "diff": sum(d) / n, "ci95": _quantiles(vals), "ci_method": "paired bootstrap",
+            "accuracy_a": sum(c_a[i] for i in ids) / n, "accuracy_b": sum(c_b[i] for i in ids) / n}
+
+
+def comparisons(rows: list[dict], correct: dict) -> list[dict]:
+    """One entry per ``COMPARISONS`` pair: its paired difference, or a ``note`` saying what it needs."""
+    out = []
+    for a, b in COMPARISONS:
+        ra, rb = _rows_of(rows, a, b)
+        c = {"a": a, "b": b, "label": f"{ra['label']} - {rb['label']}"}
+        if ra["missing"] or rb["missing"]:
+            c["note"] = f"needs {' and '.join(r['label'] for r in (ra, rb) if r['missing'])}"
+        elif correct.get(a) is None or correct.get(b) is None:
+            c["note"] = "needs both prediction files"
+        else:
+            c.update(paired_diff(correct[a], correct[b]) or {"note": "no shared question ids"})
+        out.append(c)
+    return out
+
+
+# ---- diagnostics of the mechanism on the W2S part ------------------------------------------------------
+DIAG_METRICS = (  # (key, what, denominator)
+    ("teacher_cluster", "teacher's largest-cluster answer",
+     "every question the cluster stage was given; a question without a cluster counts as wrong"),
+    ("teacher_cluster_several", "teacher's largest-cluster answer, several clusters",
+     "questions with several clusters (those the student answers)"),
+    ("student_zeroshot", "student's zero-shot answer", "questions of the zero-shot file (several clusters)"),
+    ("student_final", "student's proactive final answer", "'new' rows of the training file (several clusters)"),
+    ("alice_labels", "Alice's training labels", "rows of the training file ('original' + 'new')"),
+)
+
+
+def _metric(data: str, pairs: list[tuple], of: str) -> dict:
+    """Accuracy of (response, ground-truth row) pairs with the dataset's grader; a None response is wrong."""
+    k = sum(r is not None and grading.grade(data, r, q["gold"], q["question"]).correct for r, q in pairs)
+    n = len(pairs)
+    return {"correct": k, "n": n, "accuracy": k / n if n else None, "ci95": list(wilson(k, n)), "of": of}
+
+
+def _missing(path) -> dict:
+    return {"missing": True, "note": f"missing: {path}"}
+
+
+def _read(path, fields: tuple[str, ...]) -> list[dict] | None:
+    """Rows of a stage file, each cut to ``fields`` (read line by line: a clustered file holds every sample)."""
+    if not path.exists():
+        return None
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    r = json.loads(line)
+                    rows.append({k: r[k] for k in fields if k in r})
+                except (json.JSONDecodeError, TypeError):
+                    raise JsonlError(f"{path}, line {n}: not a JSON row") from None
+    return rows
+
+
+def hop_diagnostics(data: str, s: Setting, train: list[dict], key: str, label: str) -> dict:
+    """The diagnostics of one Alice run (``s``: its files), its questions taken from the loaded train split."""
+    out = {"key": key, "label": label, "cluster_file": str(s.clustered)}
+    clustered = _read(s.clustered, ("id", "clusters", "final_response"))
+    if clustered is None:
+        return dict(out, **_missing(s.clustered))
+    meta = fresh.read_meta(s.clustered)
+    limit = ((meta or {}).get("settings") or {}).get("limit")
+    gold = {q["id"]: q for q in dataclasses.replace(s, limit=limit).questions(train)}
+    cl = {r["id"]: r for r in clustered if r.get("id") in gold}
+    count = {i: len(cl[i].get("clusters") or []) if i in cl else 0 for i in gold}
+    n, one, several = len(gold), [i for i in gold if count[i] == 1], [i for i in gold if count[i] > 1]
+    out.update(subset=s.subset, limit=limit if meta else "unknown (no record of the cluster stage): whole subset",
+               n_questions=n, not_in_split=len(clustered) - len(cl))
+    out["clusters"] = {"n": n, "one": len(one), "several": len(several), "none": n - len(one) - len(several)}
+    out["clusters"].update({f"share_{k}": out["clusters"][k] / n if n else None for k in ("one", "several", "none")})
+    of = {k: d for k, _, d in DIAG_METRICS}
+    out["teacher_cluster"] = _metric(data, [(cl.get(i, {}).get("final_response"), q) for i, q in gold.items()],
+                                     of["teacher_cluster"])
+    out["teacher_cluster_several"] = _metric(data, [(cl[i].get("final_response"), gold[i]) for i in several],
+                                             of["teacher_cluster_several"])
+    for k, path, field, kind in (("student_zeroshot", s.zeroshot, "zero_shot_student_response", None),
+                                 ("student_final", s.train, "answer", "new"), ("alice_labels", s.train, "answer", None)):
+        rows = _read(path, ("id", field, "label"))
+        out[k] = _missing(path) if rows is None else _metric(
+            data, [(r.get(field), gold[r["id"]]) for r in rows if r.get("id") in gold and kind in (None, r.get("label"))],
+            of[k])
+    return out
+
+
+def diagnostics(layout: Layout, model: str, teacher: str, student: str, data: str, midlevel: str | None = None,
+                data_dir: str | None = None) -> dict:
+    """Diagnostics of every Alice run of the setting (single-turn; with ``midlevel`` the cascade's two hops) and the
+    accuracy of the original W2S labels (qa, cot teachers), against the ground truth of the train split."""
+    def setting(t, st, method="singleturn"):
+        return Setting(data, model, t, st, method=method, midlevel=midlevel, layout=layout, data_dir=data_dir)
+
+    hops = [("alice", f"Alice ({teacher} -> {student})", setting(teacher, student))]
+    if midlevel:
+        hops += [("cascade_hop1", f"cascade hop 1 ({teacher} -> {midlevel}; trains on the first half)",
+                  setting(teacher, midlevel)),
+                 ("cascade_hop2", f"cascade hop 2 ({midlevel} -> {student})", setting(teacher, student, "cascade"))]
+    labels = {t: layout.original_labels(model, teacher, data, t) for t in ("qa", "cot")}
+    out = {"hops": [], "original_labels": {}}
+    if not any(s.clustered.exists() for _, _, s in hops) and not any(p.exists() for p in labels.values()):
+        out["note"] = "no Alice stage files or original W2S labels yet"
+    else:
+        try:
+            train = data_mod.load_train(data, data_dir)
+        except data_mod.DataError as e:
+            out["note"] = f"ground truth unavailable: {e}"
+    if "note" in out:
+        out["hops"] = [{"key": k, "label": lab, "missing": True, "note": out["note"]} for k, lab, _ in hops]
+        return out
+    gold = {r["id"]: r for r in train}
+    for key, label, s in hops:
+        try:
+            out["hops"].append(hop_diagnostics(data, s, train, key, label))
+        except JsonlError as e:
+            out["hops"].append({"key": key, "label": label, "missing": True, "note": str(e)})
+    for t, path in labels.items():
+        try:
+            rows = _read(path, ("id", "answer"))
+        except JsonlError as e:
+            out["original_labels"][t] = {"missing": True, "note": str(e)}
+            continue
+        out["original_labels"][t] = _missing(path) if rows is None else _metric(
+            data, [(r.get("answer"), gold[r["id"]]) for r in rows if r.get("id") in gold], "rows of the labels file")
+    return out
+
+
+def build(layout: Layout, model: str, teacher: str, student: str, data: str, midlevel: str | None = None,
+          data_dir: str | None = None) -> dict:
+    """Collect the summaries of a setting: ``{"rows": [...], "comparisons": [...], "diagnostics": {...}, ...}``;
+    missing summaries are rows with ``missing``. ``data_dir``: where the ground truth of the diagnostics is."""
     rows = []
     summaries, correct = {}, {}
     for e in entries(model, teacher, student, midlevel):
@@ -122,7 +280,8 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
         warnings.append(f"strong ({strong['accuracy']:.3f}) is not above weak ({weak['accuracy']:.3f}): "
                         "PGR divides by a gap <= 0 and is not meaningful here")
     return {"family": model, "teacher": teacher, "student": student, "midlevel": midlevel, "data": data, "rows": rows,
-            "warnings": warnings}
+            "comparisons": comparisons(rows, correct),
+            "diagnostics": diagnostics(layout, model, teacher, student, data, midlevel, data_dir), "warnings": warnings}
 
 
 def _rows_of(rows: list[dict], *keys: str) -> list[dict]:
@@ -149,11 +308,58 @@ def table_lines(rep: dict, markdown: bool = False) -> list[str]:
                      _fmt_ci(r.get("pgr_ci95")) or r.get("pgr_note", ""), seed, seed_pgr])
     if markdown:
         notes = ["", *[f"**Warning:** {w}" for w in rep.get("warnings", [])]] if rep.get("warnings") else []
-        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(b) + " |" for b in body] + notes
+    else:
+        notes = [f"warning: {w}" for w in rep.get("warnings", [])]
+    return _render(head, body, markdown) + notes
+
+
+def _render(head: list[str], body: list[list[str]], markdown: bool) -> list[str]:
+    if markdown:
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(b) + " |" for b in body]
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    notes = [f"warning: {w}" for w in rep.get("warnings", [])]
-    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body] + notes
+    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+
+
+def comparison_lines(rep: dict, markdown: bool = False) -> list[str]:
+    """Paired differences on the test questions (method - baseline)."""
+    body = [[c["label"], f"{c['diff']:+.3f}", _fmt_ci(c["ci95"]), f"{c['n']}"] if "diff" in c
+            else [c["label"], "missing", c["note"], ""] for c in rep.get("comparisons", [])]
+    return _render(["difference in accuracy", "point", "95% CI (paired bootstrap)", "n (shared questions)"], body, markdown)
+
+
+def _metric_cells(m: dict) -> list[str]:
+    if m.get("missing"):
+        return ["missing", "", "", m["note"]]
+    acc = "-" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
+    return [acc, _fmt_ci(m["ci95"]), f"{m['correct']}/{m['n']}", m["of"]]
+
+
+def diagnostics_lines(rep: dict, markdown: bool = False) -> list[str]:
+    """The mechanism on the W2S part, graded against ground truth: one row per quantity of each Alice run."""
+    d = rep.get("diagnostics") or {}
+    body = []
+    for h in d.get("hops", []):
+        if h.get("missing"):
+            body.append([h["label"], "stage files", "missing", "", "", h["note"]])
+            continue
+        c = h["clusters"]
+        shares = " / ".join("-" if c[f"share_{k}"] is None else f"{c[f'share_{k}']:.3f}" for k in ("one", "several", "none"))
+        body.append([h["label"], "clusters: one / several / none", shares, "",
+                     f"{c['one']} / {c['several']} / {c['none']} of {c['n']}", f"questions of {h['subset']}"])
+        body += [[h["label"], what, *_metric_cells(h[k])] for k, what, _ in DIAG_METRICS]
+    for t, m in d.get("original_labels", {}).items():
+        body.append([f"original W2S, {t} teacher", "teacher's labels", *_metric_cells(m)])
+    head = ["run", "what (W2S part, against ground truth)", "accuracy", "95% CI", "correct/n", "denominator"]
+    return _render(head, body, markdown)
+
+
+def lines(rep: dict, markdown: bool = False) -> list[str]:
+    """The whole report: the accuracy table, the paired differences and the diagnostics."""
+    sub = (lambda t: ["", f"## {t}", ""]) if markdown else (lambda t: ["", t])
+    return (table_lines(rep, markdown) + sub("Paired difference on the test questions") + comparison_lines(rep, markdown)
+            + sub("Diagnostics of the mechanism on the W2S part (graded against ground truth)")
+            + diagnostics_lines(rep, markdown))
 
 
 def title(rep: dict) -> str:
@@ -195,10 +401,14 @@ def write(layout: Layout, rep: dict) -> dict[str, str]:
     args = (rep["family"], rep["teacher"], rep["student"], rep["data"])
     paths = {ext: layout.report(*args, suffix) for ext, suffix in (("json", ".json"), ("md", ".md"), ("png", ".png"))}
     write_json(paths["json"], rep)
-    paths["md"].write_text(f"# {title(rep)}\n\n" + "\n".join(table_lines(rep, markdown=True)) + "\n"
+    paths["md"].write_text(f"# {title(rep)}\n\n" + "\n".join(lines(rep, markdown=True)) + "\n"
                            "\nPGR = (acc - weak) / (strong - weak); 95% CIs: Wilson for accuracy, bootstrap for PGR.\n"
                            "accuracy: the project's graders over every question; seed's metric: the paper's code's "
                            "grading (lenient matches; gsm8k and CoT-trained ARC runs count parsed responses only), "
-                           "correct/denominator, for comparison with the paper's numbers.\n")
+                           "correct/denominator, for comparison with the paper's numbers.\n"
+                           "Paired difference: method minus baseline accuracy over the test questions both were "
+                           "evaluated on; 95% CI from resampling those questions.\n"
+                           "Diagnostics: the Alice stage files and original W2S labels graded with the project's "
+                           "grader against the train split's ground truth; 95% CIs: Wilson.\n")
     plot(rep, paths["png"])
     return {k: str(v) for k, v in paths.items()}

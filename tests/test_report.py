@@ -105,3 +105,153 @@ def test_report_shows_the_seeds_metric(tmp_path, capsys):
     assert rows["alice"]["pgr"] == pytest.approx(0.75) and rows["alice"]["seed_pgr"] == pytest.approx(0.5)
     out = capsys.readouterr().out
     assert "seed's metric" in out and "0.625 (10/16)" in out and "0.500" in out
+
+
+# ---- paired difference Alice - original W2S (cot) ------------------------------------------------------------
+
+def test_paired_diff_identical_is_zero():
+    c = {f"q{i}": i % 3 == 0 for i in range(30)}
+    d = report.paired_diff(c, dict(c))
+    assert (d["n"], d["diff"], d["ci95"]) == (30, 0.0, [0.0, 0.0])
+
+
+def test_paired_diff_k_more_right_and_pairing():
+    base = {f"q{i}": i < 10 for i in range(40)}
+    better = {f"q{i}": i < 16 for i in range(40)}  # right on the same 10 and on 6 more
+    d = report.paired_diff(better, base)
+    lo, hi = d["ci95"]
+    assert d["diff"] == pytest.approx(6 / 40) and 0 < lo < 6 / 40 < hi < 0.35
+    assert (d["accuracy_a"], d["accuracy_b"]) == (16 / 40, 10 / 40)
+    # as many right, on other questions: difference 0, but a paired CI on both sides of it
+    other = {f"q{i}": 10 <= i < 20 for i in range(40)}
+    d = report.paired_diff(other, base)
+    assert d["diff"] == 0 and d["ci95"][0] < 0 < d["ci95"][1]
+    # only the shared ids count
+    d = report.paired_diff({"q0": True, "x": True}, {"q0": False, "y": False})
+    assert (d["n"], d["diff"]) == (1, 1.0)
+    assert report.paired_diff({"a": True}, {"b": True}) is None
+
+
+def test_report_compares_alice_with_original_cot(tmp_path, capsys):
+    L = Layout(tmp_path)
+    put(L, eval_run_name("qwen2.5", "7B", "original-wts", "1.5B", original_wts_type="cot"), 10)
+    put(L, eval_run_name("qwen2.5", "7B", "ours-wts", "1.5B", ours_wts_type="singleturn"), 14)
+    rep = report_cli.main(["--model", "qwen2.5", "--data", "gsm8k", "--teacher", "1.5B", "--student", "7B",
+                           "--root", str(tmp_path)])
+    c = {x["a"]: x for x in rep["comparisons"]}
+    assert c["alice"]["b"] == "original_cot" and c["alice"]["n"] == 20
+    assert c["alice"]["diff"] == pytest.approx(0.2) and c["alice"]["ci95"][0] <= 0.2 <= c["alice"]["ci95"][1]
+    assert "diff" not in c["alice_cascade"] and "needs" in c["alice_cascade"]["note"]
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Alice - original W2S, cot teacher +0.200" in out
+    saved = json.load(open(L.report("qwen2.5", "1.5B", "7B", "gsm8k", ".json")))
+    assert saved["comparisons"][0]["diff"] == pytest.approx(0.2)
+    assert "| Alice - original W2S, cot teacher | +0.200 |" in open(L.report("qwen2.5", "1.5B", "7B", "gsm8k", ".md")).read()
+
+
+# ---- diagnostics of the mechanism on the W2S part --------------------------------------------------------------
+
+def gsm8k_data(folder, n=20):
+    """A local gsm8k train split of ``n`` questions; question i's answer is i (W2S part: the second half)."""
+    (folder / "gsm8k").mkdir(parents=True)
+    write_jsonl(folder / "gsm8k" / "train.jsonl",
+                [{"question": f"q{i}: what is {i} + 0?", "answer": f"{i} + 0 = {i}\n#### {i}"} for i in range(n)])
+    return str(folder)
+
+
+def qid(i):
+    return f"gsm8k-train-{i:05d}"
+
+
+def write_stage_files(L, teacher="1.5B", student="7B", limit=None):
+    """Alice single-turn files of 10 W2S questions (ids 10-19, answer i), as the stages write them:
+    10-15 one cluster (the teacher right on 10-13), 16-18 several (right on 16 only), 19 none (no row).
+    Student zero-shot right on 17, 18; its final answers right on 16, 17, 18."""
+    from alice import fresh
+
+    def cluster(i, answers):
+        cl = [{"response": f"so #### {a}", "size": 3 - k, "members": []} for k, a in enumerate(answers)]
+        return {"id": qid(i), "question": f"q{i}", "sampled_responses": [], "clusters": cl, "final_response": cl[0]["response"]}
+
+    teacher_answer = {10: 10, 11: 11, 12: 12, 13: 13, 14: 99, 15: 98, 16: 16, 17: 97, 18: 96}
+    rows = [cluster(i, [teacher_answer[i]]) for i in range(10, 16)] + [cluster(i, [teacher_answer[i], 1]) for i in (16, 17, 18)]
+    clustered = L.sampled_clustered("qwen2.5", teacher, "gsm8k")
+    write_jsonl(clustered, rows)
+    fresh.record(clustered, {"stage": "cluster", "limit": limit})
+    write_jsonl(L.zeroshot("qwen2.5", teacher, student, "gsm8k"),
+                [{"id": qid(i), "question": f"q{i}", "zero_shot_student_response": f"#### {a}"}
+                 for i, a in ((16, 0), (17, 17), (18, 18))])
+    original = [{"id": qid(i), "question": f"q{i}", "answer": f"so #### {teacher_answer[i]}", "label": "original"}
+                for i in range(10, 16)]
+    new = [{"id": qid(i), "question": f"q{i}", "answer": f"\\boxed{{{i}}}", "label": "new"} for i in (16, 17, 18)]
+    write_jsonl(L.alice_train("qwen2.5", teacher, student, "gsm8k"), original + new)
+
+
+def acc(m):
+    return m["correct"], m["n"]
+
+
+def test_diagnostics_against_ground_truth(tmp_path, capsys):
+    from alice.evaluate import wilson
+
+    L, data = Layout(tmp_path / "run"), gsm8k_data(tmp_path / "data")
+    write_stage_files(L)
+    write_jsonl(L.original_labels("qwen2.5", "1.5B", "gsm8k", "qa"),  # right on 8 of 10
+                [{"id": qid(i), "question": f"q{i}", "answer": f"#### {i if i < 18 else 0}"} for i in range(10, 20)])
+    rep = report_cli.main(["--model", "qwen2.5", "--data", "gsm8k", "--teacher", "1.5B", "--student", "7B",
+                           "--root", str(L.root), "--data-dir", data])
+    d = rep["diagnostics"]
+    h = d["hops"][0]
+    assert h["key"] == "alice" and h["n_questions"] == 10 and h["not_in_split"] == 0
+    c = h["clusters"]
+    assert (c["one"], c["several"], c["none"]) == (6, 3, 1)
+    assert (c["share_one"], c["share_several"], c["share_none"]) == (0.6, 0.3, 0.1)
+    assert acc(h["teacher_cluster"]) == (5, 10)  # 10-13 and 16; 19 (no cluster) counts as wrong
+    assert h["teacher_cluster"]["ci95"] == list(wilson(5, 10))
+    assert acc(h["teacher_cluster_several"]) == (1, 3)
+    assert acc(h["student_zeroshot"]) == (2, 3)
+    assert acc(h["student_final"]) == (3, 3)
+    assert acc(h["alice_labels"]) == (7, 9)
+    assert acc(d["original_labels"]["qa"]) == (8, 10) and d["original_labels"]["cot"]["missing"]
+    out = " ".join(capsys.readouterr().out.split())
+    assert "clusters: one / several / none 0.600 / 0.300 / 0.100" in out
+    assert "student's proactive final answer" in out and "3/3" in out and "8/10" in out
+    md = open(L.report("qwen2.5", "1.5B", "7B", "gsm8k", ".md")).read()
+    assert "## Diagnostics" in md and "| 0.500 |" in md
+    saved = json.load(open(L.report("qwen2.5", "1.5B", "7B", "gsm8k", ".json")))
+    assert saved["diagnostics"]["hops"][0]["student_zeroshot"]["correct"] == 2
+
+
+def test_diagnostics_use_the_cluster_stages_limit(tmp_path):
+    """--limit 8 on the stages: the questions are ids 10-17 (18 is then not in the split's first 8)."""
+    L, data = Layout(tmp_path / "run"), gsm8k_data(tmp_path / "data")
+    write_stage_files(L, limit=8)
+    h = report.diagnostics(L, "qwen2.5", "1.5B", "7B", "gsm8k", data_dir=data)["hops"][0]
+    assert h["limit"] == 8 and h["n_questions"] == 8 and h["not_in_split"] == 1
+    assert (h["clusters"]["one"], h["clusters"]["several"], h["clusters"]["none"]) == (6, 2, 0)
+    assert acc(h["teacher_cluster"]) == (5, 8) and acc(h["student_zeroshot"]) == (1, 2)
+
+
+def test_diagnostics_say_missing_never_crash(tmp_path, capsys):
+    L, data = Layout(tmp_path / "run"), gsm8k_data(tmp_path / "data")
+    args = ["--model", "qwen2.5", "--data", "gsm8k", "--teacher", "1.5B", "--student", "7B", "--midlevel", "3B",
+            "--root", str(L.root)]
+    rep = report_cli.main(args)  # nothing at all
+    assert all(h["missing"] for h in rep["diagnostics"]["hops"]) and len(rep["diagnostics"]["hops"]) == 3
+    assert "no Alice stage files" in rep["diagnostics"]["note"]
+    write_stage_files(L)
+    L.zeroshot("qwen2.5", "1.5B", "7B", "gsm8k").unlink()
+    L.alice_train("qwen2.5", "1.5B", "7B", "gsm8k").unlink()
+    rep = report_cli.main(args + ["--data-dir", data])
+    hops = {h["key"]: h for h in rep["diagnostics"]["hops"]}
+    assert acc(hops["alice"]["teacher_cluster"]) == (5, 10)
+    assert hops["alice"]["student_zeroshot"]["missing"] and hops["alice"]["student_final"]["missing"]
+    assert hops["cascade_hop1"]["teacher_cluster"]["correct"] == 5  # the same sampled file: the teacher's
+    assert hops["cascade_hop1"]["student_final"]["missing"] and hops["cascade_hop2"]["missing"]
+    assert "missing: " in capsys.readouterr().out
+    # ground truth that cannot be loaded: said, not raised
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rep = report.build(L, "qwen2.5", "1.5B", "7B", "gsm8k", data_dir=str(empty))
+    assert rep["diagnostics"]["note"].startswith("ground truth unavailable") and rep["diagnostics"]["hops"][0]["missing"]
+    report.write(L, rep)
