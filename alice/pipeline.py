@@ -200,7 +200,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
     sft(f"base {T}", L.base_model(M, T, D), "--student", T, "--method", "base")
     sft(f"base {S}", L.base_model(M, S, D), "--student", S, "--method", "base")
     # 2. CoT (gsm8k ships its own), teacher stage 1 on CoT and on q-a pairs
-    if D in data_mod.COT_DATASETS:
+    if not data_mod.spec(D).ships_cot:
         steps.append(Step("cot", py + [COT, *common, "--teacher", T, *train_gen], [L.cot_correct(M, T, D)]))
     sft("teacher stage1 cot", L.teacher_cot_model(M, T, D), "--teacher", T, "--method", "ours-wts-stage1", "--ours-wts-type", "singleturn")
     sft("teacher stage1 qa", L.teacher_qa_model(M, T, D), "--teacher", T, "--method", "original-wts-stage1", "--original-wts-type", "qa")

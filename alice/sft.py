@@ -115,11 +115,8 @@ def _file_rows(path: Path, made_by: str) -> list[dict]:
 
 
 def qa_target(data: str, row: dict) -> str:
-    """The short answer a 'qa' teacher is trained on: gsm8k ``#### N`` (N as the solution writes it, as the
-    seed's ``'#### ' + answer.split('####')[1].strip()``); others the dataset's answer."""
-    if data == "gsm8k":
-        return f"#### {row['answer'].split('####')[1].strip()}"
-    return row["answer"]
+    """The short answer a 'qa' teacher is trained on (the dataset's ``qa_target``: gsm8k ``#### N``)."""
+    return data_mod.spec(data).qa_target(row)
 
 
 def qa_rows_from_cot(path: Path, made_by: str) -> list[dict]:
@@ -173,7 +170,7 @@ def resolve_job(
         load = lambda: data_mod.load_subset(D, "w2s_part", data_dir)  # noqa: E731
     elif method == "ours-wts-stage1":
         out = L.teacher_cot_model(M, T, D)
-        if D in data_mod.COT_DATASETS:
+        if not data_mod.spec(D).ships_cot:
             path = L.cot_correct(M, T, D)
             made_by = _cmd("python cot/cot_generate_filter.py", common, "--teacher", T, where)
             source = str(path)
@@ -183,7 +180,7 @@ def resolve_job(
             load = lambda: data_mod.load_subset(D, "teacher_half", data_dir)  # noqa: E731
     elif method == "original-wts-stage1":
         out = L.teacher_qa_model(M, T, D)
-        if D in data_mod.COT_DATASETS:  # as the seed: the questions whose CoT was correct, with their short answer
+        if not data_mod.spec(D).ships_cot:  # as the seed: the questions whose CoT was correct, with their short answer
             path = L.cot_correct(M, T, D)
             made_by = _cmd("python cot/cot_generate_filter.py", common, "--teacher", T)
             source = f"{path} (questions with a correct CoT; target: the ground-truth short answer)"

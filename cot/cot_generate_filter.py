@@ -40,7 +40,7 @@ def cot_rows(rows: list[dict], texts: dict[str, list[str]], data: str) -> list[d
 def main(argv=None) -> list[dict]:
     p = build_parser()
     args = p.parse_args(argv)
-    if args.data not in data_mod.COT_DATASETS:
+    if data_mod.spec(args.data).ships_cot:
         raise data_mod.DataError(
             f"{args.data} ships its own chain-of-thought (worked solutions): no CoT generation needed; train the "
             f"teacher directly with `python training/SFT.py --model {args.model} --data {args.data} "
