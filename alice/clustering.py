@@ -27,9 +27,9 @@ import numpy as np
 
 from . import data as data_mod
 from .grading import extract_final_answer
+from .options import DEFAULT_THRESHOLD
 from .prompts import EMBEDDING_INSTRUCTION
 
-DEFAULT_THRESHOLD = 0.9
 # The paper used hkunlp/instructor-large (INSTRUCTOR package), which recent sentence-transformers cannot load.
 # all-MiniLM-L6-v2 loads everywhere (and is in the offline cache); see README ("Alice", embeddings).
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"

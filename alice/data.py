@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import grading, prompts
+from .errors import AliceError
 from .jsonl import JsonlError, read_jsonl
 
 DATA_DIR_ENV = "ALICE_DATA_DIR"
@@ -38,7 +39,7 @@ DATA_DIR_ENV = "ALICE_DATA_DIR"
 ARC_PROCESSED_DIR = Path(__file__).resolve().parent.parent / "arc_challenge_processed"
 
 
-class DataError(ValueError):
+class DataError(AliceError, ValueError):
     """A dataset that cannot be loaded; the message says what to pass or install instead."""
 
 

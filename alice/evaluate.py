@@ -13,8 +13,10 @@ from pathlib import Path
 from . import grading, prompts
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
 from .jsonl import read_jsonl, require_trained, write_json, write_jsonl
+from .options import SAMPLING
 from .paths import Layout
 
+GREEDY = SAMPLING["eval"]
 METHODS = ("naive", "base", "original-wts", "ours-wts")
 ORIGINAL_WTS_TYPES = ("qa", "cot", "cascade")
 OURS_WTS_TYPES = ("singleturn", "cascade")
@@ -112,7 +114,7 @@ def evaluate(generator: Generator, rows: list[dict], data: str, pred_path, summa
     ``meta`` (``method``, ``original_wts_type``) also picks the seed's ARC parsing for the seed's metric."""
     t0 = time.perf_counter()
     meta = meta or {}
-    sampling = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
+    sampling = Sampling(temperature=GREEDY.temperature, top_p=GREEDY.top_p, max_new_tokens=max_new_tokens)
     items = [{"id": r["id"], "messages": prompts.eval_messages(data, r["question"])} for r in rows]
     texts = generate_resumable(generator, items, sampling, pred_path, desc=f"eval {data}")
     preds = []
@@ -123,7 +125,7 @@ def evaluate(generator: Generator, rows: list[dict], data: str, pred_path, summa
     write_jsonl(pred_path, preds)
     summary = summarize(preds)
     summary.update(meta)
-    summary["settings"] = dict(summary.get("settings", {}), max_new_tokens=max_new_tokens, temperature=0.0,
+    summary["settings"] = dict(summary.get("settings", {}), max_new_tokens=max_new_tokens, temperature=GREEDY.temperature,
                                backend=generator.backend)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     summary["predictions"] = str(pred_path)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import data as data_mod
 from . import prompts, registry
+from .errors import AliceError
 from .jsonl import JsonlError, read_jsonl, write_json
 from .paths import Layout
 
@@ -61,7 +62,7 @@ CONFIG_ENV = "ALICE_ACCELERATE_CONFIG"
 CHECKPOINTS = "checkpoints"
 
 
-class SFTError(ValueError):
+class SFTError(AliceError, ValueError):
     """A setting a user can fix; the message says how."""
 
 

@@ -18,9 +18,10 @@ from alice import data as data_mod
 from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args
 from alice.jsonl import require_trained
 from alice.jsonl import read_jsonl, write_jsonl
+from alice.options import SAMPLING
 from alice.paths import Layout
 
-TEMPERATURE, TOP_P = 0.6, 0.95
+TEMPERATURE, TOP_P = SAMPLING["original"].temperature, SAMPLING["original"].top_p
 TYPES = ("qa", "cot", "cascade_1", "cascade_2")
 
 
@@ -67,7 +68,8 @@ def main(argv=None) -> list[dict]:
     layout = Layout.default(args.root)
     labeler, made_by, subset, out = plan(layout, args.model, args.data, args.teacher, args.type, args.midlevel, args.data_dir)
     require_trained(labeler, made_by)
-    sampling = sampling_from_args(args, TEMPERATURE, TOP_P)
+    gen = cli.generation_options(args)
+    sampling = sampling_from_args(gen, TEMPERATURE, TOP_P)
     made_with = {"data": args.data, "type": args.type, "limit": args.limit, "max_new_tokens": sampling.max_new_tokens,
                  "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P}
     argv_ = fresh.command_line(argv)
@@ -80,8 +82,8 @@ def main(argv=None) -> list[dict]:
     if args.limit:
         rows = rows[: args.limit]
     items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
-    with Generator.from_args(str(labeler), args, p) as gen:
-        texts = generate_resumable(gen, items, sampling, out,
+    with Generator.from_args(str(labeler), gen, p) as engine:
+        texts = generate_resumable(engine, items, sampling, out,
                                    desc=f"label {args.data} ({args.type})")
     labels = [{"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0]} for r in rows]
     write_jsonl(out, labels)
