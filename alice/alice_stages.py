@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cli, fresh, prompts, registry
+from . import artifacts, cli, fresh, prompts, registry
 from . import data as data_mod
 from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, cluster_question, uses_embeddings
 from .generation import Generator, clear_resumable, generate_resumable, sampling_from_args
@@ -38,8 +37,7 @@ from .paths import Layout
 
 METHODS = ("singleturn", "cascade")
 TEMPERATURE, TOP_P = SAMPLING["alice"].temperature, SAMPLING["alice"].top_p
-STAGES = ("cluster", "uncertainty", "zeroshot", "final")
-SCRIPT = "W2SG_pipeline/ours/new_weak_to_strong_{}.py"
+STAGES = artifacts.ALICE_STAGES
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -92,59 +90,50 @@ class Setting:
         """The model whose answers are clustered, named as the teacher in every file name of the run."""
         return self.midlevel if self.cascade else self.teacher
 
-    # ---- files --------------------------------------------------------------------------------------
+    # ---- files and models: the artifact table (alice.artifacts) ------------------------------------
+    def artifact(self, stage: str) -> artifacts.Artifact:
+        return artifacts.alice_stage(self.layout, stage, self.model, self.data, self.teacher, self.student,
+                                     self.midlevel if self.cascade else None)
+
     @property
     def clustered(self) -> Path:
-        return self.layout.sampled_clustered(self.model, self.sampler, self.data, self.cascade)
+        return self.artifact("cluster").path
 
     @property
     def uncertainty(self) -> Path:
-        return self.layout.uncertainty(self.model, self.sampler, self.data, self.cascade)
+        return self.artifact("uncertainty").path
 
     @property
     def zeroshot(self) -> Path:
-        return self.layout.zeroshot(self.model, self.sampler, self.student, self.data, self.cascade)
+        return self.artifact("zeroshot").path
 
     @property
     def train(self) -> Path:
-        return self.layout.alice_train(self.model, self.sampler, self.student, self.data, self.cascade)
+        return self.artifact("final").path
 
     @property
     def originals(self) -> Path:
         return originals_path(self.train)
 
-    # ---- models -------------------------------------------------------------------------------------
+    def _sampler(self) -> artifacts.Artifact:
+        return artifacts.alice_sampler(self.layout, self.model, self.data, self.teacher,
+                                       self.midlevel if self.cascade else None)
+
     @property
     def sampler_model(self) -> Path:
         """The trained model that samples: stage-1 teacher, or (cascade) the mid-level model of hop 1."""
-        if self.cascade:
-            return self.layout.ours_student_model(self.model, self.teacher, self.midlevel, self.data, "cascade1")
-        return self.layout.teacher_cot_model(self.model, self.teacher, self.data)
+        return self._sampler().path
 
     def sampler_command(self) -> str:
-        base = ["python", "training/SFT.py", "--model", self.model, "--data", self.data, "--teacher", self.teacher]
-        if self.cascade:
-            base += ["--student", self.midlevel, "--method", "ours-wts-stage2", "--ours-wts-type", "cascade1"]
-        else:
-            base += ["--method", "ours-wts-stage1", "--ours-wts-type", "singleturn"]
-        return shlex.join(base + self._root_flags())
+        return self._sampler().command(self.layout.root, self.data_dir)
 
     @property
     def student_model(self) -> str:
         return registry.resolve_model(self.model, self.student)
 
-    # ---- the rest -----------------------------------------------------------------------------------
-    def _root_flags(self) -> list[str]:
-        root = str(self.layout.root)
-        return (["--data-dir", self.data_dir] if self.data_dir else []) + ([] if root == "." else ["--root", root])
-
     def command(self, stage: str) -> str:
         """The command line that runs ``stage`` of this setting (for 'run X first' messages)."""
-        argv = ["python", SCRIPT.format(stage), "--data", self.data, "--model", self.model,
-                "--teacher", self.teacher, "--student", self.student, "--method", self.method]
-        if self.midlevel:
-            argv += ["--midlevel", self.midlevel]
-        return shlex.join(argv + self._root_flags())
+        return self.artifact(stage).command(self.layout.root, self.data_dir)
 
     def settings(self, stage: str, gen: GenerationOptions, **extra) -> dict:
         """What the content of ``stage``'s output depends on (besides its input files): recorded with it.

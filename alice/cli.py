@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shlex
 import sys
 
 from . import data as data_mod
-from . import registry
+from . import artifacts, registry
 from .errors import AliceError
 from .options import DEFAULT_GPU_MEMORY_UTILIZATION, GenerationOptions
 
@@ -74,13 +75,7 @@ def positive_float(text: str) -> float:
 
 def location_flags(root=None, data_dir=None) -> str:
     """`` --data-dir D --root R`` (those given), for the 'run X first' commands of error messages."""
-    import shlex
-
-    out = []
-    if data_dir:
-        out += ["--data-dir", str(data_dir)]
-    if root and str(root) != ".":
-        out += ["--root", str(root)]
+    out = artifacts.location(root, data_dir)
     return (" " + shlex.join(out)) if out else ""
 
 

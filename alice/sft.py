@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import data as data_mod
-from . import prompts, registry
+from . import artifacts, prompts, registry
 from .errors import AliceError
 from .jsonl import JsonlError, read_jsonl, write_json
 from .paths import Layout
@@ -99,10 +99,6 @@ def method_type(method: str, ours_type: str | None, original_type: str | None) -
     return given
 
 
-def _cmd(*parts) -> str:
-    return " ".join(str(p) for p in parts if p is not None)
-
-
 def _file_rows(path: Path, made_by: str) -> list[dict]:
     """``{id, question, answer}`` rows of a stage's file (``answer`` is the training target)."""
     rows = read_jsonl(path, made_by=made_by)
@@ -160,56 +156,49 @@ def resolve_job(
     size = teacher if role == "teacher" else student
     model_id = registry.resolve_model(model, size)
     M, D, T, S, L = model, data, teacher, student, layout
-    common = _cmd("--model", M, "--data", D)
-    from .cli import location_flags
-
-    where = location_flags(L.root, data_dir).strip() or None  # --data-dir / --root of the hinted commands
+    where = dict(root=L.root, data_dir=data_dir)  # --data-dir / --root of the hinted commands
     path = None
 
     if method == "base":
-        out, source = L.base_model(M, S, D), f"{D} train split: W2S part (ground truth)"
+        out, source = artifacts.base_model(L, M, D, S).path, f"{D} train split: W2S part (ground truth)"
         load = lambda: data_mod.load_subset(D, "w2s_part", data_dir)  # noqa: E731
     elif method == "ours-wts-stage1":
-        out = L.teacher_cot_model(M, T, D)
+        out = artifacts.teacher_model(L, M, D, T, "cot").path
         if not data_mod.spec(D).ships_cot:
-            path = L.cot_correct(M, T, D)
-            made_by = _cmd("python cot/cot_generate_filter.py", common, "--teacher", T, where)
-            source = str(path)
+            cot = artifacts.cot(L, M, D, T)
+            path, made_by, source = cot.path, cot.command(**where), str(cot.path)
             load = lambda: _file_rows(path, made_by)  # noqa: E731
         else:  # gsm8k ships its own worked solutions
             source = f"{D} train split: teacher half (ground-truth worked solutions)"
             load = lambda: data_mod.load_subset(D, "teacher_half", data_dir)  # noqa: E731
     elif method == "original-wts-stage1":
-        out = L.teacher_qa_model(M, T, D)
+        out = artifacts.teacher_model(L, M, D, T, "qa").path
         if not data_mod.spec(D).ships_cot:  # as the seed: the questions whose CoT was correct, with their short answer
-            path = L.cot_correct(M, T, D)
-            made_by = _cmd("python cot/cot_generate_filter.py", common, "--teacher", T)
+            cot = artifacts.cot(L, M, D, T)
+            path, made_by = cot.path, cot.command(**where)
             source = f"{path} (questions with a correct CoT; target: the ground-truth short answer)"
             load = lambda: qa_rows_from_cot(path, made_by)  # noqa: E731
         else:  # gsm8k: the whole teacher half, target '#### N'
             source = f"{D} train split: teacher half (short answers)"
             load = lambda: [dict(r, answer=qa_target(D, r)) for r in data_mod.load_subset(D, "teacher_half", data_dir)]  # noqa: E731
     elif method == "original-wts-stage2":
-        out = L.original_student_model(M, T, S, D, type_)
+        out = artifacts.original_student(L, M, D, T, S, type_).path
         if type_ == "cascade":
-            path = L.original_cascade_labels(M, T, D)
             # hop 1 (teacher -> mid): labels by the teacher; hop 2 (mid -> student): labels by the mid-level model
-            made_by = _cmd("python W2SG_pipeline/original/original_weak_to_strong.py", common,
-                           f"--teacher {T} --type cascade_1", where,
-                           f"` (hop 1), or `... --teacher <teacher> --midlevel {T} --type cascade_2", where)
+            hop1, hop2 = (artifacts.original_labels(L, M, D, T, "cascade1"),
+                          artifacts.original_labels(L, M, D, "<teacher>", "cascade2", midlevel=T))
+            path, made_by = hop1.path, f"{hop1.command(**where)}` (hop 1), or `{hop2.command(**where)}"
         else:
-            path = L.original_labels(M, T, D, type_)
-            made_by = _cmd("python W2SG_pipeline/original/original_weak_to_strong.py", common, "--teacher", T, "--type", type_, where)
+            labels = artifacts.original_labels(L, M, D, T, type_)
+            path, made_by = labels.path, labels.command(**where)
         source = str(path)
         load = lambda: _file_rows(path, made_by)  # noqa: E731
     else:  # ours-wts-stage2
-        out = L.ours_student_model(M, T, S, D, type_)
-        path = L.alice_train(M, T, S, D, cascade=type_ == "cascade2")
+        out = artifacts.alice_student(L, M, D, T, S, type_).path
         # the Alice final stage of this very setting (it names its own missing inputs in turn)
-        roles = f"--teacher <teacher> --midlevel {T} --student {S} --method cascade" if type_ == "cascade2" else \
-            f"--teacher {T} --student {S} --method singleturn"
-        made_by = _cmd("python W2SG_pipeline/ours/new_weak_to_strong_final.py --data", D, "--model", M, roles, where)
-        source = str(path)
+        final = (artifacts.alice_stage(L, "final", M, D, "<teacher>", S, midlevel=T) if type_ == "cascade2"
+                 else artifacts.alice_stage(L, "final", M, D, T, S))
+        path, made_by, source = final.path, final.command(**where), str(final.path)
         if type_ == "cascade1":
             source += f" (rows whose id is in the cascade's first half of the {D} W2S part)"
             load = lambda: cascade_first_rows(_file_rows(path, made_by), path, D, data_dir, made_by)  # noqa: E731

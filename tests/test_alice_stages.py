@@ -214,7 +214,7 @@ def test_missing_inputs_name_the_command(setting, tmp_path):
     with pytest.raises(MissingInputError, match=r"--teacher teach --student mid --method ours-wts-stage2 "
                                                 r"--ours-wts-type cascade1"):
         st.run_cluster(c, ARGS)
-    with pytest.raises(MissingInputError, match=r"new_weak_to_strong_cluster.py --data hotpotqa .*--method cascade --midlevel mid"):
+    with pytest.raises(MissingInputError, match=r"new_weak_to_strong_cluster.py --model custom --data hotpotqa .*--method cascade --midlevel mid"):
         st.run_uncertainty(c, ARGS)
     with pytest.raises(MissingInputError, match=r"new_weak_to_strong_uncertainty.py"):
         st.run_zeroshot(s, ARGS)

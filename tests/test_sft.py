@@ -238,7 +238,7 @@ def test_stage2_methods(tiny_models, data_dir, cfg, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", "--teacher", T, "--student", S)
     err = capsys.readouterr().err
-    assert f"python W2SG_pipeline/ours/new_weak_to_strong_final.py --data gsm8k --model custom --teacher {T} --student {S} " \
+    assert f"python W2SG_pipeline/ours/new_weak_to_strong_final.py --model custom --data gsm8k --teacher {T} --student {S} " \
            f"--method singleturn --data-dir {data_dir} --root {tmp_path}`" in err
     write_jsonl(L.alice_train("custom", T, S, "gsm8k"), labels)
     rec = train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", "--teacher", T, "--student", S)
