@@ -372,18 +372,24 @@ def batch_settings(
     world = world or world_size()
     path, found_by = find_config_file(config_file)
     keys: dict = {}
-    ds_accum = None
+    ds_accum = ds_micro = None
     if path is not None:
         cfg = load_accelerate_config(path)
         keys = read_sft_keys(path)
         if cfg.get("distributed_type") == "DEEPSPEED":
-            ds_accum = (cfg.get("deepspeed_config") or {}).get("gradient_accumulation_steps")
+            ds_accum, ds_micro = deepspeed_batch_keys(cfg, path)
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         env = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "")
         if env.isdigit():
             ds_accum = int(env)
     sources = {}
-    if per_device is not None:
+    if ds_micro is not None:  # DeepSpeed's own micro-batch key, where a user of DeepSpeed edits it
+        for given, what in ((per_device, "--per-device-batch-size"), (keys.get("per_device_train_batch_size"), "sft.per_device_train_batch_size")):
+            if given is not None and given != ds_micro:
+                raise SFTError(f"{what}={given} disagrees with DeepSpeed's train_micro_batch_size_per_gpu={ds_micro} in {path}: "
+                               "set one of them")
+        per_device, sources["per_device"] = ds_micro, "deepspeed_config.train_micro_batch_size_per_gpu"
+    elif per_device is not None:
         sources["per_device"] = "--per-device-batch-size"
     elif "per_device_train_batch_size" in keys:
         per_device, sources["per_device"] = keys["per_device_train_batch_size"], f"sft.per_device_train_batch_size in {path}"
@@ -407,6 +413,34 @@ def batch_settings(
     if per_device < 1 or grad_accum < 1:
         raise SFTError("batch size and gradient accumulation must be at least 1")
     return BatchSettings(per_device, grad_accum, world, str(path) if path else None, found_by, sources)
+
+
+def deepspeed_batch_keys(cfg: dict, path) -> tuple[int | None, int | None]:
+    """DeepSpeed's own ``gradient_accumulation_steps`` and ``train_micro_batch_size_per_gpu`` of an accelerate config
+    (its ``deepspeed_config`` block, or the DeepSpeed JSON its ``deepspeed_config_file`` names); ``auto`` or absent:
+    None (the project's keys and defaults decide)."""
+    import json
+
+    ds = dict(cfg.get("deepspeed_config") or {})
+    json_file = ds.get("deepspeed_config_file")
+    if json_file:
+        f = Path(json_file) if Path(json_file).is_absolute() else Path(path).parent / json_file
+        if not f.is_file():
+            f = Path(json_file)
+        try:
+            ds = {**json.loads(f.read_text()), **{k: v for k, v in ds.items() if k != "deepspeed_config_file"}}
+        except (OSError, json.JSONDecodeError) as e:
+            raise SFTError(f"{path}: deepspeed_config_file {json_file} cannot be read ({e})") from None
+    out = []
+    for key in ("gradient_accumulation_steps", "train_micro_batch_size_per_gpu"):
+        v = ds.get(key)
+        if v is None or v == "auto":
+            out.append(None)
+        elif isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+            out.append(v)
+        else:
+            raise SFTError(f"{path}: deepspeed {key} must be a whole number >= 1 or 'auto', not {v!r}")
+    return out[0], out[1]
 
 
 def optimizer_steps(n_rows: int, b: BatchSettings, epochs: float, max_steps: int | None) -> int:
