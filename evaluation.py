@@ -28,7 +28,8 @@ from alice.evaluate import (
     require_model,
     target,
 )
-from alice.generation import DEFAULT_MAX_NEW_TOKENS, Generator
+from alice.generation import Generator
+from alice.options import DEFAULT_MAX_NEW_TOKENS
 from alice.paths import Layout
 
 
@@ -83,8 +84,8 @@ def main(argv=None) -> dict:
             "student": args.student, "teacher": args.teacher, "original_wts_type": args.original_wts_type,
             "ours_wts_type": args.ours_wts_type, "split": data_mod.spec(args.data).test_split,
             "settings": settings}
-    with Generator.from_args(t.model_path, args, p) as gen:
-        summary = evaluate(gen, rows, args.data, pred_path, summary_path, max_new_tokens=max_new, meta=meta)
+    with Generator.from_args(t.model_path, cli.generation_options(args), p) as engine:
+        summary = evaluate(engine, rows, args.data, pred_path, summary_path, max_new_tokens=max_new, meta=meta)
     fresh.record(summary_path, made_with, model_inputs(t), argv=fresh.command_line(argv))
     print(one_line(args.data, t.run, summary, args.grading))
     return summary

@@ -22,23 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cli, fresh, prompts, registry
+from . import artifacts, cli, fresh, prompts, registry
 from . import data as data_mod
+from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, cluster_question, uses_embeddings
+from .generation import Generator, clear_resumable, generate_resumable, sampling_from_args
 from .jsonl import JsonlError, MissingInputError, read_jsonl, require, require_trained, write_jsonl
+from .options import DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD, SAMPLING, GenerationOptions
 from .paths import Layout
 
 METHODS = ("singleturn", "cascade")
-TEMPERATURE = 0.9
-TOP_P = 0.95
-DEFAULT_NUM_SAMPLES = 100
-STAGES = ("cluster", "uncertainty", "zeroshot", "final")
-SCRIPT = "W2SG_pipeline/ours/new_weak_to_strong_{}.py"
+TEMPERATURE, TOP_P = SAMPLING["alice"].temperature, SAMPLING["alice"].top_p
+STAGES = artifacts.ALICE_STAGES
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -91,68 +90,57 @@ class Setting:
         """The model whose answers are clustered, named as the teacher in every file name of the run."""
         return self.midlevel if self.cascade else self.teacher
 
-    # ---- files --------------------------------------------------------------------------------------
+    # ---- files and models: the artifact table (alice.artifacts) ------------------------------------
+    def artifact(self, stage: str) -> artifacts.Artifact:
+        return artifacts.alice_stage(self.layout, stage, self.model, self.data, self.teacher, self.student,
+                                     self.midlevel if self.cascade else None)
+
     @property
     def clustered(self) -> Path:
-        return self.layout.sampled_clustered(self.model, self.sampler, self.data, self.cascade)
+        return self.artifact("cluster").path
 
     @property
     def uncertainty(self) -> Path:
-        return self.layout.uncertainty(self.model, self.sampler, self.data, self.cascade)
+        return self.artifact("uncertainty").path
 
     @property
     def zeroshot(self) -> Path:
-        return self.layout.zeroshot(self.model, self.sampler, self.student, self.data, self.cascade)
+        return self.artifact("zeroshot").path
 
     @property
     def train(self) -> Path:
-        return self.layout.alice_train(self.model, self.sampler, self.student, self.data, self.cascade)
+        return self.artifact("final").path
 
     @property
     def originals(self) -> Path:
         return originals_path(self.train)
 
-    # ---- models -------------------------------------------------------------------------------------
+    def _sampler(self) -> artifacts.Artifact:
+        return artifacts.alice_sampler(self.layout, self.model, self.data, self.teacher,
+                                       self.midlevel if self.cascade else None)
+
     @property
     def sampler_model(self) -> Path:
         """The trained model that samples: stage-1 teacher, or (cascade) the mid-level model of hop 1."""
-        if self.cascade:
-            return self.layout.ours_student_model(self.model, self.teacher, self.midlevel, self.data, "cascade1")
-        return self.layout.teacher_cot_model(self.model, self.teacher, self.data)
+        return self._sampler().path
 
     def sampler_command(self) -> str:
-        base = ["python", "training/SFT.py", "--model", self.model, "--data", self.data, "--teacher", self.teacher]
-        if self.cascade:
-            base += ["--student", self.midlevel, "--method", "ours-wts-stage2", "--ours-wts-type", "cascade1"]
-        else:
-            base += ["--method", "ours-wts-stage1", "--ours-wts-type", "singleturn"]
-        return shlex.join(base + self._root_flags())
+        return self._sampler().command(self.layout.root, self.data_dir)
 
     @property
     def student_model(self) -> str:
         return registry.resolve_model(self.model, self.student)
 
-    # ---- the rest -----------------------------------------------------------------------------------
-    def _root_flags(self) -> list[str]:
-        root = str(self.layout.root)
-        return (["--data-dir", self.data_dir] if self.data_dir else []) + ([] if root == "." else ["--root", root])
-
     def command(self, stage: str) -> str:
         """The command line that runs ``stage`` of this setting (for 'run X first' messages)."""
-        argv = ["python", SCRIPT.format(stage), "--data", self.data, "--model", self.model,
-                "--teacher", self.teacher, "--student", self.student, "--method", self.method]
-        if self.midlevel:
-            argv += ["--midlevel", self.midlevel]
-        return shlex.join(argv + self._root_flags())
+        return self.artifact(stage).command(self.layout.root, self.data_dir)
 
-    def settings(self, stage: str, args, **extra) -> dict:
+    def settings(self, stage: str, gen: GenerationOptions, **extra) -> dict:
         """What the content of ``stage``'s output depends on (besides its input files): recorded with it.
         cluster and uncertainty do not depend on the student (their files are shared by every student)."""
-        from .generation import DEFAULT_MAX_NEW_TOKENS
-
         out = {"stage": stage, "data": self.data, "model": self.model, "method": self.method, "sampler": self.sampler,
-               "limit": self.limit, "max_new_tokens": getattr(args, "max_new_tokens", None) or DEFAULT_MAX_NEW_TOKENS,
-               "seed": getattr(args, "seed", 0) or 0, "temperature": TEMPERATURE, "top_p": TOP_P}
+               "limit": self.limit, "max_new_tokens": gen.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+               "seed": gen.seed or 0, "temperature": TEMPERATURE, "top_p": TOP_P}
         if stage in ("zeroshot", "final"):
             out["student"] = self.student_model
         return dict(out, **extra)
@@ -183,22 +171,16 @@ class Setting:
 GeneratorFactory = Callable[[str], object]
 
 
-def _factory(args) -> GeneratorFactory:
-    from .generation import Generator
-
-    return lambda model: Generator.from_args(model, args)
+def _factory(gen: GenerationOptions) -> GeneratorFactory:
+    return lambda model: Generator.from_args(model, gen)
 
 
-def _sampling(args, n: int = 1):
-    from .generation import sampling_from_args
-
-    return sampling_from_args(args, temperature=TEMPERATURE, top_p=TOP_P, n=n)
+def _sampling(gen: GenerationOptions, n: int = 1):
+    return sampling_from_args(gen, temperature=TEMPERATURE, top_p=TOP_P, n=n)
 
 
 def _generate(make_generator: GeneratorFactory, model: str, items: list[dict], sampling, out: Path, desc: str) -> dict:
     """``generate_resumable`` with a generator that is made (and loaded) only if there are items."""
-    from .generation import generate_resumable
-
     if not items:
         return {}
     with closing(make_generator(model)) as gen:  # any object with close(): tests pass stand-ins
@@ -206,8 +188,6 @@ def _generate(make_generator: GeneratorFactory, model: str, items: list[dict], s
 
 
 def _finish(out: Path, rows: list[dict]) -> None:
-    from .generation import clear_resumable
-
     write_jsonl(out, rows)
     clear_resumable(out)
 
@@ -264,15 +244,14 @@ def _clustered_order(path: Path, made_by: str) -> list[str]:
 # the stages
 # ----------------------------------------------------------------------------------------------------
 
-def run_cluster(s: Setting, args, *, num_samples: int = DEFAULT_NUM_SAMPLES, threshold: float = 0.9,
+def run_cluster(s: Setting, gen: GenerationOptions, *, num_samples: int = DEFAULT_NUM_SAMPLES,
+                threshold: float = DEFAULT_THRESHOLD,
                 embedding_model: str | None = None, embedding_instruction: str = "auto",
                 make_generator: GeneratorFactory | None = None, encode=None) -> dict | None:
     """Sample ``num_samples`` answers per question from the trained sampler and cluster them."""
-    from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, cluster_question, uses_embeddings
-
     out = s.clustered
     model = require_trained(s.sampler_model, s.sampler_command())
-    settings = s.settings("cluster", args, num_samples=num_samples, threshold=threshold,
+    settings = s.settings("cluster", gen, num_samples=num_samples, threshold=threshold,
                           embedding_model=((embedding_model or DEFAULT_EMBEDDING_MODEL) if uses_embeddings(s.data) else None),
                           embedding_instruction=(embedding_instruction if uses_embeddings(s.data) else None))
     inputs = [model]
@@ -280,7 +259,7 @@ def run_cluster(s: Setting, args, *, num_samples: int = DEFAULT_NUM_SAMPLES, thr
         return None
     questions = s.questions()
     items = [{"id": q["id"], "messages": prompts.question_messages(q["question"])} for q in questions]
-    samples = _generate(make_generator or _factory(args), str(model), items, _sampling(args, num_samples), out,
+    samples = _generate(make_generator or _factory(gen), str(model), items, _sampling(gen, num_samples), out,
                         desc=f"sampling {num_samples} answers")
     if encode is None and uses_embeddings(s.data):
         encode = Embedder(embedding_model or DEFAULT_EMBEDDING_MODEL, instruction=embedding_instruction).encode
@@ -306,15 +285,15 @@ def run_cluster(s: Setting, args, *, num_samples: int = DEFAULT_NUM_SAMPLES, thr
                    clusters=n_clusters, singletons=singletons, unreadable=unreadable)
 
 
-def run_uncertainty(s: Setting, args, *, summarizer: str | None = None,
+def run_uncertainty(s: Setting, gen: GenerationOptions, *, summarizer: str | None = None,
                     make_generator: GeneratorFactory | None = None) -> dict | None:
     """Questions with one cluster -> 'original' rows; others -> the summarizer's uncertainty statement."""
     out = s.uncertainty
     summarizer_id = registry.resolve_summarizer(summarizer)
     require(s.clustered, s.command("cluster"))
-    settings = s.settings("uncertainty", args, summarizer=summarizer_id)
+    settings = s.settings("uncertainty", gen, summarizer=summarizer_id)
     inputs = [s.clustered, summarizer_id]
-    o_settings = s.settings("originals", args)
+    o_settings = s.settings("originals", gen)
     have_statements = s.fresh(out, settings, inputs, quiet=True)
     if have_statements and s.fresh(s.originals, o_settings, [s.clustered]):
         return None
@@ -331,8 +310,8 @@ def run_uncertainty(s: Setting, args, *, summarizer: str | None = None,
         return _counts("uncertainty", questions=len(rows), original=len(single), uncertain=len(several))
     items = [{"id": r["id"], "messages": prompts.uncertainty_messages(
         s.data, r["question"], [c["response"] for c in r["clusters"]])} for r in several]
-    texts = _generate(make_generator or _factory(args), summarizer_id, items,
-                      _sampling(args), out, desc="uncertainty statements")
+    texts = _generate(make_generator or _factory(gen), summarizer_id, items,
+                      _sampling(gen), out, desc="uncertainty statements")
     _finish(out, [{"id": r["id"], "question": r["question"], "final_response": r["final_response"],
                    "uncertainty": texts[r["id"]][0]} for r in several])
     s.record(out, settings, inputs)
@@ -340,16 +319,16 @@ def run_uncertainty(s: Setting, args, *, summarizer: str | None = None,
     return _counts("uncertainty", questions=len(rows), original=len(single), uncertain=len(several))
 
 
-def run_zeroshot(s: Setting, args, *, make_generator: GeneratorFactory | None = None) -> dict | None:
+def run_zeroshot(s: Setting, gen: GenerationOptions, *, make_generator: GeneratorFactory | None = None) -> dict | None:
     """The untrained student answers every uncertain question zero-shot."""
     out = s.zeroshot
     require(s.uncertainty, s.command("uncertainty"))
-    settings, inputs = s.settings("zeroshot", args), [s.uncertainty, s.student_model]
+    settings, inputs = s.settings("zeroshot", gen), [s.uncertainty, s.student_model]
     if s.fresh(out, settings, inputs):
         return None
     rows = _rows(s.uncertainty, s.command("uncertainty"), ("id", "question"))
     items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
-    texts = _generate(make_generator or _factory(args), s.student_model, items, _sampling(args), out,
+    texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(gen), out,
                       desc="student zero-shot")
     _finish(out, [{"id": r["id"], "question": r["question"], "zero_shot_student_response": texts[r["id"]][0]}
                   for r in rows])
@@ -358,13 +337,13 @@ def run_zeroshot(s: Setting, args, *, make_generator: GeneratorFactory | None = 
     return _counts("zeroshot", questions=len(rows))
 
 
-def run_final(s: Setting, args, *, make_generator: GeneratorFactory | None = None) -> dict | None:
+def run_final(s: Setting, gen: GenerationOptions, *, make_generator: GeneratorFactory | None = None) -> dict | None:
     """The student's proactive answers ('new') + the 'original' rows -> the training file, in question order."""
     out = s.train
     for path, stage in ((s.clustered, "cluster"), (s.originals, "uncertainty"), (s.uncertainty, "uncertainty"),
                         (s.zeroshot, "zeroshot")):
         require(path, s.command(stage))
-    settings = s.settings("final", args)
+    settings = s.settings("final", gen)
     inputs = [s.clustered, s.originals, s.uncertainty, s.zeroshot, s.student_model]
     if s.fresh(out, settings, inputs):
         return None
@@ -384,7 +363,7 @@ def run_final(s: Setting, args, *, make_generator: GeneratorFactory | None = Non
     items = [{"id": r["id"], "messages": prompts.student_final_messages(
         s.data, r["question"], zeroshot[r["id"]]["zero_shot_student_response"], r["final_response"],
         r["uncertainty"])} for r in uncertain]
-    texts = _generate(make_generator or _factory(args), s.student_model, items, _sampling(args), out,
+    texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(gen), out,
                       desc="student final answers")
     new = {r["id"]: {"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0], "label": "new"}
            for r in uncertain}

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shlex
 import sys
 
 from . import data as data_mod
-from . import registry
+from . import artifacts, registry
+from .errors import AliceError
+from .options import DEFAULT_GPU_MEMORY_UTILIZATION, GenerationOptions
 
 ROLES = ("teacher", "student", "midlevel")
 FAMILY_CHOICES = tuple(registry.FAMILIES) + ("custom",)
@@ -72,13 +75,7 @@ def positive_float(text: str) -> float:
 
 def location_flags(root=None, data_dir=None) -> str:
     """`` --data-dir D --root R`` (those given), for the 'run X first' commands of error messages."""
-    import shlex
-
-    out = []
-    if data_dir:
-        out += ["--data-dir", str(data_dir)]
-    if root and str(root) != ".":
-        out += ["--root", str(root)]
+    out = artifacts.location(root, data_dir)
     return (" " + shlex.join(out)) if out else ""
 
 
@@ -92,7 +89,7 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"), help="vllm when installed with a GPU, else hf")
     g.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallel size")
-    g.add_argument("--gpu-memory-utilization", type=float, default=0.6, help="vLLM GPU memory fraction")
+    g.add_argument("--gpu-memory-utilization", type=float, default=DEFAULT_GPU_MEMORY_UTILIZATION, help="vLLM GPU memory fraction")
     g.add_argument("--enforce-eager", action="store_true",
                    help="vLLM on a GPU: no torch.compile / CUDA graphs (measured on an H200: ~25 s less start-up per engine)")
     g.add_argument("--batch-size", type=positive_int, default=None,
@@ -106,19 +103,28 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     add_overwrite(p)
 
 
+def options(cls, args: argparse.Namespace, **overrides):
+    """The typed options dataclass ``cls`` from parsed flags: each field takes the flag of the same name (its
+    default when the parser has no such flag). The library takes these dataclasses, never the Namespace."""
+    import dataclasses
+
+    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(args, f.name)}
+    return cls(**dict(kw, **overrides))
+
+
+def generation_options(args: argparse.Namespace) -> GenerationOptions:
+    """The generation flags (``add_generation_args``) as the typed options the library takes."""
+    return options(GenerationOptions, args)
+
+
 def main_guard(fn):
-    """Run ``fn``; errors a user can cause print one line and exit 2 instead of a traceback."""
-    from .fresh import StaleOutputError
-    from .jsonl import JsonlError, MissingInputError
+    """Run ``fn``; errors a user can cause (``AliceError``) print one line and exit 2 instead of a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
-        from .generation import GenerationError
-        from .sft import SFTError
-
         try:
             return fn(*a, **kw)
-        except (MissingInputError, JsonlError, StaleOutputError, data_mod.DataError, registry.RegistryError, GenerationError, SFTError) as e:
+        except AliceError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 

@@ -9,9 +9,11 @@ The paper's greedy procedure, on a "same answer" relation between responses:
         else    -> record {response: head, size} and drop the whole cluster
     final response = the representative of the largest cluster (the first one on ties)
 
-- gsm8k / arc_challenge: linked = same extracted final answer (``grading.extract_final_answer``); an unreadable
+Which relation a dataset uses is its spec's ``answer_key`` (``alice.data``):
+
+- with one (gsm8k / arc_challenge): linked = same extracted final answer; an unreadable
   answer never forms or joins a cluster (the seed dropped it when it came up as head).
-- hotpotqa / triviaqa: linked = cosine similarity of sentence embeddings > threshold (0.9). The seed re-encoded
+- without (hotpotqa / triviaqa): linked = cosine similarity of sentence embeddings > threshold (0.9). The seed re-encoded
   every remaining response on each pass (O(N^2) encodes); here each response is encoded once and the greedy
   procedure runs on the similarity matrix, which gives the same clusters (tests/test_clustering.py checks it).
 """
@@ -23,9 +25,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.9
+from . import data as data_mod
+from .grading import extract_final_answer
+from .options import DEFAULT_THRESHOLD
+from .prompts import EMBEDDING_INSTRUCTION
+
 # The paper used hkunlp/instructor-large (INSTRUCTOR package), which recent sentence-transformers cannot load.
-# all-MiniLM-L6-v2 loads everywhere (and is in the offline cache); see .notes/README_alice.md.
+# all-MiniLM-L6-v2 loads everywhere (and is in the offline cache); see README ("Alice", embeddings).
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 INSTRUCTION_MODES = ("auto", "on", "off")
 
@@ -120,17 +126,13 @@ def cluster_by_key(responses: Sequence[str], keys: Sequence[str | None]) -> Clus
 
 
 def cluster_by_answer(data: str, question: str, responses: Sequence[str]) -> Clustering:
-    """gsm8k / arc_challenge: cluster by the extracted final answer."""
-    from .grading import extract_final_answer
-
+    """A dataset with an answer extractor (gsm8k / arc_challenge): cluster by the extracted final answer."""
     return cluster_by_key(responses, [extract_final_answer(data, r, question) for r in responses])
 
 
-ANSWER_CLUSTERED = ("gsm8k", "arc_challenge")
-
-
 def uses_embeddings(data: str) -> bool:
-    return data not in ANSWER_CLUSTERED
+    """The dataset's spec has no final-answer extractor: its answers are clustered by embeddings."""
+    return data_mod.spec(data).uses_embeddings
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -170,8 +172,6 @@ class Embedder:
         return self._model
 
     def encode(self, question: str, responses: Sequence[str]) -> np.ndarray:
-        from .prompts import EMBEDDING_INSTRUCTION
-
         prompt = EMBEDDING_INSTRUCTION.format(question=question) if self.use_instruction else None
         return np.asarray(
             self._load().encode(list(responses), prompt=prompt, batch_size=self.batch_size,

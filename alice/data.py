@@ -13,6 +13,11 @@ Every loader returns a list of plain dicts with the same four keys, whatever the
 triviaqa rows carry a fifth key, ``gold_seed``: the dataset's ``normalized_aliases``, the only ones the seed's
 evaluation compared with (``evaluate.py --grading seed``).
 
+Each dataset is ONE registered ``DatasetSpec`` (the end of this module): where it loads from, how a raw record
+becomes a row, the evaluation split, its grader and the seed's metric, how Alice clusters its answers (a final-answer
+extractor, or embedding clustering), its prompt templates, whether it ships its own chain-of-thought and the 'qa'
+teacher's target. ``register_dataset`` adds one; every stage, grader, prompt and the CLI's ``--data`` choices read it.
+
 Sources: the Hugging Face Hub by default, or a local folder with the layout of ``shared/offline/data``
 (``<dir>/gsm8k/train.jsonl``, ``<dir>/arc_challenge/`` saved with ``save_to_disk``, ...), given by
 ``--data-dir`` or the ``ALICE_DATA_DIR`` environment variable.
@@ -23,39 +28,78 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
+
+from . import grading, prompts
+from .errors import AliceError
+from .jsonl import JsonlError, read_jsonl
 
 DATA_DIR_ENV = "ALICE_DATA_DIR"
 # Where the processed ARC-Challenge lives (the seed repository ships it in this folder).
 ARC_PROCESSED_DIR = Path(__file__).resolve().parent.parent / "arc_challenge_processed"
 
 
-class DataError(ValueError):
+class DataError(AliceError, ValueError):
     """A dataset that cannot be loaded; the message says what to pass or install instead."""
+
+
+Grader = Callable[[str, Any, "str | None"], grading.Grade]  # (response, gold, question) -> Grade
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """Everything the project knows about one dataset (see the module docstring)."""
+
     name: str
-    hub_path: str | None
-    hub_config: str | None
-    test_split: str  # the split the paper evaluates on
-    small_w2s_part: bool  # hotpotqa/triviaqa: the W2S stages use only the first 20% of the W2S half
+    normalize: Callable[[str, int, dict], dict]  # (split, index, raw record) -> {id, question, answer, gold[, ...]}
+    grade: Grader
+    uncertainty_template: str  # the summarizer's prompt (prompts.UNCERTAINTY_*)
+    final_template: str  # the student's final-answer prompt (prompts.STUDENT_FINAL_*)
+    hub_path: str | None = None
+    hub_config: str | None = None
+    hub_loader: Callable[[str], list[dict]] | None = None  # split -> raw records, instead of load_dataset(hub_path)
+    test_split: str = "test"  # the split the paper evaluates on
+    small_w2s_part: bool = False  # the W2S stages use only the first 20% of the W2S half (hotpotqa/triviaqa)
+    answer_key: Callable[[str, "str | None"], "str | None"] | None = None  # (response, question) -> clustering key;
+    # None: answers are clustered by sentence embeddings (cosine > threshold)
+    cot_template: str | None = None  # the teacher's CoT prompt (step 1); None: the dataset ships its own CoT
+    qa_target: Callable[[dict], str] = lambda row: row["answer"]  # the 'qa' teacher's target for a row
+    seed_gold: Callable[[dict], Any] = grading.seed_gold_plain  # the reference the seed's metric compares with
+    seed_grade: Callable[[str, Any, bool], grading.Grade] = grading.seed_grade_substring  # (response, gold, cot_trained)
+    fields: str = "answer"  # the raw fields a row needs besides 'question' (for the error on a bad data file)
+
+    @property
+    def ships_cot(self) -> bool:
+        """True when the dataset's answers are worked solutions already (gsm8k): no CoT generation step."""
+        return self.cot_template is None
+
+    @property
+    def uses_embeddings(self) -> bool:
+        """Alice clusters this dataset's answers by sentence embeddings (no final-answer extractor)."""
+        return self.answer_key is None
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "gsm8k": DatasetSpec("gsm8k", "openai/gsm8k", "main", "test", False),
-    "arc_challenge": DatasetSpec("arc_challenge", None, None, "test", False),
-    "hotpotqa": DatasetSpec("hotpotqa", "hotpotqa/hotpot_qa", "fullwiki", "validation", True),
-    "triviaqa": DatasetSpec("triviaqa", "mandarjoshi/trivia_qa", "rc", "validation", True),
-}
-COT_DATASETS = ("hotpotqa", "triviaqa", "arc_challenge")  # gsm8k ships its own worked solutions
+DATASETS: dict[str, DatasetSpec] = {}
 W2S_PART_FRACTION = 0.2
+
+
+def register_dataset(s: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
+    """Add a dataset: from then on ``--data <name>`` works in every stage script and the pipeline."""
+    if s.name in DATASETS and not replace:
+        raise DataError(f"dataset {s.name!r} is registered already (pass replace=True)")
+    DATASETS[s.name] = s
+    return s
 
 
 def spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     return DATASETS[name]
+
+
+def cot_datasets() -> tuple[str, ...]:
+    """The datasets that need step 1 (CoT generation): those that do not ship worked solutions."""
+    return tuple(n for n, s in DATASETS.items() if not s.ships_cot)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -124,8 +168,6 @@ def _records_from_local(name: str, split: str, root: Path) -> list[dict]:
     file = folder / f"{split}.jsonl"
     if not file.exists():
         raise DataError(f"no {file} in the local data folder {root}: it must have the layout of shared/offline/data")
-    from .jsonl import JsonlError, read_jsonl
-
     try:
         return read_jsonl(file)
     except JsonlError as e:  # a garbage line: one line naming the file and line
@@ -161,8 +203,10 @@ def _records_from_hub(name: str, split: str) -> list[dict]:
     import datasets
 
     s = spec(name)
-    if name == "arc_challenge":
-        return _arc_processed(split)
+    if s.hub_loader is not None:
+        return s.hub_loader(split)
+    if s.hub_path is None:
+        raise DataError(f"{name} has no Hub source: pass --data-dir (or set ${DATA_DIR_ENV}) to a folder holding {name}/")
     try:
         return datasets.load_dataset(s.hub_path, s.hub_config, split=split, token=os.environ.get("HF_TOKEN")).to_list()
     except Exception as e:  # network, auth or missing-dataset errors from deep inside datasets
@@ -172,39 +216,40 @@ def _records_from_hub(name: str, split: str) -> list[dict]:
         ) from None
 
 
-def _normalise(name: str, split: str, i: int, raw: dict) -> dict:
-    from .grading import gsm8k_gold
+def _normalise_gsm8k(split: str, i: int, raw: dict) -> dict:
+    return {"id": f"gsm8k-{split}-{i:05d}", "question": raw["question"].strip(), "answer": raw["answer"],
+            "gold": grading.gsm8k_gold(raw["answer"])}
 
-    if name == "gsm8k":
-        rid, answer, gold = f"gsm8k-{split}-{i:05d}", raw["answer"], gsm8k_gold(raw["answer"])
-    elif name == "arc_challenge":
-        rid, answer, gold = f"arc_challenge-{split}-{i:05d}", raw["answer"], raw["answer"]
-    elif name == "hotpotqa":
-        rid, answer, gold = str(raw.get("id") or f"hotpotqa-{split}-{i:05d}"), raw["answer"], raw["answer"]
-    elif name == "triviaqa":
-        a = raw["answer"]
-        aliases = list(dict.fromkeys([a["value"], *a.get("aliases", []), *a.get("normalized_aliases", [])]))
-        rid, answer, gold = str(raw.get("question_id") or f"triviaqa-{split}-{i:05d}"), a["value"], aliases
-        return {"id": rid, "question": raw["question"].strip(), "answer": answer, "gold": gold,
-                "gold_seed": list(a.get("normalized_aliases") or [])}
-    else:  # pragma: no cover - spec() already rejected it
-        raise DataError(name)
-    return {"id": rid, "question": raw["question"].strip(), "answer": answer, "gold": gold}
+
+def _normalise_arc(split: str, i: int, raw: dict) -> dict:
+    return {"id": f"arc_challenge-{split}-{i:05d}", "question": raw["question"].strip(), "answer": raw["answer"],
+            "gold": raw["answer"]}
+
+
+def _normalise_hotpotqa(split: str, i: int, raw: dict) -> dict:
+    return {"id": str(raw.get("id") or f"hotpotqa-{split}-{i:05d}"), "question": raw["question"].strip(),
+            "answer": raw["answer"], "gold": raw["answer"]}
+
+
+def _normalise_triviaqa(split: str, i: int, raw: dict) -> dict:
+    a = raw["answer"]
+    aliases = list(dict.fromkeys([a["value"], *a.get("aliases", []), *a.get("normalized_aliases", [])]))
+    return {"id": str(raw.get("question_id") or f"triviaqa-{split}-{i:05d}"), "question": raw["question"].strip(),
+            "answer": a["value"], "gold": aliases, "gold_seed": list(a.get("normalized_aliases") or [])}
 
 
 def load_split(name: str, split: str, data_dir_: str | None = None) -> list[dict]:
     """Rows of one split of a dataset, as ``{id, question, answer, gold}`` dicts in the source's order."""
-    spec(name)
+    s = spec(name)
     root = data_dir(data_dir_)
     raw = _records_from_local(name, split, root) if root else _records_from_hub(name, split)
     rows = []
     for i, r in enumerate(raw):
         try:
-            rows.append(_normalise(name, split, i, r))
+            rows.append(s.normalize(split, i, r))
         except (KeyError, TypeError, AttributeError):
             where = f"{root / name} ({split})" if root else f"{name} ({split}) from the Hub"
-            fields = "answer: {value, aliases}" if name == "triviaqa" else "answer"
-            raise DataError(f"{where}, row {i + 1}: expected the fields question, {fields} "
+            raise DataError(f"{where}, row {i + 1}: expected the fields question, {s.fields} "
                             f"(got {', '.join(map(str, r)) if isinstance(r, dict) else type(r).__name__}); fix the data file") from None
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):  # ids must be unique for stages to join on them
@@ -236,3 +281,42 @@ def load_subset(name: str, subset: str, data_dir_: str | None = None) -> list[di
     if subset not in SUBSETS:
         raise DataError(f"unknown subset {subset!r}; choose from {', '.join(SUBSETS)}")
     return SUBSETS[subset](name, load_train(name, data_dir_))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The paper's four datasets: one block each. A fifth is one more ``register_dataset(DatasetSpec(...))``
+# (tests/test_new_dataset.py registers a toy one and runs the pipeline's dry-run and the Alice stages on it).
+# ----------------------------------------------------------------------------------------------------
+
+def _gsm8k_qa_target(row: dict) -> str:
+    """The 'qa' teacher's target: ``#### N`` (N as the solution writes it, as the seed's
+    ``'#### ' + answer.split('####')[1].strip()``)."""
+    return f"#### {row['answer'].split('####')[1].strip()}"
+
+
+register_dataset(DatasetSpec(
+    "gsm8k", _normalise_gsm8k, lambda r, gold, q=None: grading.grade_gsm8k(r, gold),
+    prompts.UNCERTAINTY_GSM8K, prompts.STUDENT_FINAL_GSM8K,
+    hub_path="openai/gsm8k", hub_config="main", test_split="test",
+    answer_key=lambda r, q=None: grading.extract_gsm8k(r),
+    cot_template=None,  # ships its own worked solutions
+    qa_target=_gsm8k_qa_target, seed_gold=grading.seed_gold_gsm8k, seed_grade=grading.seed_grade_gsm8k,
+))
+register_dataset(DatasetSpec(
+    "arc_challenge", _normalise_arc, grading.grade_arc, prompts.UNCERTAINTY_QA, prompts.STUDENT_FINAL_ARC,
+    hub_loader=lambda split: _arc_processed(split), test_split="test",
+    answer_key=lambda r, q=None: grading.extract_arc(r, grading.arc_options(q) if q else None),
+    cot_template=prompts.COT_ARC, seed_gold=grading.seed_gold_arc, seed_grade=grading.seed_grade_arc,
+))
+register_dataset(DatasetSpec(
+    "hotpotqa", _normalise_hotpotqa, lambda r, gold, q=None: grading.grade_hotpotqa(r, gold),
+    prompts.UNCERTAINTY_QA, prompts.STUDENT_FINAL_QA,
+    hub_path="hotpotqa/hotpot_qa", hub_config="fullwiki", test_split="validation", small_w2s_part=True,
+    cot_template=prompts.COT_QA,
+))
+register_dataset(DatasetSpec(
+    "triviaqa", _normalise_triviaqa, lambda r, gold, q=None: grading.grade_triviaqa(r, gold),
+    prompts.UNCERTAINTY_QA, prompts.STUDENT_FINAL_QA,
+    hub_path="mandarjoshi/trivia_qa", hub_config="rc", test_split="validation", small_w2s_part=True,
+    cot_template=prompts.COT_QA, seed_gold=grading.seed_gold_triviaqa, fields="answer: {value, aliases}",
+))

@@ -10,11 +10,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import grading, prompts
+from . import artifacts, grading, prompts
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
 from .jsonl import read_jsonl, require_trained, write_json, write_jsonl
-from .paths import Layout
+from .options import SAMPLING
+from .paths import Layout, eval_run_name
 
+GREEDY = SAMPLING["eval"]
 METHODS = ("naive", "base", "original-wts", "ours-wts")
 ORIGINAL_WTS_TYPES = ("qa", "cot", "cascade")
 OURS_WTS_TYPES = ("singleturn", "cascade")
@@ -40,45 +42,22 @@ class EvalTarget:
     made_by: str | None  # the command that trains it (None: a hub model)
 
 
-def _sft(model: str, data: str, rest: str) -> str:
-    return f"python training/SFT.py --model {model} --data {data} {rest}"
-
-
-def _where(layout: Layout, data_dir: str | None) -> str:
-    from .cli import location_flags
-
-    return location_flags(layout.root, data_dir)
-
-
 def target(layout: Layout, method: str, model: str, data: str, student: str, student_id: str | None = None,
            teacher: str | None = None, original_wts_type: str | None = None,
            ours_wts_type: str | None = None, data_dir: str | None = None) -> EvalTarget:
-    """Resolve ``--method`` (and its type) to the model to evaluate.
+    """Resolve ``--method`` (and its type) to the model to evaluate (``artifacts.evaluated_model``).
 
     naive: the untrained ``student`` from the registry (``student_id``); base: the student trained on ground truth;
     original-wts / ours-wts: the student trained on a teacher's labels. For the cascade types ``teacher`` is the
     mid-level model (the last hop's teacher), as in the seed: ``--teacher 3B --student 7B`` for 1.5B -> 3B -> 7B.
     """
-    from .paths import eval_run_name
-
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     run = eval_run_name(model, student, method, teacher, original_wts_type, ours_wts_type)
-    if method == "naive":
+    trained = artifacts.evaluated_model(layout, model, data, student, method, teacher, original_wts_type, ours_wts_type)
+    if trained is None:
         return EvalTarget(run, student_id or student, None)
-    if method == "base":
-        return EvalTarget(run, str(layout.base_model(model, student, data)),
-                          _sft(model, data, f"--student {student} --method base" + _where(layout, data_dir)))
-    ts = f"--teacher {teacher} --student {student}"
-    if method == "original-wts":
-        path = layout.original_student_model(model, teacher, student, data, original_wts_type)
-        return EvalTarget(run, str(path),
-                          _sft(model, data, f"{ts} --method original-wts-stage2 --original-wts-type {original_wts_type}"
-                               + _where(layout, data_dir)))
-    sft_type = "singleturn" if ours_wts_type == "singleturn" else "cascade2"
-    path = layout.ours_student_model(model, teacher, student, data, sft_type)
-    return EvalTarget(run, str(path), _sft(model, data, f"{ts} --method ours-wts-stage2 --ours-wts-type {sft_type}"
-                                           + _where(layout, data_dir)))
+    return EvalTarget(run, str(trained.path), trained.command(layout.root, data_dir))
 
 
 def model_inputs(t: EvalTarget) -> list[str]:
@@ -112,7 +91,7 @@ def evaluate(generator: Generator, rows: list[dict], data: str, pred_path, summa
     ``meta`` (``method``, ``original_wts_type``) also picks the seed's ARC parsing for the seed's metric."""
     t0 = time.perf_counter()
     meta = meta or {}
-    sampling = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
+    sampling = Sampling(temperature=GREEDY.temperature, top_p=GREEDY.top_p, max_new_tokens=max_new_tokens)
     items = [{"id": r["id"], "messages": prompts.eval_messages(data, r["question"])} for r in rows]
     texts = generate_resumable(generator, items, sampling, pred_path, desc=f"eval {data}")
     preds = []
@@ -123,7 +102,7 @@ def evaluate(generator: Generator, rows: list[dict], data: str, pred_path, summa
     write_jsonl(pred_path, preds)
     summary = summarize(preds)
     summary.update(meta)
-    summary["settings"] = dict(summary.get("settings", {}), max_new_tokens=max_new_tokens, temperature=0.0,
+    summary["settings"] = dict(summary.get("settings", {}), max_new_tokens=max_new_tokens, temperature=GREEDY.temperature,
                                backend=generator.backend)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     summary["predictions"] = str(pred_path)

@@ -22,13 +22,15 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
+from .errors import AliceError
+
 SUFFIX = ".meta.json"
 HEAD_BYTES = 1 << 16
 # model-folder files that are records, not weights: rewriting them does not change the model
 _RECORDS = {"train_config.json", "loss_log.json"}
 
 
-class StaleOutputError(ValueError):
+class StaleOutputError(AliceError, ValueError):
     """An output exists but was made with other settings or from other inputs; the message names ``--overwrite``."""
 
 

@@ -34,17 +34,19 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .errors import AliceError
+from .options import DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_MAX_NEW_TOKENS
+
 # End-of-turn tokens of common chat formats, used as extra stop tokens when the tokenizer knows them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|eom_id|>")
 BACKENDS = ("auto", "vllm", "hf")
 HF_BATCHING = ("auto", "continuous", "padded")  # auto: continuous on a GPU (when transformers has it), else padded
-DEFAULT_MAX_NEW_TOKENS = 4096  # the paper's max_tokens
 CPU_MAX_MODEL_LEN = 4096  # vLLM on CPU: cap the context (prompt + answer) so the KV cache stays small
 DEFAULT_HF_BATCH = {"cuda": 64, "cpu": 8}  # sequences per hf generate() call (padded batching)
 CB_CHUNK = 1024  # prompts per generate_resumable checkpoint under continuous batching (it keeps them all in flight)
 
 
-class GenerationError(RuntimeError):
+class GenerationError(AliceError, RuntimeError):
     """A backend that cannot run here (e.g. --backend vllm without vllm installed)."""
 
 
@@ -279,7 +281,7 @@ class Generator:
     """Generate chat completions with vLLM or Hugging Face transformers (see the module docstring)."""
 
     def __init__(self, model: str, backend: str = "auto", tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.6, batch_size: int | None = None, dtype: str | None = None,
+                 gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION, batch_size: int | None = None, dtype: str | None = None,
                  max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
                  enforce_eager: bool | None = None):
         if hf_batching not in HF_BATCHING:
@@ -303,14 +305,14 @@ class Generator:
 
     @classmethod
     def from_args(cls, model: str, args, parser=None) -> "Generator":
-        """From the flags of ``alice.cli.add_generation_args``; with ``parser``, a backend that cannot run here
+        """From ``options.GenerationOptions`` (the flags of ``alice.cli.add_generation_args``); with ``parser``, a backend that cannot run here
         (``--backend vllm`` without vllm) is a one-line parser error instead of a traceback."""
         try:
             return cls(
                 model,
                 backend=getattr(args, "backend", "auto"),
                 tensor_parallel_size=getattr(args, "tensor_parallel_size", 1),
-                gpu_memory_utilization=getattr(args, "gpu_memory_utilization", 0.6),
+                gpu_memory_utilization=getattr(args, "gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION),
                 batch_size=getattr(args, "batch_size", None),
                 dtype=getattr(args, "dtype", None),
                 hf_batching=getattr(args, "hf_batching", None) or "auto",

@@ -187,15 +187,23 @@ def grade_triviaqa(response: str, gold: list[str] | str) -> Grade:
 # parse for gsm8k (and for ARC when it looked for "My choice is"), by all responses otherwise.
 # ----------------------------------------------------------------------------------------------------
 
-def seed_gold(data: str, row: dict):
-    """The reference the seed compared with, from a ``data`` row: gsm8k the raw text after ``####``; arc the
-    answer split on ``'. '``; hotpotqa the answer; triviaqa the normalised aliases only (``gold_seed``)."""
-    if data == "gsm8k":
-        return row["answer"].split("####")[1].strip() if "####" in row["answer"] else str(row["gold"])
-    if data == "arc_challenge":
-        return row["answer"].split(". ")
-    if data == "triviaqa":
-        return row.get("gold_seed") or row["gold"]
+def seed_gold_gsm8k(row: dict):
+    """gsm8k: the raw text after ``####`` of the reference solution."""
+    return row["answer"].split("####")[1].strip() if "####" in row["answer"] else str(row["gold"])
+
+
+def seed_gold_arc(row: dict):
+    """arc: the answer split on ``'. '`` (``['C', 'option text']``)."""
+    return row["answer"].split(". ")
+
+
+def seed_gold_triviaqa(row: dict):
+    """triviaqa: the normalised aliases only (``gold_seed``)."""
+    return row.get("gold_seed") or row["gold"]
+
+
+def seed_gold_plain(row: dict):
+    """hotpotqa (and any dataset without its own rule): the row's gold."""
     return row["gold"]
 
 
@@ -205,58 +213,64 @@ def seed_arc_reads_choice(method: str | None, original_wts_type: str | None) -> 
     return original_wts_type == "cot" or method == "ours-wts"
 
 
-def seed_grade(data: str, response: str, gold, *, method: str | None = None,
-               original_wts_type: str | None = None) -> Grade:
-    """The seed's grading of one response (``gold`` from ``seed_gold``), its lenient matches included:
-    gsm8k: the text between the first and second ``####``, stripped, equal to the gold string;
-    hotpotqa/triviaqa: the lower-cased gold (any normalised alias) is a substring of the lower-cased response;
-    arc: the response (after ``My choice is`` when ``seed_arc_reads_choice``) split on ``.``; correct when for
-    some i the i-th part of the gold (``['C', 'option text']``) is a substring of the i-th part of the response."""
-    if data == "gsm8k":
-        parts = response.split("####")
+def seed_grade_gsm8k(response: str, gold, cot_trained: bool = False) -> Grade:
+    """The text between the first and second ``####``, stripped, equal to the gold string."""
+    parts = response.split("####")
+    if len(parts) < 2:
+        return Grade(False, False, None)
+    pred = parts[1].strip()
+    return Grade(pred == gold, True, pred)
+
+
+def seed_grade_substring(response: str, gold, cot_trained: bool = False) -> Grade:
+    """hotpotqa/triviaqa: the lower-cased gold (any normalised alias) is a substring of the lower-cased response."""
+    aliases = [gold] if isinstance(gold, str) else gold
+    return Grade(any(a.lower() in response.lower() for a in aliases), True, None)
+
+
+def seed_grade_arc(response: str, gold, cot_trained: bool = False) -> Grade:
+    """The response (after ``My choice is`` when ``cot_trained``: see ``seed_arc_reads_choice``) split on ``.``;
+    correct when for some i the i-th part of the gold (``['C', 'option text']``) is a substring of the i-th part."""
+    if cot_trained:
+        parts = response.split("My choice is")
         if len(parts) < 2:
             return Grade(False, False, None)
-        pred = parts[1].strip()
-        return Grade(pred == gold, True, pred)
-    if data == "hotpotqa":
-        return Grade(gold.lower() in response.lower(), True, None)
-    if data == "triviaqa":
-        aliases = [gold] if isinstance(gold, str) else gold
-        return Grade(any(a.lower() in response.lower() for a in aliases), True, None)
-    if data == "arc_challenge":
-        if seed_arc_reads_choice(method, original_wts_type):
-            parts = response.split("My choice is")
-            if len(parts) < 2:
-                return Grade(False, False, None)
-            pieces = [x for x in parts[1].strip().split(".") if x.strip()]
-        else:
-            pieces = response.split(".")
-        correct = any(gold[i].lower().strip() in pieces[i].lower().strip() for i in range(min(len(pieces), len(gold))))
-        return Grade(correct, True, pieces[0].strip() if pieces else None)
-    raise ValueError(f"no grader for dataset {data!r}")
+        pieces = [x for x in parts[1].strip().split(".") if x.strip()]
+    else:
+        pieces = response.split(".")
+    correct = any(gold[i].lower().strip() in pieces[i].lower().strip() for i in range(min(len(pieces), len(gold))))
+    return Grade(correct, True, pieces[0].strip() if pieces else None)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Dispatch
+# By dataset name: each dataset's grader, seed rule and answer extractor are named in its spec (``alice.data``)
 # ----------------------------------------------------------------------------------------------------
+
+def _spec(data: str):
+    from .data import spec  # alice.data registers the graders above: imported here to keep the layering one-way
+
+    return spec(data)
+
 
 def grade(data: str, response: str, gold, question: str | None = None) -> Grade:
     """Grade one response for dataset ``data``."""
-    if data == "gsm8k":
-        return grade_gsm8k(response, gold)
-    if data == "arc_challenge":
-        return grade_arc(response, gold, question)
-    if data == "hotpotqa":
-        return grade_hotpotqa(response, gold)
-    if data == "triviaqa":
-        return grade_triviaqa(response, gold)
-    raise ValueError(f"no grader for dataset {data!r}")
+    return _spec(data).grade(response, gold, question)
+
+
+def seed_gold(data: str, row: dict):
+    """The reference the seed compared with, from a ``data`` row (the dataset's ``seed_gold`` rule)."""
+    return _spec(data).seed_gold(row)
+
+
+def seed_grade(data: str, response: str, gold, *, method: str | None = None,
+               original_wts_type: str | None = None) -> Grade:
+    """The seed's grading of one response (``gold`` from ``seed_gold``), its lenient matches included."""
+    return _spec(data).seed_grade(response, gold, seed_arc_reads_choice(method, original_wts_type))
 
 
 def extract_final_answer(data: str, response: str, question: str | None = None) -> str | None:
     """The key Alice clusters samples by (gsm8k: the number; arc: the letter); None when unreadable."""
-    if data == "gsm8k":
-        return extract_gsm8k(response)
-    if data == "arc_challenge":
-        return extract_arc(response, arc_options(question) if question else None)
-    raise ValueError(f"{data} is clustered by embeddings, not by a final answer")
+    key = _spec(data).answer_key
+    if key is None:
+        raise ValueError(f"{data} is clustered by embeddings, not by a final answer")
+    return key(response, question)

@@ -15,12 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .errors import AliceError
 
-class JsonlError(ValueError):
+
+class JsonlError(AliceError, ValueError):
     pass
 
 
-class MissingInputError(FileNotFoundError):
+class MissingInputError(AliceError, FileNotFoundError):
     """A prior stage's file is missing; the message names the command that makes it."""
 
 

@@ -34,10 +34,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cli, fresh, registry
+from . import artifacts, cli, fresh, registry
 from . import data as data_mod
 from .alice_stages import originals_path
-from .paths import Layout, eval_run_name
+from .paths import Layout
 
 # The embedded demo, sized for a 2-core CPU machine (README: its measured wall time and a worked example). It runs every
 # mechanism of Alice: 8 samples of up to 384 tokens (the 0.5B's gsm8k answers average ~280 tokens; at 256 most stop
@@ -59,12 +59,7 @@ DEMO = dict(
 # --paper: the paper's scale (no limits, N=100 samples, full fine-tuning for 3 epochs, 4096 new tokens).
 PAPER = dict(train_limit=None, eval_limit=None, num_samples=100, max_new_tokens=None, epochs=3, lora=False, lr=None)
 
-SFT = "training/SFT.py"
-COT = "cot/cot_generate_filter.py"
-ORIGINAL = "W2SG_pipeline/original/original_weak_to_strong.py"
-OURS = "W2SG_pipeline/ours/new_weak_to_strong_{}.py"
-EVAL = "evaluation.py"
-REPORT = "report.py"
+SFT = artifacts.SFT  # the training script: a step running it frees the pooled engines first
 
 
 @dataclass
@@ -167,12 +162,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
     s = settings(args)
     L = Layout.default(args.root)
     M, D, T, S, MID = args.model, args.data, args.teacher, args.student, args.midlevel
-    py = [args.python]
-    common = ["--model", M, "--data", D]
-    if args.data_dir:
-        common += ["--data-dir", args.data_dir]
-    if args.root:
-        common += ["--root", args.root]
+    where = (["--data-dir", args.data_dir] if args.data_dir else []) + (["--root", args.root] if args.root else [])
 
     def lim(n):
         return ["--limit", str(n)] if n else []
@@ -193,86 +183,71 @@ def plan(args: argparse.Namespace) -> list[Step]:
 
     steps: list[Step] = []
 
-    # Each trained model is evaluated right after its training step (the untrained ones first): a run cut short
-    # (a GPU hold that ends, a kill) has evaluated every model it finished, and the evaluation reuses nothing stale.
+    def step(name, art: artifacts.Artifact, extra=(), outputs=None):
+        """A step running the command that makes ``art`` (the artifact table), with this run's extra flags."""
+        steps.append(Step(name, art.argv(args.python, where, list(extra)), [art.path] if outputs is None else outputs))
+
+    A = artifacts
+
+    # Each trained model is evaluated right after its training step (the untrained ones last): a run cut short
+    # (a GPU hold that ends, a kill) has evaluated every model it finished.
     def ev(name, student, method, teacher=None, otype=None, utype=None):
-        flags = ["--student", student, "--method", method]
-        if teacher:
-            flags += ["--teacher", teacher]
-        if otype:
-            flags += ["--original-wts-type", otype]
-        if utype:
-            flags += ["--ours-wts-type", utype]
-        run = eval_run_name(M, student, method, teacher, otype, utype)
-        steps.append(Step(f"eval {name}", py + [EVAL, *common, *flags, *eval_gen], [L.eval_summary(D, run)]))
-
-    def sft(name, out, *flags, evaluate=None):
-        steps.append(Step(name, py + [SFT, *common, *flags, *sft_extra], [out]))
-        if evaluate:
-            ev(*evaluate)
-
+        step(f"eval {name}", A.evaluation(L, M, D, student, method, teacher, otype, utype), eval_gen)
 
     # 1. baselines: weak (teacher size) and strong (student size) trained on ground truth
-    sft(f"base {T}", L.base_model(M, T, D), "--student", T, "--method", "base", evaluate=(f"weak {T}", T, "base"))
-    sft(f"base {S}", L.base_model(M, S, D), "--student", S, "--method", "base", evaluate=(f"strong {S}", S, "base"))
+    step(f"base {T}", A.base_model(L, M, D, T), sft_extra)
+    ev(f"weak {T}", T, "base")
+    step(f"base {S}", A.base_model(L, M, D, S), sft_extra)
+    ev(f"strong {S}", S, "base")
     # 2. CoT (gsm8k ships its own), teacher stage 1 on CoT and on q-a pairs
-    if D in data_mod.COT_DATASETS:
-        steps.append(Step("cot", py + [COT, *common, "--teacher", T, *train_gen], [L.cot_correct(M, T, D)]))
-    sft("teacher stage1 cot", L.teacher_cot_model(M, T, D), "--teacher", T, "--method", "ours-wts-stage1", "--ours-wts-type", "singleturn")
-    sft("teacher stage1 qa", L.teacher_qa_model(M, T, D), "--teacher", T, "--method", "original-wts-stage1", "--original-wts-type", "qa")
+    if not data_mod.spec(D).ships_cot:
+        step("cot", A.cot(L, M, D, T), train_gen)
+    step("teacher stage1 cot", A.teacher_model(L, M, D, T, "cot"), sft_extra)
+    step("teacher stage1 qa", A.teacher_model(L, M, D, T, "qa"), sft_extra)
     # 3. original W2S: labels from each teacher, student stage 2
     for t in ("qa", "cot"):
-        steps.append(Step(f"original labels {t}", py + [ORIGINAL, *common, "--teacher", T, "--type", t, *train_gen], [L.original_labels(M, T, D, t)]))
-        sft(f"original student {t}", L.original_student_model(M, T, S, D, t), "--teacher", T, "--student", S,
-            "--method", "original-wts-stage2", "--original-wts-type", t, evaluate=(f"original {t}", S, "original-wts", T, t))
+        step(f"original labels {t}", A.original_labels(L, M, D, T, t), train_gen)
+        step(f"original student {t}", A.original_student(L, M, D, T, S, t), sft_extra)
+        ev(f"original {t}", S, "original-wts", T, otype=t)
 
     # 3b. original W2S cascade baseline: the cot teacher labels the first W2S half, the mid-level model trained on
     #     those labels labels the second half, the student trains on those
     if MID:
-        steps.append(Step("original cascade labels 1", py + [ORIGINAL, *common, "--teacher", T, "--type", "cascade_1", *train_gen],
-                          [L.original_cascade_labels(M, T, D)]))
-        sft(f"original cascade mid {T}->{MID}", L.original_student_model(M, T, MID, D, "cascade"), "--teacher", T,
-            "--student", MID, "--method", "original-wts-stage2", "--original-wts-type", "cascade")
-        steps.append(Step("original cascade labels 2", py + [ORIGINAL, *common, "--teacher", T, "--midlevel", MID, "--type",
-                                                              "cascade_2", *train_gen], [L.original_cascade_labels(M, MID, D)]))
-        sft(f"original cascade student {MID}->{S}", L.original_student_model(M, MID, S, D, "cascade"), "--teacher", MID,
-            "--student", S, "--method", "original-wts-stage2", "--original-wts-type", "cascade",
-            evaluate=("original cascade", S, "original-wts", MID, "cascade"))
+        step("original cascade labels 1", A.original_labels(L, M, D, T, "cascade1"), train_gen)
+        step(f"original cascade mid {T}->{MID}", A.original_student(L, M, D, T, MID, "cascade"), sft_extra)
+        step("original cascade labels 2", A.original_labels(L, M, D, T, "cascade2", midlevel=MID), train_gen)
+        step(f"original cascade student {MID}->{S}", A.original_student(L, M, D, MID, S, "cascade"), sft_extra)
+        ev("original cascade", S, "original-wts", MID, otype="cascade")
 
     # 4. Alice single-turn (teacher -> student), and teacher -> mid-level for the cascade
     def alice(teacher, student, cascade):
-        method = ["--method", "cascade", "--midlevel", MID] if cascade else ["--method", "singleturn"]
-        roles = ["--teacher", teacher if not cascade else T, "--student", student]
         sampler = MID if cascade else teacher
-        outs = {
-            "cluster": L.sampled_clustered(M, sampler, D, cascade),
-            "uncertainty": L.uncertainty(M, sampler, D, cascade),
-            "zeroshot": L.zeroshot(M, sampler, student, D, cascade),
-            "final": L.alice_train(M, sampler, student, D, cascade),
-        }
         tag = f"{'cascade ' if cascade else ''}alice {sampler}->{student}"
-        for stage, out in outs.items():
-            extra = stage_extra.get(stage, [])
-            made = [out, originals_path(outs["final"])] if stage == "uncertainty" else [out]  # + this student's 'original' rows
-            steps.append(Step(f"{tag} {stage}", py + [OURS.format(stage), *common, *roles, *method, *train_gen, *extra], made))
+        for stage in A.ALICE_STAGES:
+            art = A.alice_stage(L, stage, M, D, T if cascade else teacher, student, MID if cascade else None)
+            made = None
+            if stage == "uncertainty":  # + this student's 'original' rows
+                made = [art.path, originals_path(A.alice_stage(L, "final", M, D, T, student, MID if cascade else None).path)]
+            step(f"{tag} {stage}", art, [*train_gen, *stage_extra.get(stage, [])], made)
 
     alice(T, S, cascade=False)
-    sft(f"alice student {T}->{S}", L.ours_student_model(M, T, S, D), "--teacher", T, "--student", S,
-        "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", evaluate=("alice", S, "ours-wts", T, None, "singleturn"))
+    step(f"alice student {T}->{S}", A.alice_student(L, M, D, T, S, "singleturn"), sft_extra)
+    ev("alice", S, "ours-wts", T, utype="singleturn")
     if MID:
         alice(T, MID, cascade=False)
-        sft(f"cascade mid {T}->{MID}", L.ours_student_model(M, T, MID, D, "cascade1"), "--teacher", T, "--student", MID,
-            "--method", "ours-wts-stage2", "--ours-wts-type", "cascade1")
+        step(f"cascade mid {T}->{MID}", A.alice_student(L, M, D, T, MID, "cascade1"), sft_extra)
         alice(MID, S, cascade=True)
-        sft(f"cascade student {MID}->{S}", L.ours_student_model(M, MID, S, D, "cascade2"), "--teacher", MID, "--student", S,
-            "--method", "ours-wts-stage2", "--ours-wts-type", "cascade2", evaluate=("cascade alice", S, "ours-wts", MID, None, "cascade"))
+        step(f"cascade student {MID}->{S}", A.alice_student(L, M, D, MID, S, "cascade2"), sft_extra)
+        ev("cascade alice", S, "ours-wts", MID, utype="cascade")
 
     if args.with_naive:  # the untrained models last: they depend on nothing, and matter least if a run is cut short
         ev(f"naive {T}", T, "naive")
         ev(f"naive {S}", S, "naive")
-    # 5. the report (always rerun: cheap, and it reflects whatever summaries exist)
-    rep = [*common, "--teacher", T, "--student", S] + (["--midlevel", MID] if MID else [])  # --data-dir: ground truth
-    steps.append(Step("report", py + [REPORT, *rep], []))
+    # 5. the report (always rerun: cheap, and it reflects whatever summaries exist); --data-dir: the diagnostics'
+    #    ground truth
+    rep = ["--model", M, "--data", D, "--teacher", T, "--student", S] + (["--midlevel", MID] if MID else [])
+    rep += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--root", args.root] if args.root else [])
+    steps.append(Step("report", [args.python, artifacts.REPORT, *rep], []))
     return steps
 
 

@@ -2,7 +2,8 @@
 
 The texts are the paper's released scripts' strings, verbatim: typos (e.g. "consier"), the indentation the
 seed's triple-quoted strings carried and its list lines included, since the paper's models saw exactly these.
-Each ``*_messages`` function returns chat messages; chat templates come from each model's tokenizer.
+Each ``*_messages`` function returns chat messages; chat templates come from each model's tokenizer. Which
+template a dataset uses is named once, in its ``DatasetSpec`` (``alice.data``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,16 @@ COT_ARC = (
 )
 
 
+def _spec(data: str):
+    from .data import spec  # each dataset names its templates in its spec (alice.data, which imports this module)
+
+    return spec(data)
+
+
 def cot_messages(data: str, question: str) -> Messages:
-    template = COT_ARC if data == "arc_challenge" else COT_QA
+    template = _spec(data).cot_template
+    if template is None:
+        raise ValueError(f"{data} ships its own chain-of-thought: no CoT prompt")
     return user(template.format(question=question.strip()))
 
 
@@ -103,8 +112,7 @@ def uncertainty_messages(data: str, question: str, cluster_responses: list[str])
     """Ask the summarizer for the teacher's uncertainty, given one representative response per cluster
     (numbered as the seed's ``wrap_template``)."""
     responses = "".join(f"{i + 1}. {r}\n" for i, r in enumerate(cluster_responses))
-    template = UNCERTAINTY_GSM8K if data == "gsm8k" else UNCERTAINTY_QA
-    return user(template.format(question, responses))
+    return user(_spec(data).uncertainty_template.format(question, responses))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -154,8 +162,7 @@ STUDENT_FINAL_ARC = '''
 def student_final_messages(
     data: str, question: str, student_answer: str, teacher_answer: str, uncertainty: str
 ) -> Messages:
-    template = {"gsm8k": STUDENT_FINAL_GSM8K, "arc_challenge": STUDENT_FINAL_ARC}.get(data, STUDENT_FINAL_QA)
-    return user(template.format(question, student_answer, teacher_answer, uncertainty))
+    return user(_spec(data).final_template.format(question, student_answer, teacher_answer, uncertainty))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 
+from .errors import AliceError
+
 # family -> size -> hub id. The paper's settings are qwen2.5 (1.5B/3B teach 3B/7B) and
 # llama3 (1B/3B teach 3B/8B); the others are small families useful on modest hardware.
 FAMILIES: dict[str, dict[str, str]] = {
@@ -30,7 +32,7 @@ SUMMARIZER_HUB_ID = "meta-llama/Meta-Llama-3-70B-Instruct"
 SUMMARIZER_LOCAL_DIR = "./Meta-Llama-3-70B-Instruct"
 
 
-class RegistryError(ValueError):
+class RegistryError(AliceError, ValueError):
     """An unknown family or size; the message lists the valid choices."""
 
 

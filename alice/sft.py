@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import data as data_mod
-from . import prompts, registry
+from . import artifacts, prompts, registry
+from .errors import AliceError
 from .jsonl import JsonlError, read_jsonl, write_json
 from .paths import Layout
 
@@ -61,7 +62,7 @@ CONFIG_ENV = "ALICE_ACCELERATE_CONFIG"
 CHECKPOINTS = "checkpoints"
 
 
-class SFTError(ValueError):
+class SFTError(AliceError, ValueError):
     """A setting a user can fix; the message says how."""
 
 
@@ -98,10 +99,6 @@ def method_type(method: str, ours_type: str | None, original_type: str | None) -
     return given
 
 
-def _cmd(*parts) -> str:
-    return " ".join(str(p) for p in parts if p is not None)
-
-
 def _file_rows(path: Path, made_by: str) -> list[dict]:
     """``{id, question, answer}`` rows of a stage's file (``answer`` is the training target)."""
     rows = read_jsonl(path, made_by=made_by)
@@ -115,11 +112,8 @@ def _file_rows(path: Path, made_by: str) -> list[dict]:
 
 
 def qa_target(data: str, row: dict) -> str:
-    """The short answer a 'qa' teacher is trained on: gsm8k ``#### N`` (N as the solution writes it, as the
-    seed's ``'#### ' + answer.split('####')[1].strip()``); others the dataset's answer."""
-    if data == "gsm8k":
-        return f"#### {row['answer'].split('####')[1].strip()}"
-    return row["answer"]
+    """The short answer a 'qa' teacher is trained on (the dataset's ``qa_target``: gsm8k ``#### N``)."""
+    return data_mod.spec(data).qa_target(row)
 
 
 def qa_rows_from_cot(path: Path, made_by: str) -> list[dict]:
@@ -162,56 +156,49 @@ def resolve_job(
     size = teacher if role == "teacher" else student
     model_id = registry.resolve_model(model, size)
     M, D, T, S, L = model, data, teacher, student, layout
-    common = _cmd("--model", M, "--data", D)
-    from .cli import location_flags
-
-    where = location_flags(L.root, data_dir).strip() or None  # --data-dir / --root of the hinted commands
+    where = dict(root=L.root, data_dir=data_dir)  # --data-dir / --root of the hinted commands
     path = None
 
     if method == "base":
-        out, source = L.base_model(M, S, D), f"{D} train split: W2S part (ground truth)"
+        out, source = artifacts.base_model(L, M, D, S).path, f"{D} train split: W2S part (ground truth)"
         load = lambda: data_mod.load_subset(D, "w2s_part", data_dir)  # noqa: E731
     elif method == "ours-wts-stage1":
-        out = L.teacher_cot_model(M, T, D)
-        if D in data_mod.COT_DATASETS:
-            path = L.cot_correct(M, T, D)
-            made_by = _cmd("python cot/cot_generate_filter.py", common, "--teacher", T, where)
-            source = str(path)
+        out = artifacts.teacher_model(L, M, D, T, "cot").path
+        if not data_mod.spec(D).ships_cot:
+            cot = artifacts.cot(L, M, D, T)
+            path, made_by, source = cot.path, cot.command(**where), str(cot.path)
             load = lambda: _file_rows(path, made_by)  # noqa: E731
         else:  # gsm8k ships its own worked solutions
             source = f"{D} train split: teacher half (ground-truth worked solutions)"
             load = lambda: data_mod.load_subset(D, "teacher_half", data_dir)  # noqa: E731
     elif method == "original-wts-stage1":
-        out = L.teacher_qa_model(M, T, D)
-        if D in data_mod.COT_DATASETS:  # as the seed: the questions whose CoT was correct, with their short answer
-            path = L.cot_correct(M, T, D)
-            made_by = _cmd("python cot/cot_generate_filter.py", common, "--teacher", T)
+        out = artifacts.teacher_model(L, M, D, T, "qa").path
+        if not data_mod.spec(D).ships_cot:  # as the seed: the questions whose CoT was correct, with their short answer
+            cot = artifacts.cot(L, M, D, T)
+            path, made_by = cot.path, cot.command(**where)
             source = f"{path} (questions with a correct CoT; target: the ground-truth short answer)"
             load = lambda: qa_rows_from_cot(path, made_by)  # noqa: E731
         else:  # gsm8k: the whole teacher half, target '#### N'
             source = f"{D} train split: teacher half (short answers)"
             load = lambda: [dict(r, answer=qa_target(D, r)) for r in data_mod.load_subset(D, "teacher_half", data_dir)]  # noqa: E731
     elif method == "original-wts-stage2":
-        out = L.original_student_model(M, T, S, D, type_)
+        out = artifacts.original_student(L, M, D, T, S, type_).path
         if type_ == "cascade":
-            path = L.original_cascade_labels(M, T, D)
             # hop 1 (teacher -> mid): labels by the teacher; hop 2 (mid -> student): labels by the mid-level model
-            made_by = _cmd("python W2SG_pipeline/original/original_weak_to_strong.py", common,
-                           f"--teacher {T} --type cascade_1", where,
-                           f"` (hop 1), or `... --teacher <teacher> --midlevel {T} --type cascade_2", where)
+            hop1, hop2 = (artifacts.original_labels(L, M, D, T, "cascade1"),
+                          artifacts.original_labels(L, M, D, "<teacher>", "cascade2", midlevel=T))
+            path, made_by = hop1.path, f"{hop1.command(**where)}` (hop 1), or `{hop2.command(**where)}"
         else:
-            path = L.original_labels(M, T, D, type_)
-            made_by = _cmd("python W2SG_pipeline/original/original_weak_to_strong.py", common, "--teacher", T, "--type", type_, where)
+            labels = artifacts.original_labels(L, M, D, T, type_)
+            path, made_by = labels.path, labels.command(**where)
         source = str(path)
         load = lambda: _file_rows(path, made_by)  # noqa: E731
     else:  # ours-wts-stage2
-        out = L.ours_student_model(M, T, S, D, type_)
-        path = L.alice_train(M, T, S, D, cascade=type_ == "cascade2")
+        out = artifacts.alice_student(L, M, D, T, S, type_).path
         # the Alice final stage of this very setting (it names its own missing inputs in turn)
-        roles = f"--teacher <teacher> --midlevel {T} --student {S} --method cascade" if type_ == "cascade2" else \
-            f"--teacher {T} --student {S} --method singleturn"
-        made_by = _cmd("python W2SG_pipeline/ours/new_weak_to_strong_final.py --data", D, "--model", M, roles, where)
-        source = str(path)
+        final = (artifacts.alice_stage(L, "final", M, D, "<teacher>", S, midlevel=T) if type_ == "cascade2"
+                 else artifacts.alice_stage(L, "final", M, D, T, S))
+        path, made_by, source = final.path, final.command(**where), str(final.path)
         if type_ == "cascade1":
             source += f" (rows whose id is in the cascade's first half of the {D} W2S part)"
             load = lambda: cascade_first_rows(_file_rows(path, made_by), path, D, data_dir, made_by)  # noqa: E731
@@ -385,18 +372,24 @@ def batch_settings(
     world = world or world_size()
     path, found_by = find_config_file(config_file)
     keys: dict = {}
-    ds_accum = None
+    ds_accum = ds_micro = None
     if path is not None:
         cfg = load_accelerate_config(path)
         keys = read_sft_keys(path)
         if cfg.get("distributed_type") == "DEEPSPEED":
-            ds_accum = (cfg.get("deepspeed_config") or {}).get("gradient_accumulation_steps")
+            ds_accum, ds_micro = deepspeed_batch_keys(cfg, path)
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         env = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "")
         if env.isdigit():
             ds_accum = int(env)
     sources = {}
-    if per_device is not None:
+    if ds_micro is not None:  # DeepSpeed's own micro-batch key, where a user of DeepSpeed edits it
+        for given, what in ((per_device, "--per-device-batch-size"), (keys.get("per_device_train_batch_size"), "sft.per_device_train_batch_size")):
+            if given is not None and given != ds_micro:
+                raise SFTError(f"{what}={given} disagrees with DeepSpeed's train_micro_batch_size_per_gpu={ds_micro} in {path}: "
+                               "set one of them")
+        per_device, sources["per_device"] = ds_micro, "deepspeed_config.train_micro_batch_size_per_gpu"
+    elif per_device is not None:
         sources["per_device"] = "--per-device-batch-size"
     elif "per_device_train_batch_size" in keys:
         per_device, sources["per_device"] = keys["per_device_train_batch_size"], f"sft.per_device_train_batch_size in {path}"
@@ -420,6 +413,34 @@ def batch_settings(
     if per_device < 1 or grad_accum < 1:
         raise SFTError("batch size and gradient accumulation must be at least 1")
     return BatchSettings(per_device, grad_accum, world, str(path) if path else None, found_by, sources)
+
+
+def deepspeed_batch_keys(cfg: dict, path) -> tuple[int | None, int | None]:
+    """DeepSpeed's own ``gradient_accumulation_steps`` and ``train_micro_batch_size_per_gpu`` of an accelerate config
+    (its ``deepspeed_config`` block, or the DeepSpeed JSON its ``deepspeed_config_file`` names); ``auto`` or absent:
+    None (the project's keys and defaults decide)."""
+    import json
+
+    ds = dict(cfg.get("deepspeed_config") or {})
+    json_file = ds.get("deepspeed_config_file")
+    if json_file:
+        f = Path(json_file) if Path(json_file).is_absolute() else Path(path).parent / json_file
+        if not f.is_file():
+            f = Path(json_file)
+        try:
+            ds = {**json.loads(f.read_text()), **{k: v for k, v in ds.items() if k != "deepspeed_config_file"}}
+        except (OSError, json.JSONDecodeError) as e:
+            raise SFTError(f"{path}: deepspeed_config_file {json_file} cannot be read ({e})") from None
+    out = []
+    for key in ("gradient_accumulation_steps", "train_micro_batch_size_per_gpu"):
+        v = ds.get(key)
+        if v is None or v == "auto":
+            out.append(None)
+        elif isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+            out.append(v)
+        else:
+            raise SFTError(f"{path}: deepspeed {key} must be a whole number >= 1 or 'auto', not {v!r}")
+    return out[0], out[1]
 
 
 def optimizer_steps(n_rows: int, b: BatchSettings, epochs: float, max_steps: int | None) -> int:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from . import data as data_mod
 from .alice_stages import Setting
+from .grading import extract_final_answer
 from .jsonl import read_jsonl
 from .paths import Layout
 
@@ -28,9 +30,7 @@ def shorten(text: str, width: int = WIDTH) -> str:
 def cluster_lines(data: str, row: dict) -> list[str]:
     """``answer: count`` per cluster (gsm8k/ARC: the extracted answer), then what formed no cluster."""
     samples = row.get("sampled_responses", [])
-    if data in ("gsm8k", "arc_challenge"):
-        from .grading import extract_final_answer
-
+    if not data_mod.spec(data).uses_embeddings:
         keys = Counter(extract_final_answer(data, r, row["question"]) for r in samples)
         lines = [f"{extract_final_answer(data, c['response'], row['question'])}: {c['size']}" for c in row["clusters"]]
         rest = {"answers given once": sum(n for k, n in keys.items() if k is not None and n == 1),

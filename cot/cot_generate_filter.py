@@ -14,10 +14,10 @@ from alice import cli, fresh, grading, prompts
 from alice import data as data_mod
 from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args
 from alice.jsonl import read_jsonl, write_jsonl
+from alice.options import SAMPLING
 from alice.paths import Layout
 
-# The seed's sampling for CoT generation
-TEMPERATURE, TOP_P = 0.7, 0.95
+TEMPERATURE, TOP_P = SAMPLING["cot"].temperature, SAMPLING["cot"].top_p  # the seed's sampling for CoT generation
 
 
 def build_parser():
@@ -40,7 +40,7 @@ def cot_rows(rows: list[dict], texts: dict[str, list[str]], data: str) -> list[d
 def main(argv=None) -> list[dict]:
     p = build_parser()
     args = p.parse_args(argv)
-    if args.data not in data_mod.COT_DATASETS:
+    if data_mod.spec(args.data).ships_cot:
         raise data_mod.DataError(
             f"{args.data} ships its own chain-of-thought (worked solutions): no CoT generation needed; train the "
             f"teacher directly with `python training/SFT.py --model {args.model} --data {args.data} "
@@ -49,7 +49,8 @@ def main(argv=None) -> list[dict]:
     teacher_id = cli.resolve(p, args, "teacher")
     layout = Layout.default(args.root)
     out_all, out_correct = layout.cot(args.model, args.teacher, args.data), layout.cot_correct(args.model, args.teacher, args.data)
-    sampling = sampling_from_args(args, TEMPERATURE, TOP_P)
+    gen = cli.generation_options(args)
+    sampling = sampling_from_args(gen, TEMPERATURE, TOP_P)
     made_with = {"data": args.data, "teacher": teacher_id, "limit": args.limit,
                  "max_new_tokens": sampling.max_new_tokens, "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P}
     argv_ = fresh.command_line(argv)
@@ -63,8 +64,8 @@ def main(argv=None) -> list[dict]:
     if args.limit:
         rows = rows[: args.limit]
     items = [{"id": r["id"], "messages": prompts.cot_messages(args.data, r["question"])} for r in rows]
-    with Generator.from_args(teacher_id, args, p) as gen:
-        texts = generate_resumable(gen, items, sampling, out_all,
+    with Generator.from_args(teacher_id, gen, p) as engine:
+        texts = generate_resumable(engine, items, sampling, out_all,
                                    desc=f"CoT {args.data}")
     out = cot_rows(rows, texts, args.data)
     kept = [r for r in out if r["correct"]]

@@ -1,7 +1,6 @@
 """The four Alice stages: in-process with scripted generators (exact rows), and both shell scripts end to end on
 tiny fixture models (every file's rows, labels and ids; a rerun adds nothing)."""
 
-import argparse
 import json
 import os
 import re
@@ -14,12 +13,13 @@ import pytest
 
 from alice import alice_stages as st
 from alice.jsonl import JsonlError, MissingInputError, read_jsonl
+from alice.options import GenerationOptions
 from alice.paths import Layout
 from alice.testing import build_controlled_model
 
 REPO = Path(__file__).resolve().parent.parent
 OURS = REPO / "W2SG_pipeline" / "ours"
-ARGS = argparse.Namespace(max_new_tokens=8, seed=0)
+ARGS = GenerationOptions(max_new_tokens=8, seed=0)
 
 
 def write_data(folder: Path, name="hotpotqa", n=100) -> Path:
@@ -214,7 +214,7 @@ def test_missing_inputs_name_the_command(setting, tmp_path):
     with pytest.raises(MissingInputError, match=r"--teacher teach --student mid --method ours-wts-stage2 "
                                                 r"--ours-wts-type cascade1"):
         st.run_cluster(c, ARGS)
-    with pytest.raises(MissingInputError, match=r"new_weak_to_strong_cluster.py --data hotpotqa .*--method cascade --midlevel mid"):
+    with pytest.raises(MissingInputError, match=r"new_weak_to_strong_cluster.py --model custom --data hotpotqa .*--method cascade --midlevel mid"):
         st.run_uncertainty(c, ARGS)
     with pytest.raises(MissingInputError, match=r"new_weak_to_strong_uncertainty.py"):
         st.run_zeroshot(s, ARGS)
@@ -394,7 +394,7 @@ def test_rerun_with_other_settings_stops_or_redoes(setting):
         st.run_uncertainty(s, ARGS, summarizer="summ", make_generator=make)
     # another --max-new-tokens or --limit for the student stage is caught too
     with pytest.raises(StaleOutputError, match=r"max_new_tokens 8 -> 16"):
-        st.run_zeroshot(s, argparse.Namespace(max_new_tokens=16, seed=0), make_generator=make)
+        st.run_zeroshot(s, GenerationOptions(max_new_tokens=16, seed=0), make_generator=make)
     with pytest.raises(StaleOutputError, match=r"limit None -> 3"):
         st.run_final(st.Setting(**{**s.__dict__, "limit": 3}), ARGS, make_generator=make)
 

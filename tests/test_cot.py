@@ -83,4 +83,4 @@ def test_gsm8k_is_a_clear_error(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "gsm8k ships its own chain-of-thought" in err and "--method ours-wts-stage1" in err
-    assert data_mod.COT_DATASETS == ("hotpotqa", "triviaqa", "arc_challenge")
+    assert set(data_mod.cot_datasets()) == {"hotpotqa", "triviaqa", "arc_challenge"}

@@ -91,6 +91,27 @@ def test_deepspeed_accumulation_is_deepspeeds_own_key(monkeypatch):
     assert sft.batch_settings(str(REPO / "accelerate_configs" / "fsdp.yaml"), world=4).effective == 16
 
 
+def test_deepspeed_micro_batch_and_json_file_are_honoured(tmp_path, monkeypatch):
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    base = (REPO / "accelerate_configs" / "deepspeed_zero2.yaml").read_text().replace("# sft.per_device_train_batch_size: 4\n", "")
+    inline = tmp_path / "inline.yaml"
+    inline.write_text(base.replace("  gradient_accumulation_steps: 1\n",
+                                   "  gradient_accumulation_steps: 2\n  train_micro_batch_size_per_gpu: 2\n"))
+    b = sft.batch_settings(str(inline), world=4)
+    assert (b.per_device, b.grad_accum, b.effective) == (2, 2, 16)
+    assert b.sources["per_device"] == "deepspeed_config.train_micro_batch_size_per_gpu"
+    with pytest.raises(sft.SFTError, match="disagrees with DeepSpeed's train_micro_batch_size_per_gpu"):
+        sft.batch_settings(str(inline), per_device=8, world=4)
+    (tmp_path / "ds.json").write_text('{"gradient_accumulation_steps": 4, "train_micro_batch_size_per_gpu": 1}')
+    viajson = tmp_path / "json.yaml"
+    viajson.write_text(base.replace("  gradient_accumulation_steps: 1\n", "  deepspeed_config_file: ds.json\n"))
+    b = sft.batch_settings(str(viajson), world=4)
+    assert (b.per_device, b.grad_accum, b.effective) == (1, 4, 16)
+    (tmp_path / "ds.json").write_text('{"gradient_accumulation_steps": "auto", "train_micro_batch_size_per_gpu": "auto"}')
+    b = sft.batch_settings(str(viajson), world=4)
+    assert (b.per_device, b.grad_accum, b.sources["per_device"]) == (1, 4, "default")
+
+
 def test_sft_lines_are_checked(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("distributed_type: 'NO'\n# sft.per_device_batch_size: 2\n")
@@ -238,7 +259,7 @@ def test_stage2_methods(tiny_models, data_dir, cfg, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", "--teacher", T, "--student", S)
     err = capsys.readouterr().err
-    assert f"python W2SG_pipeline/ours/new_weak_to_strong_final.py --data gsm8k --model custom --teacher {T} --student {S} " \
+    assert f"python W2SG_pipeline/ours/new_weak_to_strong_final.py --model custom --data gsm8k --teacher {T} --student {S} " \
            f"--method singleturn --data-dir {data_dir} --root {tmp_path}`" in err
     write_jsonl(L.alice_train("custom", T, S, "gsm8k"), labels)
     rec = train(tmp_path, data_dir, cfg, "--method", "ours-wts-stage2", "--ours-wts-type", "singleturn", "--teacher", T, "--student", S)

@@ -4,7 +4,7 @@
     accelerate launch --config_file accelerate_config.yaml training/SFT.py --model qwen2.5 --data gsm8k \\
         --teacher 1.5B --student 7B --method ours-wts-stage2 --ours-wts-type singleturn
 
-Methods (which model, which rows, which folder): see ``alice/sft.py`` and .notes/README_sft.md. Per-device batch size
+Methods (which model, which rows, which folder): see ``alice/sft.py`` and README.md ("Training"). Per-device batch size
 and gradient accumulation come from the accelerate config file (``# sft.<key>: <value>`` lines), overridable by flags.
 """
 
@@ -72,27 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict | None:
     p = build_parser()
     args = p.parse_args(argv)
-    try:
-        layout = Layout.default(args.root)
-        kw = dict(model=args.model, data=args.data, method=args.method, teacher=args.teacher, student=args.student,
-                  ours_type=args.ours_wts_type, original_type=args.original_wts_type, layout=layout,
-                  data_dir=args.data_dir, output_dir=args.output_dir)
-        job = sft.resolve_job(**kw)
-        batch = sft.batch_settings(args.config_file, args.per_device_batch_size, args.gradient_accumulation_steps)
-        opts = sft.TrainOptions(
-            epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, max_length=args.max_length,
-            max_steps=args.max_steps, seed=args.seed, limit=args.limit, bf16=args.bf16, pure_bf16=args.pure_bf16, packing=args.packing,
-            gradient_checkpointing=args.gradient_checkpointing, lora=args.lora, lora_r=args.lora_r,
-            lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_target_modules=args.lora_target_modules,
-            save_steps=args.save_steps, logging_steps=args.logging_steps, report_to=args.report_to,
-            keep_checkpoints=args.keep_checkpoints,
-        )
-        settings = {k: v for k, v in vars(args).items()}
-        settings["argv"] = sys.argv if argv is None else ["training/SFT.py", *argv]
-        return sft.run(job, batch, opts, overwrite=args.overwrite, settings=settings, argv=fresh.command_line(argv))
-    except sft.SFTError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    layout = Layout.default(args.root)
+    job = sft.resolve_job(model=args.model, data=args.data, method=args.method, teacher=args.teacher,
+                          student=args.student, ours_type=args.ours_wts_type, original_type=args.original_wts_type,
+                          layout=layout, data_dir=args.data_dir, output_dir=args.output_dir)
+    batch = sft.batch_settings(args.config_file, args.per_device_batch_size, args.gradient_accumulation_steps)
+    opts = cli.options(sft.TrainOptions, args)  # every training flag is a TrainOptions field of the same name
+    settings = {k: v for k, v in vars(args).items()}
+    settings["argv"] = sys.argv if argv is None else ["training/SFT.py", *argv]
+    return sft.run(job, batch, opts, overwrite=args.overwrite, settings=settings, argv=fresh.command_line(argv))
 
 
 if __name__ == "__main__":

@@ -13,15 +13,16 @@ Rows: {id, question, answer}. Sampling as the seed: temperature 0.6, top_p 0.95.
 
 from __future__ import annotations
 
-from alice import cli, fresh, prompts
+from alice import artifacts, cli, fresh, prompts
 from alice import data as data_mod
 from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args
 from alice.jsonl import require_trained
 from alice.jsonl import read_jsonl, write_jsonl
+from alice.options import SAMPLING
 from alice.paths import Layout
 
-TEMPERATURE, TOP_P = 0.6, 0.95
-TYPES = ("qa", "cot", "cascade_1", "cascade_2")
+TEMPERATURE, TOP_P = SAMPLING["original"].temperature, SAMPLING["original"].top_p
+TYPES = ("qa", "cot", "cascade_1", "cascade_2")  # the paper's spellings (artifacts: cascade1 / cascade2)
 
 
 def build_parser():
@@ -32,29 +33,15 @@ def build_parser():
     return p
 
 
+SUBSETS = {"qa": "w2s_part", "cot": "w2s_part", "cascade_1": "cascade_first", "cascade_2": "cascade_second"}
+
+
 def plan(layout: Layout, model: str, data: str, teacher: str, type_: str, midlevel: str | None, data_dir: str | None = None):
-    """(labelling model folder, the command that trains it, subset name, output file) for ``--type``."""
-    labeler, made_by, subset, out = _plan(layout, model, data, teacher, type_, midlevel)
-    return labeler, made_by + cli.location_flags(layout.root, data_dir), subset, out
-
-
-def _plan(layout: Layout, model: str, data: str, teacher: str, type_: str, midlevel: str | None):
-    sft = f"python training/SFT.py --model {model} --data {data}"
-    cot_cmd = f"{sft} --teacher {teacher} --method ours-wts-stage1 --ours-wts-type singleturn"
-    if type_ == "qa":
-        return (layout.teacher_model(model, teacher, data, "qa"),
-                f"{sft} --teacher {teacher} --method original-wts-stage1 --original-wts-type qa",
-                "w2s_part", layout.original_labels(model, teacher, data, "qa"))
-    if type_ == "cot":
-        return (layout.teacher_model(model, teacher, data, "cot"), cot_cmd, "w2s_part",
-                layout.original_labels(model, teacher, data, "cot"))
-    if type_ == "cascade_1":
-        return (layout.teacher_model(model, teacher, data, "cot"), cot_cmd, "cascade_first",
-                layout.original_cascade_labels(model, teacher, data))
-    # cascade_2: the mid-level model trained on the cascade_1 labels labels the second half
-    return (layout.original_student_model(model, teacher, midlevel, data, "cascade"),
-            f"{sft} --teacher {teacher} --student {midlevel} --method original-wts-stage2 --original-wts-type cascade",
-            "cascade_second", layout.original_cascade_labels(model, midlevel, data))
+    """(labelling model folder, the command that trains it, subset name, output file) for ``--type``, from the
+    artifact table (``alice.artifacts``)."""
+    labeller = artifacts.original_labeller(layout, model, data, teacher, type_, midlevel)
+    out = artifacts.original_labels(layout, model, data, teacher, type_, midlevel)
+    return labeller.path, labeller.command(layout.root, data_dir), SUBSETS[type_], out.path
 
 
 @cli.main_guard
@@ -67,7 +54,8 @@ def main(argv=None) -> list[dict]:
     layout = Layout.default(args.root)
     labeler, made_by, subset, out = plan(layout, args.model, args.data, args.teacher, args.type, args.midlevel, args.data_dir)
     require_trained(labeler, made_by)
-    sampling = sampling_from_args(args, TEMPERATURE, TOP_P)
+    gen = cli.generation_options(args)
+    sampling = sampling_from_args(gen, TEMPERATURE, TOP_P)
     made_with = {"data": args.data, "type": args.type, "limit": args.limit, "max_new_tokens": sampling.max_new_tokens,
                  "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P}
     argv_ = fresh.command_line(argv)
@@ -80,8 +68,8 @@ def main(argv=None) -> list[dict]:
     if args.limit:
         rows = rows[: args.limit]
     items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
-    with Generator.from_args(str(labeler), args, p) as gen:
-        texts = generate_resumable(gen, items, sampling, out,
+    with Generator.from_args(str(labeler), gen, p) as engine:
+        texts = generate_resumable(engine, items, sampling, out,
                                    desc=f"label {args.data} ({args.type})")
     labels = [{"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0]} for r in rows]
     write_jsonl(out, labels)

@@ -12,7 +12,7 @@ from alice.alice_stages import Setting, run_final, stage_parser
 def main(argv=None):
     p = stage_parser(__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
-    run_final(Setting.from_args(p, args, argv), args)
+    run_final(Setting.from_args(p, args, argv), cli.generation_options(args))
 
 
 if __name__ == "__main__":
