@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -172,6 +173,9 @@ def vllm_importable() -> str | None:
 
 
 def git_commit() -> str:
+    """$ALICE_COMMIT when set (the GPU machine's copy of the checkout has no reliable .git), else git's HEAD."""
+    if os.environ.get("ALICE_COMMIT"):
+        return os.environ["ALICE_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -243,10 +247,15 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", f"{p}:{w}", "--one-out", str(one)] + passthrough
             print(f"[bench] {p} {w} ...", flush=True)
             t0 = time.perf_counter()
+            # its own process group: a timeout kills the vLLM engine process too, which would otherwise keep its
+            # share of the card and fail every later path (seen on the H200)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
             try:
-                proc = subprocess.run(cmd, timeout=a.timeout, capture_output=True, text=True)
-                err = None if proc.returncode == 0 and one.exists() else (proc.stdout + proc.stderr)[-3000:]
+                out, _ = proc.communicate(timeout=a.timeout)
+                err = None if proc.returncode == 0 and one.exists() else out[-3000:]
             except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
                 err = f"timeout after {a.timeout}s"
             wall = time.perf_counter() - t0
             if err:
