@@ -219,7 +219,7 @@ def calibrate(args) -> dict:
         print(f"{'t':>5} {'prec':>6} {'recall':>6} {'F1':>6} {'ARI':>6}")
         for r in table:
             mark = "  <- best F1" if r is best else ""
-            print(f"{r['threshold']:5.2f} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} {r['ari']:6.3f}{mark}")
+            print(f"{r['threshold']:5.3f} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} {r['ari']:6.3f}{mark}")
     key = "all" if "all" in result["per_dataset"] else datasets[0]
     result["n_questions"] = result["per_dataset"][key]["questions"]
     result["best_threshold"] = result["per_dataset"][key]["best"]["threshold"]
