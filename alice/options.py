@@ -51,4 +51,4 @@ class GenerationOptions:
 
 # ---- Alice ------------------------------------------------------------------------------------------
 DEFAULT_NUM_SAMPLES = 100  # the paper's N answers per question
-DEFAULT_THRESHOLD = 0.9  # cosine similarity above which two answers are the same (set for instructor-large)
+DEFAULT_THRESHOLD = 0.9  # cosine above which two answers are the same: the seed's (instructor-large); for MiniLM see results/threshold_calibration.json
