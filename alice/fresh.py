@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import AliceError
+from .jsonl import write_json
 
 SUFFIX = ".meta.json"
 HEAD_BYTES = 1 << 16
@@ -140,8 +141,6 @@ def check_fresh(output, settings: dict, inputs: Iterable = (), overwrite: bool =
 
 
 def _write(output, meta: dict) -> None:
-    from .jsonl import write_json
-
     write_json(meta_path(output), meta)
 
 

