@@ -301,8 +301,9 @@ def table_lines(rep: dict, markdown: bool = False) -> list[str]:
             continue
         n = f"{r['n']}" + (f" (limit {r['limit']})" if r.get("limit") else "")
         pgr = f"{r['pgr']:.3f}" if r.get("pgr") is not None else ("" if not r["w2s"] else "-")
-        seed = (f"{r['seed_accuracy']:.3f} ({r['seed_correct']}/{r['seed_denominator']})"
-                if r.get("seed_accuracy") is not None else "")
+        seed = ("" if r.get("seed_accuracy") is None
+                else "none parsed (0/0)" if not r.get("seed_denominator")  # the seed's parsed-only denominator is empty
+                else f"{r['seed_accuracy']:.3f} ({r['seed_correct']}/{r['seed_denominator']})")
         seed_pgr = f"{r['seed_pgr']:.3f}" if r.get("seed_pgr") is not None else ""
         body.append([r["label"], f"{r['accuracy']:.3f}", _fmt_ci(r["ci95"]), n, pgr,
                      _fmt_ci(r.get("pgr_ci95")) or r.get("pgr_note", ""), seed, seed_pgr])

@@ -255,3 +255,32 @@ def test_diagnostics_say_missing_never_crash(tmp_path, capsys):
     rep = report.build(L, "qwen2.5", "1.5B", "7B", "gsm8k", data_dir=str(empty))
     assert rep["diagnostics"]["note"].startswith("ground truth unavailable") and rep["diagnostics"]["hops"][0]["missing"]
     report.write(L, rep)
+
+
+def test_results_file_from_a_packed_gpu_run(tmp_path):
+    """bench/real_results_json.py: a tarball as gpu_real_results.sh packs it -> results JSON/MD/PNG with provenance."""
+    import tarfile
+
+    run_root = tmp_path / "run"
+    L = Layout(run_root)
+    put(L, eval_run_name("qwen2.5-coder", "0.5B", "base"), 8)
+    put(L, eval_run_name("qwen2.5-coder", "1.5B", "base"), 16)
+    put(L, eval_run_name("qwen2.5-coder", "1.5B", "ours-wts", "0.5B", ours_wts_type="singleturn"), 12)
+    for name, text in (("command.txt", "python -m alice.pipeline --model qwen2.5-coder --data gsm8k --teacher 0.5B"),
+                       ("commit.txt", "abc123"), ("device.txt", "NVIDIA H200"), ("start", "100"), ("end", "1300"),
+                       ("rc", "0")):
+        (run_root / name).write_text(text + "\n")
+    tarball = tmp_path / "real_gsm8k.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tf:
+        for p in run_root.iterdir():
+            tf.add(p, arcname=p.name)
+    mod = load_script("bench/real_results_json.py")
+    out = tmp_path / "results"
+    rep = mod.main([str(tarball), "--out-dir", str(out), "--data-dir", gsm8k_data(tmp_path / "data")])
+    saved = json.load(open(out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.json"))  # the size's ".5B" is kept in the name
+    assert saved["provenance"] == {"command": "python -m alice.pipeline --model qwen2.5-coder --data gsm8k --teacher 0.5B",
+                                   "commit": "abc123", "device": "NVIDIA H200", "exit_code": "0", "wall_s": 1200,
+                                   "finished": True, "source": "real_gsm8k.tar.gz"}
+    alice = next(r for r in saved["rows"] if r["key"] == "alice")
+    assert alice["accuracy"] == pytest.approx(0.6) and alice["pgr"] == pytest.approx(0.5) and rep["data"] == "gsm8k"
+    assert (out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.md").is_file() and (out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.png").is_file()

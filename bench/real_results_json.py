@@ -1,0 +1,76 @@
+"""Issue 14: turn what `bench/gpu_real_results.sh pack` brought back into the committed results file.
+
+    python bench/real_results_json.py /work/.device/<n>/real_gsm8k.tar.gz --data-dir ../shared/offline/data
+    # -> results/gsm8k_qwen2.5-coder_0.5B_to_1.5B.json (+ .md and .png beside it)
+
+The tarball holds one dataset's --root (stage JSONL, evaluations, logs, training records, no weights) and the run's
+command, commit, device and start/end times. The report is rebuilt here with the project's own `alice.report.build`
+(accuracy with 95% CIs, PGR with CIs, the paired Alice - original W2S (cot) difference and the diagnostics, graded
+against the ground truth in --data-dir), and written with the provenance the issue asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tarfile
+import tempfile
+from pathlib import Path
+
+from alice import report
+from alice.paths import Layout
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _read(root: Path, name: str) -> str | None:
+    p = root / name
+    return p.read_text().strip() if p.is_file() else None
+
+
+def build(tarball: Path, data_dir: str | None, family: str, teacher: str, student: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with tarfile.open(tarball) as tf:
+            tf.extractall(root, filter="data")
+        command = _read(root, "command.txt") or ""
+        data = command.split("--data ", 1)[1].split()[0] if "--data " in command else None
+        if data is None:
+            raise SystemExit(f"{tarball}: no command.txt naming --data (was it made by gpu_real_results.sh pack?)")
+        rep = report.build(Layout.default(root), family, teacher, student, data, None, data_dir)
+        start, end = _read(root, "start"), _read(root, "end")
+        rep["provenance"] = {
+            "command": command,
+            "commit": _read(root, "commit.txt"),
+            "device": _read(root, "device.txt"),
+            "exit_code": _read(root, "rc"),
+            "wall_s": int(end) - int(start) if start and end else None,
+            "finished": _read(root, "rc") == "0",
+            "source": tarball.name,
+        }
+        return rep
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("tarball", type=Path)
+    ap.add_argument("--data-dir", default=None, help="ground truth for the diagnostics (default: the Hub)")
+    ap.add_argument("--model", default="qwen2.5-coder")
+    ap.add_argument("--teacher", default="0.5B")
+    ap.add_argument("--student", default="1.5B")
+    ap.add_argument("--out-dir", type=Path, default=REPO / "results")
+    a = ap.parse_args(argv)
+    rep = build(a.tarball, a.data_dir, a.model, a.teacher, a.student)
+    stem = a.out_dir / f"{rep['data']}_{a.model}_{a.teacher}_to_{a.student}"
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    path = {ext: Path(f"{stem}.{ext}") for ext in ("json", "md", "png")}  # (with_suffix would eat ".5B")
+    path["json"].write_text(json.dumps(rep, indent=1))
+    path["md"].write_text(f"# {report.title(rep)}\n\n" + "\n".join(report.lines(rep, markdown=True)) + "\n")
+    report.plot(rep, path["png"])
+    print("\n".join(report.lines(rep)))
+    print(f"wrote {stem}.json/.md/.png")
+    return rep
+
+
+if __name__ == "__main__":
+    main()
