@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
             "student": args.student, "teacher": args.teacher, "original_wts_type": args.original_wts_type,
             "ours_wts_type": args.ours_wts_type, "split": data_mod.spec(args.data).test_split,
             "settings": settings}
-    with Generator.from_args(t.model_path, cli.generation_options(args), p) as engine:
+    with Generator.from_options(t.model_path, cli.generation_options(args), p) as engine:
         summary = evaluate(engine, rows, args.data, pred_path, summary_path, max_new_tokens=max_new, meta=meta)
     fresh.record(summary_path, made_with, model_inputs(t), argv=fresh.command_line(argv))
     print(one_line(args.data, t.run, summary, args.grading))

@@ -30,7 +30,7 @@ from typing import Callable
 from . import artifacts, cli, fresh, prompts, registry
 from . import data as data_mod
 from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, cluster_question, uses_embeddings
-from .generation import Generator, clear_resumable, generate_resumable, sampling_from_args
+from .generation import Generator, Sampling, clear_resumable, generate_resumable
 from .jsonl import JsonlError, MissingInputError, read_jsonl, require, require_trained, write_jsonl
 from .options import DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD, SAMPLING, GenerationOptions
 from .paths import Layout
@@ -69,17 +69,6 @@ class Setting:
     limit: int | None = None
     overwrite: bool = False
     argv: list[str] | None = None
-
-    @classmethod
-    def from_args(cls, p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> "Setting":
-        for role in ("teacher", "student"):
-            cli.resolve(p, args, role)  # a parser error for a missing or unknown size
-        if args.method == "cascade":
-            cli.resolve(p, args, "midlevel")
-        return cls(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
-                   method=args.method, midlevel=args.midlevel, layout=Layout.default(args.root),
-                   data_dir=args.data_dir, limit=args.limit, overwrite=getattr(args, "overwrite", False),
-                   argv=fresh.command_line(argv))
 
     @property
     def cascade(self) -> bool:
@@ -172,11 +161,11 @@ GeneratorFactory = Callable[[str], object]
 
 
 def _factory(gen: GenerationOptions) -> GeneratorFactory:
-    return lambda model: Generator.from_args(model, gen)
+    return lambda model: Generator.from_options(model, gen)
 
 
 def _sampling(gen: GenerationOptions, n: int = 1):
-    return sampling_from_args(gen, temperature=TEMPERATURE, top_p=TOP_P, n=n)
+    return Sampling.from_options(gen, temperature=TEMPERATURE, top_p=TOP_P, n=n)
 
 
 def _generate(make_generator: GeneratorFactory, model: str, items: list[dict], sampling, out: Path, desc: str) -> dict:

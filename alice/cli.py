@@ -10,7 +10,7 @@ import sys
 from . import data as data_mod
 from . import artifacts, registry
 from .errors import AliceError
-from .options import DEFAULT_GPU_MEMORY_UTILIZATION, GenerationOptions
+from .options import DEFAULT_MAX_NEW_TOKENS, GenerationOptions
 
 ROLES = ("teacher", "student", "midlevel")
 FAMILY_CHOICES = tuple(registry.FAMILIES) + ("custom",)
@@ -87,19 +87,20 @@ def add_overwrite(p: argparse.ArgumentParser) -> None:
 def add_generation_args(p: argparse.ArgumentParser) -> None:
     """Backend flags of the generation layer (see ``alice.generation``)."""
     g = p.add_argument_group("generation")
-    g.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"), help="vllm when installed with a GPU, else hf")
-    g.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallel size")
-    g.add_argument("--gpu-memory-utilization", type=float, default=DEFAULT_GPU_MEMORY_UTILIZATION, help="vLLM GPU memory fraction")
+    d = GenerationOptions()  # each flag's default is its field's
+    g.add_argument("--backend", default=d.backend, choices=("auto", "vllm", "hf"), help="vllm when installed with a GPU, else hf")
+    g.add_argument("--tensor-parallel-size", type=int, default=d.tensor_parallel_size, help="vLLM tensor parallel size")
+    g.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization, help="vLLM GPU memory fraction")
     g.add_argument("--enforce-eager", action="store_true",
                    help="vLLM on a GPU: no torch.compile / CUDA graphs (measured on an H200: ~25 s less start-up per engine)")
-    g.add_argument("--batch-size", type=positive_int, default=None,
+    g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="hf backend: sequences per generate() call (padded batching; continuous batching: most requests per step)")
-    g.add_argument("--hf-batching", default="auto", choices=("auto", "continuous", "padded"),
+    g.add_argument("--hf-batching", default=d.hf_batching, choices=("auto", "continuous", "padded"),
                    help="hf backend: transformers' continuous batching (auto on a GPU) or padded length-sorted batches")
     g.add_argument("--hf-static-cache", action="store_true", help="hf backend, padded: static KV cache + compiled decode")
-    g.add_argument("--max-new-tokens", type=positive_int, default=None, help="cap on generated tokens (paper: 4096)")
-    g.add_argument("--limit", type=positive_int, default=None, help="only the first N questions (quick runs)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens, help=f"cap on generated tokens (paper: {DEFAULT_MAX_NEW_TOKENS})")
+    g.add_argument("--limit", type=positive_int, default=d.limit, help="only the first N questions (quick runs)")
+    g.add_argument("--seed", type=int, default=d.seed)
     add_overwrite(p)
 
 
@@ -115,6 +116,23 @@ def options(cls, args: argparse.Namespace, **overrides):
 def generation_options(args: argparse.Namespace) -> GenerationOptions:
     """The generation flags (``add_generation_args``) as the typed options the library takes."""
     return options(GenerationOptions, args)
+
+
+def alice_setting(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None):
+    """The ``alice_stages.Setting`` of an Alice stage script's parsed flags (``alice_stages.stage_parser``); a missing
+    or unknown model size is a parser error."""
+    from . import fresh
+    from .alice_stages import Setting
+    from .paths import Layout
+
+    for role in ("teacher", "student"):
+        resolve(p, args, role)
+    if args.method == "cascade":
+        resolve(p, args, "midlevel")
+    return Setting(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
+                   method=args.method, midlevel=args.midlevel, layout=Layout.default(args.root),
+                   data_dir=args.data_dir, limit=args.limit, overwrite=args.overwrite,
+                   argv=fresh.command_line(argv))
 
 
 def main_guard(fn):

@@ -37,7 +37,7 @@ from pathlib import Path
 from .errors import AliceError
 from .fresh import fingerprint
 from .jsonl import Progress
-from .options import DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_MAX_NEW_TOKENS
+from .options import DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_MAX_NEW_TOKENS, GenerationOptions
 
 # End-of-turn tokens of common chat formats, used as extra stop tokens when the tokenizer knows them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|eom_id|>")
@@ -64,17 +64,12 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature <= 0
 
-
-def sampling_from_args(args, temperature: float = 0.0, top_p: float = 1.0, n: int = 1,
-                       max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Sampling:
-    """A ``Sampling`` with a stage's defaults, overridden by ``--max-new-tokens`` / ``--seed`` when given."""
-    return Sampling(
-        temperature=temperature,
-        top_p=top_p,
-        n=n,
-        max_new_tokens=getattr(args, "max_new_tokens", None) or max_new_tokens,
-        seed=getattr(args, "seed", 0) or 0,
-    )
+    @classmethod
+    def from_options(cls, opts: GenerationOptions, temperature: float = 0.0, top_p: float = 1.0, n: int = 1,
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> "Sampling":
+        """A stage's sampling (its temperature, top_p, n), with ``--max-new-tokens`` / ``--seed`` when given."""
+        return cls(temperature=temperature, top_p=top_p, n=n, max_new_tokens=opts.max_new_tokens or max_new_tokens,
+                   seed=opts.seed or 0)
 
 
 def vllm_available() -> bool:
@@ -306,20 +301,20 @@ class Generator:
         self._stop: list[int] = []
 
     @classmethod
-    def from_args(cls, model: str, args, parser=None) -> "Generator":
-        """From ``options.GenerationOptions`` (the flags of ``alice.cli.add_generation_args``); with ``parser``, a backend that cannot run here
-        (``--backend vllm`` without vllm) is a one-line parser error instead of a traceback."""
+    def from_options(cls, model: str, opts: GenerationOptions, parser=None) -> "Generator":
+        """From the typed generation options (``alice.cli.generation_options``); with ``parser``, a backend that cannot
+        run here (``--backend vllm`` without vllm) is a one-line parser error instead of a traceback."""
         try:
             return cls(
                 model,
-                backend=getattr(args, "backend", "auto"),
-                tensor_parallel_size=getattr(args, "tensor_parallel_size", 1),
-                gpu_memory_utilization=getattr(args, "gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION),
-                batch_size=getattr(args, "batch_size", None),
-                dtype=getattr(args, "dtype", None),
-                hf_batching=getattr(args, "hf_batching", None) or "auto",
-                static_cache=bool(getattr(args, "hf_static_cache", False)),
-                enforce_eager=True if getattr(args, "enforce_eager", False) else None,
+                backend=opts.backend,
+                tensor_parallel_size=opts.tensor_parallel_size,
+                gpu_memory_utilization=opts.gpu_memory_utilization,
+                batch_size=opts.batch_size,
+                dtype=opts.dtype,
+                hf_batching=opts.hf_batching or "auto",
+                static_cache=bool(opts.hf_static_cache),
+                enforce_eager=True if opts.enforce_eager else None,
             )
         except GenerationError as e:
             if parser is None:

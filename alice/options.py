@@ -1,6 +1,7 @@
 """Typed options and the defaults they start from: each default is written here once.
 
-The stage scripts parse their flags (``alice.cli``) and build these dataclasses once (``cli.options``); the library
+The stage scripts parse their flags (``alice.cli``) and build these dataclasses once (``cli.options``,
+``cli.generation_options``; the pipeline: ``pipeline.PipelineOptions``); the library
 takes the dataclasses, never an ``argparse.Namespace``. Training options and the paper's training settings are
 ``alice.sft.TrainOptions`` / ``alice.sft.PAPER``.
 """

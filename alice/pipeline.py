@@ -39,7 +39,9 @@ from . import data as data_mod
 from .alice_stages import Setting, originals_path
 from .paths import Layout
 from .registry import model_tag
+from .options import DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES
 from .sft import is_finished
+from .sft_config import PAPER as TRAIN_PAPER
 from .worked_example import worked_example
 
 # The embedded demo, sized for a 2-core CPU machine (README: its measured wall time and a worked example). It runs every
@@ -60,7 +62,11 @@ DEMO = dict(
     lr=1e-4,  # LoRA moves ~10x slower than full fine-tuning: the paper's 1e-5 would leave the demo's models unchanged
 )
 # --paper: the paper's scale (no limits, N=100 samples, full fine-tuning for 3 epochs, 4096 new tokens).
-PAPER = dict(train_limit=None, eval_limit=None, num_samples=100, max_new_tokens=None, epochs=3, lora=False, lr=None)
+# Its values are the defaults of the stage scripts (alice.options, alice.sft_config.PAPER), not written again here;
+# epochs prints as in the paper's commands ("3", not "3.0").
+PAPER = dict(train_limit=None, eval_limit=None, num_samples=DEFAULT_NUM_SAMPLES, max_new_tokens=None,
+             epochs=int(TRAIN_PAPER.epochs) if float(TRAIN_PAPER.epochs).is_integer() else TRAIN_PAPER.epochs,
+             lora=False, lr=None)
 
 SFT = artifacts.SFT  # the training script: a step running it frees the pooled engines first
 
@@ -120,11 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", action="store_true", help="the paper's scale: no limits, N=100, full FT, 3 epochs")
     p.add_argument("--train-limit", type=cli.positive_int, default=argparse.SUPPRESS, help=f"questions/rows per training-side step (demo {DEMO['train_limit']})")
     p.add_argument("--eval-limit", type=cli.positive_int, default=argparse.SUPPRESS, help=f"test questions per evaluation (demo {DEMO['eval_limit']})")
-    p.add_argument("--num-samples", type=_num_samples, default=argparse.SUPPRESS, help=f"Alice samples per question (demo {DEMO['num_samples']}, paper 100)")
-    p.add_argument("--max-new-tokens", type=cli.positive_int, default=argparse.SUPPRESS, help=f"generation cap (demo {DEMO['max_new_tokens']}, paper 4096)")
-    p.add_argument("--epochs", type=cli.positive_float, default=argparse.SUPPRESS, help=f"SFT epochs (demo {DEMO['epochs']}, paper 3)")
+    p.add_argument("--num-samples", type=_num_samples, default=argparse.SUPPRESS, help=f"Alice samples per question (demo {DEMO['num_samples']}, paper {PAPER['num_samples']})")
+    p.add_argument("--max-new-tokens", type=cli.positive_int, default=argparse.SUPPRESS, help=f"generation cap (demo {DEMO['max_new_tokens']}, paper {DEFAULT_MAX_NEW_TOKENS})")
+    p.add_argument("--epochs", type=cli.positive_float, default=argparse.SUPPRESS, help=f"SFT epochs (demo {DEMO['epochs']}, paper {PAPER['epochs']})")
     p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help="LoRA SFT (demo: on)")
-    p.add_argument("--lr", type=cli.positive_float, default=argparse.SUPPRESS, help=f"SFT learning rate (demo {DEMO['lr']} for LoRA; paper 1e-5)")
+    p.add_argument("--lr", type=cli.positive_float, default=argparse.SUPPRESS, help=f"SFT learning rate (demo {DEMO['lr']} for LoRA; paper {TRAIN_PAPER.lr:g})".replace("e-0", "e-"))
     p.add_argument("--summarizer-model", default=None, help="uncertainty summarizer (default: the student in demo mode, Llama-3-70B with --paper)")
     p.add_argument("--embedding-model", default=None, help="sentence-transformers model for QA clustering")
     p.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"))
@@ -140,13 +146,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings(args: argparse.Namespace) -> dict:
-    """Scale settings: demo defaults, or the paper's with --paper, each overridable by its flag."""
-    base = dict(DEMO, **PAPER) if args.paper else dict(DEMO)
-    for k in ("train_limit", "eval_limit", "num_samples", "max_new_tokens", "epochs", "lora", "lr"):
-        if k in vars(args):
-            base[k] = getattr(args, k)
-    return base
+SCALE = ("train_limit", "eval_limit", "num_samples", "max_new_tokens", "epochs", "lora", "lr")  # demo / --paper
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """The pipeline's flags, typed, with the run's scale resolved: the demo's, or the paper's with ``paper``, each
+    overridden by its own flag (``from_args``). ``plan`` / ``run`` take these, never the Namespace."""
+
+    model: str
+    data: str
+    teacher: str
+    student: str
+    midlevel: str | None
+    paper: bool
+    train_limit: int | None
+    eval_limit: int | None
+    num_samples: int
+    max_new_tokens: int | None
+    epochs: float
+    lora: bool
+    lr: float | None
+    summarizer_model: str | None
+    embedding_model: str | None
+    backend: str
+    with_naive: bool
+    data_dir: str | None
+    root: str | None
+    python: str
+    extra_sft_args: str
+    extra_gen_args: str
+    dry_run: bool
+    subprocess: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "PipelineOptions":
+        """From ``build_parser()``'s parsed flags: scale settings are the demo's, or the paper's with --paper, each
+        overridable by its flag."""
+        scale = dict(DEMO, **PAPER) if args.paper else dict(DEMO)
+        flags = dict(vars(args))
+        for k in SCALE:
+            flags.setdefault(k, scale[k])
+        return cli.options(cls, argparse.Namespace(**flags))
+
+
+def options_from_argv(argv: list[str] | None = None) -> PipelineOptions:
+    """The typed options of a pipeline command line (``build_parser``, then ``PipelineOptions.from_args``)."""
+    return PipelineOptions.from_args(build_parser().parse_args(argv))
+
+
+def settings(o: PipelineOptions) -> dict:
+    """The run's scale settings (``SCALE``) as a dict."""
+    return {k: getattr(o, k) for k in SCALE}
 
 
 def _backend(backend: str) -> str:
@@ -157,7 +208,7 @@ def _backend(backend: str) -> str:
     return backend
 
 
-def plan(args: argparse.Namespace) -> list[Step]:
+def plan(args: PipelineOptions) -> list[Step]:
     s = settings(args)
     L = Layout.default(args.root)
     M, D, T, S, MID = args.model, args.data, args.teacher, args.student, args.midlevel
@@ -250,7 +301,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
     return steps
 
 
-def _setting_name(args) -> str:
+def _setting_name(args: PipelineOptions) -> str:
     mid = f"_{model_tag(args.midlevel)}" if args.midlevel else ""
     name = f"{args.model}_{model_tag(args.teacher)}{mid}_to_{model_tag(args.student)}_{args.data}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "setting"  # one folder name under logs/
@@ -358,7 +409,7 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
     return 0
 
 
-def smoke_note(args: argparse.Namespace) -> str | None:
+def smoke_note(args: PipelineOptions) -> str | None:
     """The label of a table made on a few questions (the demo's, or any --eval-limit run): it checks that every step
     runs; it is not a result."""
     s = settings(args)
@@ -369,7 +420,7 @@ def smoke_note(args: argparse.Namespace) -> str | None:
             "see the Results section of README.md for real numbers.")
 
 
-def print_worked_example(args: argparse.Namespace) -> str | None:
+def print_worked_example(args: PipelineOptions) -> str | None:
     """Print one Alice worked example of the single-turn run (see ``alice.worked_example``), or say that no question
     had several clusters, i.e. that the proactive path generated nothing."""
     s = Setting(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
@@ -383,7 +434,7 @@ def print_worked_example(args: argparse.Namespace) -> str | None:
     return text
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: PipelineOptions) -> int:
     steps = plan(args)
     L = Layout.default(args.root)
     logs = L.models / "logs" / _setting_name(args)
@@ -433,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             registry.resolve_model(args.model, size)
         except registry.RegistryError as e:
             p.error(f"--{role}: {e}")
-    return run(args)
+    return run(PipelineOptions.from_args(args))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from alice import cli, fresh, grading, prompts
 from alice import data as data_mod
-from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args
+from alice.generation import Generator, Sampling, clear_resumable, generate_resumable
 from alice.jsonl import read_jsonl, write_jsonl
 from alice.options import SAMPLING
 from alice.paths import Layout
@@ -50,7 +50,7 @@ def main(argv=None) -> list[dict]:
     layout = Layout.default(args.root)
     out_all, out_correct = layout.cot(args.model, args.teacher, args.data), layout.cot_correct(args.model, args.teacher, args.data)
     gen = cli.generation_options(args)
-    sampling = sampling_from_args(gen, TEMPERATURE, TOP_P)
+    sampling = Sampling.from_options(gen, TEMPERATURE, TOP_P)
     made_with = {"data": args.data, "teacher": teacher_id, "limit": args.limit,
                  "max_new_tokens": sampling.max_new_tokens, "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P}
     argv_ = fresh.command_line(argv)
@@ -64,7 +64,7 @@ def main(argv=None) -> list[dict]:
     if args.limit:
         rows = rows[: args.limit]
     items = [{"id": r["id"], "messages": prompts.cot_messages(args.data, r["question"])} for r in rows]
-    with Generator.from_args(teacher_id, gen, p) as engine:
+    with Generator.from_options(teacher_id, gen, p) as engine:
         texts = generate_resumable(engine, items, sampling, out_all,
                                    desc=f"CoT {args.data}")
     out = cot_rows(rows, texts, args.data)

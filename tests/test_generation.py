@@ -28,16 +28,17 @@ def test_backend_resolution(monkeypatch):
         generation.resolve_backend("tgi")
 
 
-def test_from_args_and_lazy_load(spiky):
+def test_from_options_and_lazy_load(spiky):
     import argparse
 
-    from alice.cli import add_generation_args
+    from alice.cli import add_generation_args, generation_options
 
     p = argparse.ArgumentParser()
     add_generation_args(p)
-    g = Generator.from_args(spiky, p.parse_args(["--backend", "hf", "--batch-size", "3"]))
+    g = Generator.from_options(spiky, generation_options(p.parse_args(["--backend", "hf", "--batch-size", "3"])))
     assert (g.backend, g.batch_size, g.loaded) == ("hf", 3, False)
-    assert generation.sampling_from_args(p.parse_args(["--max-new-tokens", "7"]), temperature=0.7).max_new_tokens == 7
+    opts = generation_options(p.parse_args(["--max-new-tokens", "7"]))
+    assert generation.Sampling.from_options(opts, temperature=0.7).max_new_tokens == 7
 
 
 def test_stop_tokens(tiny_models):

@@ -18,14 +18,14 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def test_plan_covers_every_step_of_the_paper():
-    args = pipeline.build_parser().parse_args(["--data", "hotpotqa", "--teacher", "0.5B", "--student", "1.5B"])
+    args = pipeline.options_from_argv(["--data", "hotpotqa", "--teacher", "0.5B", "--student", "1.5B"])
     names = [s.name for s in pipeline.plan(args)]
     assert names[:5] == ["base 0.5B", "eval weak 0.5B", "base 1.5B", "eval strong 1.5B", "cot"]
     # every trained model is evaluated right after its training step (a run cut short has evaluated what it trained)
     for trained, evaluated in (("original student qa", "eval original qa"), ("original student cot", "eval original cot"),
                                ("alice student 0.5B->1.5B", "eval alice")):
         assert names.index(evaluated) == names.index(trained) + 1
-    naive = [s.name for s in pipeline.plan(pipeline.build_parser().parse_args(["--with-naive"]))]
+    naive = [s.name for s in pipeline.plan(pipeline.options_from_argv(["--with-naive"]))]
     assert naive[-3:] == ["eval naive 0.5B", "eval naive 1.5B", "report"]  # the untrained models last
     for n in ("teacher stage1 cot", "teacher stage1 qa", "original labels qa", "original student qa",
               "original labels cot", "original student cot", "alice 0.5B->1.5B cluster", "alice 0.5B->1.5B final",
@@ -34,7 +34,7 @@ def test_plan_covers_every_step_of_the_paper():
         assert n in names
     assert names[-1] == "report" and not any("cascade" in n for n in names)
     # gsm8k ships its own CoT; a mid-level size adds the cascade (Alice teacher->mid, mid training, mid->student)
-    args = pipeline.build_parser().parse_args(["--midlevel", "1.5B", "--student", "3B"])
+    args = pipeline.options_from_argv(["--midlevel", "1.5B", "--student", "3B"])
     names = [s.name for s in pipeline.plan(args)]
     assert "cot" not in names
     assert names.index("alice 0.5B->1.5B final") < names.index("cascade mid 0.5B->1.5B") < names.index(
@@ -42,11 +42,11 @@ def test_plan_covers_every_step_of_the_paper():
 
 
 def test_demo_defaults_and_paper_scale():
-    demo = pipeline.settings(pipeline.build_parser().parse_args([]))
+    demo = pipeline.settings(pipeline.options_from_argv([]))
     assert demo["lora"] and demo["num_samples"] == pipeline.DEMO["num_samples"] and demo["train_limit"]
-    paper = pipeline.settings(pipeline.build_parser().parse_args(["--paper", "--num-samples", "50"]))
+    paper = pipeline.settings(pipeline.options_from_argv(["--paper", "--num-samples", "50"]))
     assert paper["train_limit"] is None and paper["num_samples"] == 50 and not paper["lora"] and paper["epochs"] == 3
-    argv = pipeline.plan(pipeline.build_parser().parse_args(["--paper"]))[0].argv
+    argv = pipeline.plan(pipeline.options_from_argv(["--paper"]))[0].argv
     assert "--limit" not in argv and "--lora" not in argv
 
 
@@ -107,7 +107,7 @@ def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_mo
     r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=4000)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
-    args = pipeline.build_parser().parse_args(argv[3:])
+    args = pipeline.options_from_argv(argv[3:])
     steps = pipeline.plan(args)
     names = [st.name for st in steps]
     assert "original cascade student" in " ".join(names) and "eval original cascade" in names
@@ -187,7 +187,7 @@ def test_bad_pipeline_flags_are_usage_errors(capsys, tmp_path):
 
 
 def test_log_folder_stays_under_root():
-    args = pipeline.build_parser().parse_args(["--model", "custom", "--teacher", "a/../../b", "--student", "c/d"])
+    args = pipeline.options_from_argv(["--model", "custom", "--teacher", "a/../../b", "--student", "c/d"])
     name = pipeline._setting_name(args)
     assert "/" not in name and not name.startswith(".")
 
@@ -260,11 +260,11 @@ def test_demo_plan_runs_the_several_cluster_path_with_one_engine_per_model(tiny_
                                  p_unreadable=DEMO_TEACHER_UNREADABLE)
     student = str(tiny_models["qwen_large"])
     root = tmp_path / "run"
-    args = pipeline.build_parser().parse_args(["--model", "custom", "--teacher", str(teacher), "--student", student,
+    args = pipeline.options_from_argv(["--model", "custom", "--teacher", str(teacher), "--student", student,
                                                "--backend", "hf", "--root", str(root), "--data-dir", str(data),
                                                "--max-new-tokens", "16"])  # the fixture answers in 3 tokens
     demo = pipeline.settings(args)
-    assert dict(demo, max_new_tokens=None) == dict(pipeline.DEMO, max_new_tokens=None)  # the demo's own scale
+    assert dict(demo, max_new_tokens=None) == {k: pipeline.DEMO[k] for k in pipeline.SCALE} | {"max_new_tokens": None}  # the demo's own scale
     L = Layout(root)
     sampler = L.teacher_cot_model("custom", str(teacher), "gsm8k")  # where teacher stage 1 would save it
     sampler.parent.mkdir(parents=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from alice import artifacts, cli, fresh, prompts
 from alice import data as data_mod
-from alice.generation import Generator, clear_resumable, generate_resumable, sampling_from_args
+from alice.generation import Generator, Sampling, clear_resumable, generate_resumable
 from alice.jsonl import require_trained
 from alice.jsonl import read_jsonl, write_jsonl
 from alice.options import SAMPLING
@@ -55,7 +55,7 @@ def main(argv=None) -> list[dict]:
     labeler, made_by, subset, out = plan(layout, args.model, args.data, args.teacher, args.type, args.midlevel, args.data_dir)
     require_trained(labeler, made_by)
     gen = cli.generation_options(args)
-    sampling = sampling_from_args(gen, TEMPERATURE, TOP_P)
+    sampling = Sampling.from_options(gen, TEMPERATURE, TOP_P)
     made_with = {"data": args.data, "type": args.type, "limit": args.limit, "max_new_tokens": sampling.max_new_tokens,
                  "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P}
     argv_ = fresh.command_line(argv)
@@ -68,7 +68,7 @@ def main(argv=None) -> list[dict]:
     if args.limit:
         rows = rows[: args.limit]
     items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
-    with Generator.from_args(str(labeler), gen, p) as engine:
+    with Generator.from_options(str(labeler), gen, p) as engine:
         texts = generate_resumable(engine, items, sampling, out,
                                    desc=f"label {args.data} ({args.type})")
     labels = [{"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0]} for r in rows]

@@ -5,14 +5,14 @@
 """
 
 from alice import cli
-from alice.alice_stages import Setting, run_final, stage_parser
+from alice.alice_stages import run_final, stage_parser
 
 
 @cli.main_guard
 def main(argv=None):
     p = stage_parser(__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
-    run_final(Setting.from_args(p, args, argv), cli.generation_options(args))
+    run_final(cli.alice_setting(p, args, argv), cli.generation_options(args))
 
 
 if __name__ == "__main__":
