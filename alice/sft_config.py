@@ -197,36 +197,37 @@ def batch_settings(
         if env.isdigit():
             ds_accum = int(env)
     sources = {}
-    if ds_micro is not None:  # DeepSpeed's own micro-batch key, where a user of DeepSpeed edits it
-        for given, what in ((per_device, "--per-device-batch-size"), (keys.get("per_device_train_batch_size"), "sft.per_device_train_batch_size")):
-            if given is not None and given != ds_micro:
-                raise SFTError(f"{what}={given} disagrees with DeepSpeed's train_micro_batch_size_per_gpu={ds_micro} in {path}: "
-                               "set one of them")
-        per_device, sources["per_device"] = ds_micro, "deepspeed_config.train_micro_batch_size_per_gpu"
-    elif per_device is not None:
-        sources["per_device"] = "--per-device-batch-size"
-    elif "per_device_train_batch_size" in keys:
-        per_device, sources["per_device"] = keys["per_device_train_batch_size"], f"sft.per_device_train_batch_size in {path}"
-    else:
+    per_device, sources["per_device"] = _pick(
+        ds_micro, "train_micro_batch_size_per_gpu", f" in {path}: set one of them",
+        per_device, "--per-device-batch-size", keys, "per_device_train_batch_size", path)
+    if per_device is None:
         per_device, sources["per_device"] = PAPER.per_device_batch_size, "default"
-    if ds_accum is not None and isinstance(ds_accum, int):
-        for given, what in ((grad_accum, "--gradient-accumulation-steps"), (keys.get("gradient_accumulation_steps"), "sft.gradient_accumulation_steps")):
-            if given is not None and given != ds_accum:
-                raise SFTError(
-                    f"{what}={given} disagrees with DeepSpeed's gradient_accumulation_steps={ds_accum}: set "
-                    f"deepspeed_config.gradient_accumulation_steps in {path} (or accelerate launch --gradient_accumulation_steps)"
-                )
-        grad_accum, sources["grad_accum"] = ds_accum, "deepspeed_config.gradient_accumulation_steps"
-    elif grad_accum is not None:
-        sources["grad_accum"] = "--gradient-accumulation-steps"
-    elif "gradient_accumulation_steps" in keys:
-        grad_accum, sources["grad_accum"] = keys["gradient_accumulation_steps"], f"sft.gradient_accumulation_steps in {path}"
-    else:
+    grad_accum, sources["grad_accum"] = _pick(
+        ds_accum, "gradient_accumulation_steps",
+        f": set deepspeed_config.gradient_accumulation_steps in {path} (or accelerate launch --gradient_accumulation_steps)",
+        grad_accum, "--gradient-accumulation-steps", keys, "gradient_accumulation_steps", path)
+    if grad_accum is None:
         grad_accum = max(1, PAPER.effective_batch // (per_device * world))
         sources["grad_accum"] = f"default: effective batch {PAPER.effective_batch}"
     if per_device < 1 or grad_accum < 1:
         raise SFTError("batch size and gradient accumulation must be at least 1")
     return BatchSettings(per_device, grad_accum, world, str(path) if path else None, found_by, sources)
+
+
+def _pick(ds_value, ds_key: str, fix: str, flag, flag_name: str, keys: dict, key: str, path):
+    """(value, where it came from) of one batch setting: DeepSpeed's own key where the config has one (a flag or an
+    ``sft.`` key that says otherwise is an error, ``fix`` ending its message), else the flag, else the ``sft.`` key;
+    (None, None): the caller's default."""
+    if ds_value is not None:
+        for given, what in ((flag, flag_name), (keys.get(key), f"sft.{key}")):
+            if given is not None and given != ds_value:
+                raise SFTError(f"{what}={given} disagrees with DeepSpeed's {ds_key}={ds_value}{fix}")
+        return ds_value, f"deepspeed_config.{ds_key}"
+    if flag is not None:
+        return flag, flag_name
+    if key in keys:
+        return keys[key], f"sft.{key} in {path}"
+    return None, None
 
 
 def deepspeed_batch_keys(cfg: dict, path) -> tuple[int | None, int | None]:
