@@ -232,6 +232,7 @@ def calibrate(args) -> dict:
 
 def build_parser():
     from alice.clustering import DEFAULT_EMBEDDING_MODEL
+    from alice.options import DEFAULT_GPU_MEMORY_UTILIZATION
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -245,7 +246,8 @@ def build_parser():
     s.add_argument("--max-new-tokens", type=int, default=64)
     s.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"))
     s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--gpu-memory-utilization", type=float, default=0.6, help="vLLM on a GPU: the card's share")
+    s.add_argument("--gpu-memory-utilization", type=float, default=DEFAULT_GPU_MEMORY_UTILIZATION,
+                   help="vLLM on a GPU: the card's share")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--chunk", type=int, default=4, help="questions per generate call, appended to --out after each")
     s.add_argument("--out", required=True)
