@@ -93,6 +93,10 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization, help="vLLM GPU memory fraction")
     g.add_argument("--enforce-eager", action="store_true",
                    help="vLLM on a GPU: no torch.compile / CUDA graphs (measured on an H200: 54 s instead of 93 s of start-up, results/generation_gpu.json)")
+    g.add_argument("--kv-cache-gib", type=positive_float, default=d.kv_cache_gib,
+                   help="vLLM on a GPU: this many GiB of KV cache, skipping vLLM's memory profiling (which miscounts "
+                        "when other processes on the card allocate meanwhile: pipeline --jobs); --gpu-memory-utilization "
+                        "then only sets how much free memory the engine checks for at start-up")
     g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="hf backend: sequences per generate() call (padded batching; continuous batching: most requests per step)")
     g.add_argument("--hf-batching", default=d.hf_batching, choices=("auto", "continuous", "padded"),

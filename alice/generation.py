@@ -280,7 +280,7 @@ class Generator:
     def __init__(self, model: str, backend: str = "auto", tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION, batch_size: int | None = None, dtype: str | None = None,
                  max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
-                 enforce_eager: bool | None = None):
+                 enforce_eager: bool | None = None, kv_cache_gib: float | None = None):
         if hf_batching not in HF_BATCHING:
             raise GenerationError(f"unknown hf batching {hf_batching!r}; choose from {', '.join(HF_BATCHING)}")
         if batch_size is not None and batch_size < 1:
@@ -296,6 +296,7 @@ class Generator:
         self.hf_batching = hf_batching  # resolved to continuous/padded when the hf model loads
         self.static_cache = static_cache
         self.enforce_eager = enforce_eager  # vLLM: None -> CUDA graphs on a GPU, eager on a CPU
+        self.kv_cache_gib = kv_cache_gib  # vLLM on a GPU: fixed KV cache size (None: sized by memory profiling)
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
         self._stop: list[int] = []
@@ -315,6 +316,7 @@ class Generator:
                 hf_batching=opts.hf_batching or "auto",
                 static_cache=bool(opts.hf_static_cache),
                 enforce_eager=True if opts.enforce_eager else None,
+                kv_cache_gib=opts.kv_cache_gib,
             )
         except GenerationError as e:
             if parser is None:
@@ -353,7 +355,7 @@ class Generator:
     def pool_key(self) -> tuple:
         """What must match for a pooled engine to serve this Generator."""
         return (self.model, self.backend, self.dtype, self.tensor_parallel_size, self.gpu_memory_utilization,
-                self.max_model_len, self.enforce_eager, _weights_stamp(self.model))
+                self.max_model_len, self.enforce_eager, self.kv_cache_gib, _weights_stamp(self.model))
 
     def _load(self) -> None:
         if self._engine is not None:
@@ -435,6 +437,8 @@ class Generator:
         )
         if cuda:
             kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
+            if self.kv_cache_gib:
+                kwargs["kv_cache_memory_bytes"] = int(self.kv_cache_gib * 2**30)
         kwargs["enforce_eager"] = (not cuda) if self.enforce_eager is None else bool(self.enforce_eager)
         max_len = self.max_model_len
         if max_len is None and not cuda:

@@ -43,6 +43,7 @@ class GenerationOptions:
     hf_batching: str = "auto"
     hf_static_cache: bool = False
     enforce_eager: bool = False  # vLLM on a GPU: no torch.compile / CUDA graphs (faster start-up)
+    kv_cache_gib: float | None = None  # vLLM on a GPU: a fixed KV cache instead of one sized by memory profiling
     dtype: str | None = None
     max_new_tokens: int | None = None  # None: DEFAULT_MAX_NEW_TOKENS
     limit: int | None = None

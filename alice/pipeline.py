@@ -76,6 +76,7 @@ class Step:
     name: str
     argv: list[str]
     outputs: list[Path] = field(default_factory=list)  # all exist, made by this command from unchanged inputs -> done
+    after: tuple[str, ...] = ()  # the steps (names) whose outputs this one reads: --jobs starts it once they succeeded
 
     def done(self) -> bool:
         if not self.outputs or not all(_exists(p) for p in self.outputs):
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the commands of every step without running them")
     p.add_argument("--subprocess", action="store_true",
                    help="run every step as its own process (each loads its model) instead of in this process")
+    p.add_argument("--jobs", type=cli.positive_int, default=1,
+                   help="run up to N independent steps at once, each in its own process, one training step at a time "
+                        "(a GPU with room for several engines: give each a share with --extra-gen-args, see README)")
     return p
 
 
@@ -178,6 +182,7 @@ class PipelineOptions:
     extra_gen_args: str
     dry_run: bool
     subprocess: bool
+    jobs: int
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "PipelineOptions":
@@ -233,71 +238,83 @@ def plan(args: PipelineOptions) -> list[Step]:
 
     steps: list[Step] = []
 
-    def step(name, art: artifacts.Artifact, extra=(), outputs=None):
-        """A step running the command that makes ``art`` (the artifact table), with this run's extra flags."""
-        steps.append(Step(name, art.argv(args.python, where, list(extra)), [art.path] if outputs is None else outputs))
+    def step(name, art: artifacts.Artifact, extra=(), outputs=None, after=()):
+        """A step running the command that makes ``art`` (the artifact table), with this run's extra flags; ``after``:
+        the steps whose outputs it reads (None entries: steps this run does not have). A step writing a file an
+        earlier step writes (two students' Alice chains share the sampler's clusters) comes after that step too: it
+        then finds the file made and only adds what is its own."""
+        outs = [art.path] if outputs is None else outputs
+        shared = [st.name for st in steps if set(st.outputs) & set(outs)]
+        steps.append(Step(name, art.argv(args.python, where, list(extra)), outs,
+                          tuple(dict.fromkeys(a for a in (*after, *shared) if a))))
+        return name
 
     A = artifacts
 
     # Each trained model is evaluated right after its training step (the untrained ones last): a run cut short
     # (a GPU hold that ends, a kill) has evaluated every model it finished.
-    def ev(name, student, method, teacher=None, otype=None, utype=None):
-        step(f"eval {name}", A.evaluation(L, M, D, student, method, teacher, otype, utype), eval_gen)
+    def ev(name, student, method, teacher=None, otype=None, utype=None, after=()):
+        step(f"eval {name}", A.evaluation(L, M, D, student, method, teacher, otype, utype), eval_gen, after=after)
 
     # 1. baselines: weak (teacher size) and strong (student size) trained on ground truth
-    step(f"base {T}", A.base_model(L, M, D, T), sft_extra)
-    ev(f"weak {T}", T, "base")
-    step(f"base {S}", A.base_model(L, M, D, S), sft_extra)
-    ev(f"strong {S}", S, "base")
+    ev(f"weak {T}", T, "base", after=[step(f"base {T}", A.base_model(L, M, D, T), sft_extra)])
+    ev(f"strong {S}", S, "base", after=[step(f"base {S}", A.base_model(L, M, D, S), sft_extra)])
     # 2. CoT (gsm8k ships its own), teacher stage 1 on CoT and on q-a pairs
-    if not data_mod.spec(D).ships_cot:
-        step("cot", A.cot(L, M, D, T), train_gen)
-    step("teacher stage1 cot", A.teacher_model(L, M, D, T, "cot"), sft_extra)
-    step("teacher stage1 qa", A.teacher_model(L, M, D, T, "qa"), sft_extra)
+    cot = None if data_mod.spec(D).ships_cot else step("cot", A.cot(L, M, D, T), train_gen)
+    teacher = {"cot": step("teacher stage1 cot", A.teacher_model(L, M, D, T, "cot"), sft_extra, after=[cot]),
+               "qa": step("teacher stage1 qa", A.teacher_model(L, M, D, T, "qa"), sft_extra, after=[cot])}  # CoT's questions
     # 3. original W2S: labels from each teacher, student stage 2
     for t in ("qa", "cot"):
-        step(f"original labels {t}", A.original_labels(L, M, D, T, t), train_gen)
-        step(f"original student {t}", A.original_student(L, M, D, T, S, t), sft_extra)
-        ev(f"original {t}", S, "original-wts", T, otype=t)
+        labels = step(f"original labels {t}", A.original_labels(L, M, D, T, t), train_gen, after=[teacher[t]])
+        trained = step(f"original student {t}", A.original_student(L, M, D, T, S, t), sft_extra, after=[labels])
+        ev(f"original {t}", S, "original-wts", T, otype=t, after=[trained])
 
     # 3b. original W2S cascade baseline: the cot teacher labels the first W2S half, the mid-level model trained on
     #     those labels labels the second half, the student trains on those
     if MID:
-        step("original cascade labels 1", A.original_labels(L, M, D, T, "cascade1"), train_gen)
-        step(f"original cascade mid {T}->{MID}", A.original_student(L, M, D, T, MID, "cascade"), sft_extra)
-        step("original cascade labels 2", A.original_labels(L, M, D, T, "cascade2", midlevel=MID), train_gen)
-        step(f"original cascade student {MID}->{S}", A.original_student(L, M, D, MID, S, "cascade"), sft_extra)
-        ev("original cascade", S, "original-wts", MID, otype="cascade")
+        prev = step("original cascade labels 1", A.original_labels(L, M, D, T, "cascade1"), train_gen,
+                    after=[teacher["cot"]])
+        prev = step(f"original cascade mid {T}->{MID}", A.original_student(L, M, D, T, MID, "cascade"), sft_extra,
+                    after=[prev])
+        prev = step("original cascade labels 2", A.original_labels(L, M, D, T, "cascade2", midlevel=MID), train_gen,
+                    after=[prev])
+        prev = step(f"original cascade student {MID}->{S}", A.original_student(L, M, D, MID, S, "cascade"), sft_extra,
+                    after=[prev])
+        ev("original cascade", S, "original-wts", MID, otype="cascade", after=[prev])
 
-    # 4. Alice single-turn (teacher -> student), and teacher -> mid-level for the cascade
-    def alice(teacher, student, cascade):
+    # 4. Alice single-turn (teacher -> student), and teacher -> mid-level for the cascade; each stage reads the one
+    #    before it, the first the sampler's trained model
+    def alice(teacher, student, cascade, sampler_step):
         sampler = MID if cascade else teacher
         tag = f"{'cascade ' if cascade else ''}alice {sampler}->{student}"
+        prev = sampler_step
         for stage in A.ALICE_STAGES:
             art = A.alice_stage(L, stage, M, D, T if cascade else teacher, student, MID if cascade else None)
             made = None
             if stage == "uncertainty":  # + this student's 'original' rows
                 made = [art.path, originals_path(A.alice_stage(L, "final", M, D, T, student, MID if cascade else None).path)]
-            step(f"{tag} {stage}", art, [*train_gen, *stage_extra.get(stage, [])], made)
+            prev = step(f"{tag} {stage}", art, [*train_gen, *stage_extra.get(stage, [])], made, after=[prev])
+        return prev
 
-    alice(T, S, cascade=False)
-    step(f"alice student {T}->{S}", A.alice_student(L, M, D, T, S, "singleturn"), sft_extra)
-    ev("alice", S, "ours-wts", T, utype="singleturn")
+    final = alice(T, S, cascade=False, sampler_step=teacher["cot"])
+    trained = step(f"alice student {T}->{S}", A.alice_student(L, M, D, T, S, "singleturn"), sft_extra, after=[final])
+    ev("alice", S, "ours-wts", T, utype="singleturn", after=[trained])
     if MID:
-        alice(T, MID, cascade=False)
-        step(f"cascade mid {T}->{MID}", A.alice_student(L, M, D, T, MID, "cascade1"), sft_extra)
-        alice(MID, S, cascade=True)
-        step(f"cascade student {MID}->{S}", A.alice_student(L, M, D, MID, S, "cascade2"), sft_extra)
-        ev("cascade alice", S, "ours-wts", MID, utype="cascade")
+        final = alice(T, MID, cascade=False, sampler_step=teacher["cot"])
+        mid = step(f"cascade mid {T}->{MID}", A.alice_student(L, M, D, T, MID, "cascade1"), sft_extra, after=[final])
+        final = alice(MID, S, cascade=True, sampler_step=mid)
+        trained = step(f"cascade student {MID}->{S}", A.alice_student(L, M, D, MID, S, "cascade2"), sft_extra,
+                       after=[final])
+        ev("cascade alice", S, "ours-wts", MID, utype="cascade", after=[trained])
 
     if args.with_naive:  # the untrained models last: they depend on nothing, and matter least if a run is cut short
         ev(f"naive {T}", T, "naive")
         ev(f"naive {S}", S, "naive")
     # 5. the report (always rerun: cheap, and it reflects whatever summaries exist); --data-dir: the diagnostics'
-    #    ground truth
+    #    ground truth. It comes after every other step.
     rep = ["--model", M, "--data", D, "--teacher", T, "--student", S] + (["--midlevel", MID] if MID else [])
     rep += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--root", args.root] if args.root else [])
-    steps.append(Step("report", [args.python, artifacts.REPORT, *rep], []))
+    steps.append(Step("report", [args.python, artifacts.REPORT, *rep], [], tuple(st.name for st in steps)))
     return steps
 
 
@@ -383,7 +400,7 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
             if st.done():
                 print(f"{label}: done, skipped", flush=True)
                 continue
-            log = logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
+            log = _log_path(logs, i, st)
             print(f"{label}: running (log: {log})", flush=True)
             t0 = time.time()
             argv = st.argv + (["--overwrite"] if st.outputs else [])  # redo what was made otherwise (alice.fresh)
@@ -407,6 +424,99 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
                 print((report_note + "\n" if report_note else "") + log.read_text().split("\n", 1)[1])
     print(f"all steps finished in {time.time() - t_all:.0f}s ({len(timings)} run, {len(steps) - len(timings)} skipped)")
     return 0
+
+
+def _log_path(logs: Path, i: int, st: Step) -> Path:
+    return logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
+
+
+def _critical_path(steps: list[Step]) -> list[int]:
+    """For each step, the number of steps on the longest chain from it to the end (itself included): --jobs starts
+    the ready step with the longest chain first (the Alice chain before a lone evaluation)."""
+    index = {st.name: i for i, st in enumerate(steps)}
+    length = [1] * len(steps)
+    for i in range(len(steps) - 1, -1, -1):  # a step's prerequisites come before it in the plan
+        for dep in steps[i].after:
+            length[index[dep]] = max(length[index[dep]], length[i] + 1)
+    return length
+
+
+def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str | None = None) -> int:
+    """Run the steps not done yet, up to ``jobs`` at once, each in its own process with its log in ``logs``: a step
+    starts once every step in its ``after`` succeeded (or was done already), the longest remaining chain first, and
+    at most one training step runs at a time (it fills the accelerator). A failed step stops only the steps that
+    need it; the others run on, then the report (``after`` = every step) reports what exists. 0 when all succeed."""
+    logs.mkdir(parents=True, exist_ok=True)
+    names = {st.name for st in steps}
+    for st in steps:
+        unknown = [d for d in st.after if d not in names]
+        if unknown:
+            raise ValueError(f"step {st.name!r} waits for unknown steps {unknown}")
+    t_all = time.time()
+    prio = _critical_path(steps)
+    state = {st.name: "todo" for st in steps}  # todo -> running -> ok | failed; todo -> blocked
+    running: dict[int, tuple[subprocess.Popen, float, Path, object]] = {}
+    ran = 0
+    label = lambda i: f"[{i + 1:2d}/{len(steps)}] {steps[i].name}"  # noqa: E731
+    try:
+        while True:
+            for i, st in enumerate(steps):  # a failed prerequisite blocks its dependants (the report runs anyway)
+                if state[st.name] == "todo" and st.name != "report" and any(
+                        state[d] in ("failed", "blocked") for d in st.after):
+                    state[st.name] = "blocked"
+                    print(f"{label(i)}: not run (a step it needs failed)", file=sys.stderr, flush=True)
+            ready = sorted((i for i, st in enumerate(steps) if state[st.name] == "todo" and all(
+                state[d] in (("ok", "failed", "blocked") if st.name == "report" else ("ok",)) for d in st.after)),
+                key=lambda i: (-prio[i], i))
+            started = False
+            for i in ready:
+                st = steps[i]
+                if st.outputs and st.done():  # checked now: its prerequisites may just have been redone
+                    state[st.name] = "ok"
+                    print(f"{label(i)}: done, skipped", flush=True)
+                    started = True  # its dependants may be ready now
+                    continue
+                if len(running) >= jobs or (st.trains and any(steps[j].trains for j in running)):
+                    continue
+                log = _log_path(logs, i, st)
+                argv = st.argv + (["--overwrite"] if st.outputs else [])
+                f = open(log, "w", buffering=1)
+                f.write(f"$ {shlex.join(argv)}\n")
+                f.flush()
+                running[i] = (_spawn(argv, f), time.time(), log, f)
+                state[st.name] = "running"
+                print(f"{label(i)}: running (log: {log})", flush=True)
+                started = True
+            if not running and not started:
+                break
+            for i, (proc, t0, log, f) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                f.close()
+                del running[i]
+                ran += 1
+                st, dt = steps[i], time.time() - t0
+                if rc != 0 or (st.outputs and not st.done()):
+                    state[st.name] = "failed"
+                    print(f"{label(i)}: FAILED (exit {rc}) after {dt:.0f}s; see {log}", file=sys.stderr, flush=True)
+                    for line in log.read_text().strip().splitlines()[-5:]:
+                        print(f"    {line}", file=sys.stderr)
+                    continue
+                state[st.name] = "ok"
+                print(f"{label(i)}: ok in {dt:.0f}s", flush=True)
+                if st.name == "report":
+                    print((report_note + "\n" if report_note else "") + log.read_text().split("\n", 1)[1])
+            if running:
+                time.sleep(0.2)
+    finally:
+        for proc, *_ in running.values():  # Ctrl-C or a kill of the pipeline ends its steps too
+            proc.kill()
+            proc.wait()
+    bad = [n for n, v in state.items() if v != "ok"]
+    print(f"all steps finished in {time.time() - t_all:.0f}s ({ran} run, {len(steps) - ran - len(bad)} skipped"
+          + (f"; failed or not run: {', '.join(bad)})" if bad else ")"), file=sys.stderr if bad else sys.stdout)
+    return 1 if bad else 0
 
 
 def smoke_note(args: PipelineOptions) -> str | None:
@@ -442,9 +552,13 @@ def run(args: PipelineOptions) -> int:
         for i, st in enumerate(steps, 1):
             state = "done" if st.done() else "todo"
             argv = ["python"] + st.argv[1:] if st.argv[0] == sys.executable else st.argv
-            print(f"# {i:2d}. {st.name} [{state}]\n{shlex.join(argv)}")
+            after = f" (after: {', '.join(st.after)})" if args.jobs > 1 and st.after and st.name != "report" else ""
+            print(f"# {i:2d}. {st.name} [{state}]{after}\n{shlex.join(argv)}")
         return 0
-    rc = execute(steps, logs, in_process=not args.subprocess, report_note=smoke_note(args))
+    if args.jobs > 1:
+        rc = execute_parallel(steps, logs, args.jobs, report_note=smoke_note(args))
+    else:
+        rc = execute(steps, logs, in_process=not args.subprocess, report_note=smoke_note(args))
     if rc == 0:
         print_worked_example(args)
     return rc
@@ -461,10 +575,18 @@ def _die_with_parent() -> None:
         pass
 
 
+def _spawn(argv: list[str], log) -> subprocess.Popen:
+    """Start one step, its output to ``log``; it dies with the pipeline (even by kill -9). The step imports ``alice``
+    from this repository (the one whose scripts it runs), whatever else is installed."""
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + (os.pathsep + path if path else ""))
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+
 def _call(argv: list[str], log) -> int:
     """Run one step; Ctrl-C or a kill of the pipeline ends the step too."""
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    proc = _spawn(argv, log)
     try:
         return proc.wait()
     except BaseException:

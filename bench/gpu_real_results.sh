@@ -11,14 +11,18 @@
 # under .gpu_data/ (both copied to /tmp/real/{code,gpu_data} at the first launch). Each dataset runs under
 # /tmp/real/<data> (its --root). Settings (env): TRAIN_LIMIT (1000),
 # NUM_SAMPLES (16), MAX_NEW_TOKENS (1024), GEN_ARGS / SFT_ARGS (extra generation / training flags), BACKEND (auto), EVAL_LIMIT (none:
-# the whole test split; set only for a rehearsal).
+# the whole test split; set only for a rehearsal), JOBS (steps at once: 3 on a card of >= 120 GB, else 2).
 set -uo pipefail
 RUNS=${RUNS:-/tmp/real}
 TRAIN_LIMIT=${TRAIN_LIMIT:-1000}
 NUM_SAMPLES=${NUM_SAMPLES:-16}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-1024}
 BACKEND=${BACKEND:-auto}
-GEN_ARGS=${GEN_ARGS:---gpu-memory-utilization 0.25 --enforce-eager}
+# --jobs runs up to JOBS steps at once (one training step at a time): each vLLM engine gets a fixed 12 GiB KV cache
+# (no memory profiling, which miscounts while another process on the card allocates) and checks for 15% free memory
+GEN_ARGS=${GEN_ARGS:---gpu-memory-utilization 0.15 --kv-cache-gib 12 --enforce-eager}
+MEM_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
+JOBS=${JOBS:-$([ "${MEM_MIB:-0}" -ge 120000 ] && echo 3 || echo 2)}
 # the paper's effective batch 16 as 16 x 1 instead of accelerate_config.yaml's 1 x 16 (the seed's, for small GPUs):
 # on the H200, 1 x 16 trained 0.5B on 560 arc rows x 3 epochs at 8.4 rows/s (200 s)
 SFT_ARGS=${SFT_ARGS:---per-device-batch-size 16 --gradient-accumulation-steps 1}
@@ -29,7 +33,7 @@ DATA_DIR=$RUNS/gpu_data
 command_for() {  # the one command, as recorded in the results file
   echo python -m alice.pipeline --model qwen2.5-coder --data "$1" --teacher 0.5B --student 1.5B --paper \
     --train-limit "$TRAIN_LIMIT" --num-samples "$NUM_SAMPLES" --max-new-tokens "$MAX_NEW_TOKENS" \
-    --summarizer-model "$STUDENT_ID" --with-naive --backend "$BACKEND" --data-dir "$DATA_DIR" --root "$RUNS/$1" \
+    --summarizer-model "$STUDENT_ID" --with-naive --backend "$BACKEND" --data-dir "$DATA_DIR" --root "$RUNS/$1" --jobs "$JOBS" \
     --extra-gen-args "'$GEN_ARGS'" --extra-sft-args "'$SFT_ARGS'" ${EVAL_LIMIT:+--eval-limit $EVAL_LIMIT}
 }
 
@@ -40,6 +44,8 @@ case "${1:-}" in
     [ -d "$CODE" ] || { mkdir -p "$CODE" && tar cf - --exclude=./.carry --exclude=./.whl . | tar xf - -C "$CODE"; }
     [ -d "$DATA_DIR" ] || cp -r .gpu_data "$DATA_DIR"
     cd "$CODE"
+    # the steps import alice from the snapshot, never from the checkout the next call replaces
+    export PYTHONPATH=$CODE${PYTHONPATH:+:$PYTHONPATH}
     for d in "$@"; do
       mkdir -p "$RUNS/$d"
       cmd=$(command_for "$d")

@@ -86,8 +86,8 @@ def _snapshot(root: Path) -> dict:
 @pytest.mark.slow
 def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_models, tmp_path):
     """Every step of a setting with a mid-level model (Alice teacher -> mid after teacher -> student, cascade Alice,
-    the original-W2S cascade baseline), then a rerun that redoes nothing, then a rerun with another --eval-limit
-    that redoes only the evaluations."""
+    the original-W2S cascade baseline) run with --jobs 3, then a rerun that redoes nothing, then a rerun with another
+    --eval-limit that redoes only the evaluations."""
     if not _minilm_cached():
         pytest.skip(f"{MINILM} is not in the Hugging Face cache")
     data = _write_hotpot(tmp_path / "data_in")
@@ -104,8 +104,10 @@ def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_mo
             "--summarizer-model", str(tiny_models["llama"]), "--embedding-model", MINILM, "--backend", "hf",
             "--extra-sft-args", "--max-steps 2", "--root", str(root), "--data-dir", str(data)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
-    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=4000)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # the first run with --jobs (independent steps at once, each in its own process): a prerequisite missing from
+    # the plan makes a step start before its input exists and fail; the reruns below go step by step, in-process
+    r = subprocess.run([*argv, "--jobs", "3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=4000)
+    assert r.returncode == 0, r.stderr[:4000]  # the first failed step and its log's tail
 
     args = pipeline.options_from_argv(argv[3:])
     steps = pipeline.plan(args)
@@ -231,6 +233,82 @@ def test_in_process_steps_log_their_output_and_a_failing_step_stops_the_run(tmp_
     # sys.stdout and the file descriptors are restored
     print("back on the console")
     assert "back on the console" in capsys.readouterr().out
+
+
+def test_jobs_run_independent_steps_at_once_after_their_prerequisites_one_training_at_a_time(tmp_path, capsys):
+    """--jobs: a step starts only after every step it reads from succeeded; never more than N at once; never two
+    training steps at once; a failed step blocks only its dependants, the rest and the report still run."""
+    fake = tmp_path / "fake_python"
+    times = tmp_path / "times.txt"
+    fake.write_text(f"#!/bin/sh\n# $1: the script, $2: the step, $3: seconds, $4: exit status\n"
+                    f"echo \"start $2 $(date +%s.%N)\" >> {times}\nsleep $3\n"
+                    f"echo \"end $2 $(date +%s.%N)\" >> {times}\nexit $4\n")
+    fake.chmod(0o755)
+
+    def st(name, secs, after=(), trains=False, rc=0):
+        script = pipeline.SFT if trains else "evaluation.py"
+        return pipeline.Step(name, [str(fake), script, name, str(secs), str(rc)], [], tuple(after))
+
+    steps = [st("trainA", 0.6, trains=True), st("trainB", 0.6, trains=True),
+             st("genC", 0.3, ["trainA"]), st("genD", 0.3, ["genC"]), st("genE", 0.5),
+             st("bad", 0.1, rc=3), st("needs_bad", 0.1, ["bad"]), st("genF", 0.2), st("genG", 0.2)]
+    steps.append(pipeline.Step("report", [str(fake), "report.py", "report", "0", "0"], [],
+                               tuple(s.name for s in steps)))
+    rc = pipeline.execute_parallel(steps, tmp_path / "logs", jobs=3)
+    out = capsys.readouterr()
+    assert rc == 1 and "FAILED (exit 3)" in out.err and "needs_bad" in out.err
+    span = {}
+    for line in times.read_text().splitlines():
+        what, name, t = line.split()
+        span.setdefault(name, {})[what] = float(t)
+    assert "needs_bad" not in span  # blocked by its failed prerequisite
+    assert set(span) == {s.name for s in steps} - {"needs_bad"}  # everything else ran, the report too
+    for s in steps:
+        for dep in s.after:
+            if s.name in span and dep in span:
+                assert span[s.name]["start"] >= span[dep]["end"], (s.name, dep)
+    a, b = span["trainA"], span["trainB"]
+    assert a["end"] <= b["start"] or b["end"] <= a["start"]  # one training step at a time
+    events = sorted([(v["start"], 1) for v in span.values()] + [(v["end"], -1) for v in span.values()])
+    level = peak = 0
+    for _, d in events:
+        level += d
+        peak = max(peak, level)
+    assert 2 <= peak <= 3  # several at once, never more than --jobs
+
+
+def test_plan_prerequisites_are_earlier_steps_and_chain_alice():
+    """Every step waits only for steps before it in the plan; the Alice student waits (through the stages) for the
+    CoT-trained teacher and, on a dataset without shipped CoT, for the CoT step."""
+    args = pipeline.options_from_argv(["--model", "qwen2.5-coder", "--data", "arc_challenge", "--teacher", "0.5B",
+                                       "--student", "1.5B", "--midlevel", "1.5B", "--jobs", "3"])
+    steps = pipeline.plan(args)
+    seen = set()
+    for st in steps:
+        assert set(st.after) <= seen, st.name
+        seen.add(st.name)
+    by_name = {st.name: st for st in steps}
+
+    def ancestors(name):
+        out, todo = set(), list(by_name[name].after)
+        while todo:
+            n = todo.pop()
+            if n not in out:
+                out.add(n)
+                todo += by_name[n].after
+        return out
+
+    assert {"cot", "teacher stage1 cot", "alice 0.5B->1.5B final", "alice 0.5B->1.5B cluster"} <= ancestors("eval alice")
+    # the qa teacher trains on the questions the CoT step kept
+    assert {"teacher stage1 qa", "cot"} <= ancestors("eval original qa")
+    # the teacher -> mid-level chain writes the sampler's clusters and uncertainty file again: after the first chain's
+    args = pipeline.options_from_argv(["--model", "qwen2.5-coder", "--data", "arc_challenge", "--teacher", "0.5B",
+                                       "--student", "7B", "--midlevel", "1.5B", "--jobs", "3"])
+    by_name = {st.name: st for st in pipeline.plan(args)}
+    assert "alice 0.5B->7B cluster" in by_name["alice 0.5B->1.5B cluster"].after
+    assert "alice 0.5B->7B uncertainty" in by_name["alice 0.5B->1.5B uncertainty"].after
+    assert ancestors("eval weak 0.5B") == {"base 0.5B"}
+    assert ancestors("report") == set(by_name) - {"report"}
 
 
 # A teacher that agrees with itself only partly: shares of its samples giving its most common answer, its second,

@@ -58,14 +58,20 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
     monkeypatch.setattr(vllm, "LLM", FakeLLM)
     p = argparse.ArgumentParser()
     cli.add_generation_args(p)
-    opts = cli.generation_options(p.parse_args(["--backend", "vllm", "--enforce-eager", "--gpu-memory-utilization", "0.25"]))
+    opts = cli.generation_options(p.parse_args(["--backend", "vllm", "--enforce-eager", "--gpu-memory-utilization", "0.25",
+                                                "--kv-cache-gib", "1.5"]))
     gen = generation.Generator.from_options(str(spiky), opts)
     with pytest.raises(RuntimeError, match="stop here"):
         gen._load()
     assert seen["enforce_eager"] is True and seen["gpu_memory_utilization"] == 0.25
+    assert seen["kv_cache_memory_bytes"] == int(1.5 * 2**30)  # a fixed KV cache: no memory profiling
     assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
     flashinfer = importlib.util.find_spec("flashinfer") is not None
     assert os.environ.get("VLLM_USE_FLASHINFER_SAMPLER") == (None if flashinfer else "0")
     # without the flag: CUDA graphs (vLLM's default), and another pooled-engine key
     default = generation.Generator.from_options(str(spiky), cli.generation_options(p.parse_args(["--backend", "vllm"])))
     assert default.enforce_eager is None and default.pool_key() != gen.pool_key()
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop here"):
+        default._load()
+    assert "kv_cache_memory_bytes" not in seen  # without the flag vLLM sizes the cache by profiling
