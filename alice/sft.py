@@ -64,6 +64,9 @@ CHECKPOINTS = "checkpoints"
 # ----------------------------------------------------------------------------------------------------
 # Divergence guard: a non-finite loss or gradient norm stops training at once; nothing is saved as finished
 # ----------------------------------------------------------------------------------------------------
+MAX_SKIPPED_SHARE = 0.02  # optimizer steps that may be skipped for a non-finite gradient (at least one)
+
+
 class TrainingDiverged(SFTError):
     """Training produced a non-finite loss, gradient norm or weight."""
 
@@ -99,12 +102,27 @@ def _guarded_trainer_class():
                 raise self._diverged("the loss", loss.detach().float().mean())
             return loss
 
+        skipped_steps: list = []  # (optimizer step, gradient norm) of the steps skipped for a non-finite gradient
+
         if hasattr(SFTTrainer, "_get_grad_norm"):  # transformers >= 5.x: the norm before optimizer.step()
 
-            def _get_grad_norm(self, *args, **kwargs):
-                norm = super()._get_grad_norm(*args, **kwargs)
+            def _get_grad_norm(self, model, *args, **kwargs):
+                norm = super()._get_grad_norm(model, *args, **kwargs)
                 if norm is not None and not _finite(norm):
-                    raise self._diverged("the gradient norm", norm)
+                    # A rare non-finite gradient (finite loss) skips its optimizer step, as mixed-precision training
+                    # skips an overflowing step: the gradients are dropped, so the step changes no weight and no
+                    # optimizer state. More than MAX_SKIPPED_SHARE of the steps is a divergence.
+                    step = self.state.global_step + 1
+                    allowed = max(1, int(MAX_SKIPPED_SHARE * max(self.state.max_steps, 1)))
+                    if len(self.skipped_steps) + 1 > allowed:
+                        raise self._diverged(f"the gradient norm (after {len(self.skipped_steps)} skipped steps, "
+                                             f"{allowed} allowed)", norm)
+                    self.skipped_steps = [*self.skipped_steps, (step, float(norm))]
+                    model.zero_grad(set_to_none=True)  # the optimizer skips parameters without a gradient
+                    print(f"warning: optimizer step {step}/{self.state.max_steps} skipped: the gradient norm is "
+                          f"{float(norm)} (loss finite); {len(self.skipped_steps)} of {allowed} allowed",
+                          file=sys.stderr, flush=True)
+                    return None  # nothing to log for a step that did not happen
                 return norm
 
     return GuardedSFTTrainer
@@ -410,6 +428,7 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
         "epochs": args.num_train_epochs,
         "max_steps": opts.max_steps,
         "optimizer_steps": trainer.state.global_step,
+        "skipped_nonfinite_steps": [{"step": st, "grad_norm": str(g)} for st, g in getattr(trainer, "skipped_steps", [])],
         "learning_rate": args.learning_rate,
         "weight_decay": args.weight_decay,
         "lr_scheduler": str(args.lr_scheduler_type.value if hasattr(args.lr_scheduler_type, "value") else args.lr_scheduler_type),

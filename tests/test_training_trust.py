@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from alice import sft
 from alice.generation import GenerationError, Generator, Sampling, end_of_turn_token
@@ -100,11 +101,56 @@ def test_divergence_guard_stops_at_the_first_nonfinite_step_and_saves_nothing(ti
             sft.run(job, _batch(), sft.TrainOptions(max_steps=5, save_steps=1000))
     finally:
         sft.build_trainer = real_build
-    assert e.value.step == 2
+    # the loss: at once; an inf gradient norm with a finite loss: its step is skipped (1 of 5 steps allowed), the next
+    # one stops the run
+    step = 2 if where == "loss" else 3
+    assert e.value.step == step
     msg = str(e.value)
-    assert "\n" not in msg and "step 2/5" in msg and str(out) in msg and "--lr" in msg
+    assert "\n" not in msg and f"step {step}/5" in msg and str(out) in msg and "--lr" in msg
     assert ("loss" in msg) if where == "loss" else ("gradient norm" in msg)
     assert not sft.is_finished(out) and not (out / "train_config.json").exists()
+
+
+def test_one_nonfinite_gradient_skips_its_step_and_training_finishes(tiny_models, tmp_path, capsys):
+    """A single non-finite gradient norm (finite loss) skips that optimizer step, as mixed-precision training skips an
+    overflowing step: no weight moves in it, training goes on, the saved model is finite and the record names the
+    skipped step."""
+    import torch
+
+    out = tmp_path / "out"
+    job = sft.Job("base", None, "student", "x", str(tiny_models["qwen_small"]), out, "test rows", list(ROWS))
+    real_build = sft.build_trainer
+    seen = {"n": 0, "before": None, "after": None}
+
+    def poisoned(*a, **kw):
+        trainer = real_build(*a, **kw)
+        emb = trainer.model.get_input_embeddings().weight
+
+        def grad_hook(g):
+            seen["n"] += 1
+            return g * float("nan") if seen["n"] == 2 else g  # the 2nd backward only
+        emb.register_hook(grad_hook)
+
+        class Watch(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                if state.global_step == 1:
+                    seen["before"] = emb.detach().clone()
+
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == 2:
+                    seen["after"] = emb.detach().clone()
+        trainer.add_callback(Watch())
+        return trainer
+
+    sft.build_trainer = poisoned
+    try:
+        record = sft.run(job, _batch(), sft.TrainOptions(max_steps=4, save_steps=1000, weight_decay=0.01))
+    finally:
+        sft.build_trainer = real_build
+    assert torch.equal(seen["before"], seen["after"])  # the skipped step moved nothing (weight decay included)
+    assert sft.is_finished(out) and record["optimizer_steps"] == 4
+    assert [s["step"] for s in record["skipped_nonfinite_steps"]] == [2]
+    assert "optimizer step 2/4 skipped" in capsys.readouterr().err
 
 
 def test_divergence_is_one_line_from_the_script(tiny_models, tmp_path, capsys):
