@@ -23,6 +23,7 @@ import dataclasses
 import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import data as data_mod
 from . import fresh, grading
@@ -251,7 +252,10 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
             row.update(missing=True, note=e.note or "not evaluated")
         else:
             summaries[e.key] = s
-            correct[e.key] = load_correct(s.get("predictions") or layout.eval_predictions(data, e.run))
+            # this root's predictions file; the path the summary recorded only when that is absent (a run packed on
+            # another machine records where it was made)
+            pred = layout.eval_predictions(data, e.run)
+            correct[e.key] = load_correct(pred if Path(pred).exists() or not s.get("predictions") else s["predictions"])
             lo, hi = s.get("ci95") or wilson(s["correct"], s["n"])
             row.update(missing=False, accuracy=s["accuracy"], n=s["n"], correct=s["correct"], parsed=s.get("parsed"),
                        ci95=[lo, hi], model=s.get("model"), limit=(s.get("settings") or {}).get("limit"))

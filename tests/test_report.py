@@ -1,6 +1,7 @@
 """report.py: summaries -> table with PGR and CIs, JSON, markdown and a PNG; missing rows are shown as missing."""
 
 import json
+import shutil
 
 import pytest
 
@@ -266,6 +267,7 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
     put(L, eval_run_name("qwen2.5-coder", "0.5B", "base"), 8)
     put(L, eval_run_name("qwen2.5-coder", "1.5B", "base"), 16)
     put(L, eval_run_name("qwen2.5-coder", "1.5B", "ours-wts", "0.5B", ours_wts_type="singleturn"), 12)
+    put(L, eval_run_name("qwen2.5-coder", "1.5B", "original-wts", "0.5B", original_wts_type="cot"), 10)
     for name, text in (("command.txt", "python -m alice.pipeline --model qwen2.5-coder --data gsm8k --teacher 0.5B"),
                        ("commit.txt", "abc123"), ("device.txt", "NVIDIA H200"), ("start", "100"), ("end", "1300"),
                        ("rc", "0")):
@@ -274,6 +276,7 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
     with tarfile.open(tarball, "w:gz") as tf:
         for p in run_root.iterdir():
             tf.add(p, arcname=p.name)
+    shutil.rmtree(run_root)  # as on the GPU machine: the paths the summaries recorded do not exist here
     mod = load_script("bench/real_results_json.py")
     out = tmp_path / "results"
     rep = mod.main([str(tarball), "--out-dir", str(out), "--data-dir", gsm8k_data(tmp_path / "data")])
@@ -283,4 +286,26 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
                                    "finished": True, "source": "real_gsm8k.tar.gz"}
     alice = next(r for r in saved["rows"] if r["key"] == "alice")
     assert alice["accuracy"] == pytest.approx(0.6) and alice["pgr"] == pytest.approx(0.5) and rep["data"] == "gsm8k"
+    diff = next(c for c in saved["comparisons"] if c["b"] == "original_cot")  # from the packed prediction files
+    assert diff["n"] == 20 and diff["diff"] == pytest.approx(0.1)
     assert (out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.md").is_file() and (out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.png").is_file()
+
+
+def test_final_answer_format_counts_bare_and_boxed_answers(tmp_path):
+    """bench/final_answer_format.py: bare '#### N' answers (no worked solution) and \\boxed answers without the
+    '####' line, in Alice's training rows and in each model's test answers, with the accuracy of each group."""
+    mod = load_script("bench/final_answer_format.py")
+    worked = "Each sandwich needs 3 slices of bread, so 5 sandwiches need 3*5=<<3*5=15>>15 slices.\n#### 15"
+    assert mod.bare("#### 15") and mod.bare("  #### 15\n") and not mod.bare(worked)
+    assert mod.boxed_without_marker("so it takes \\(\\boxed{8}\\) minutes") and not mod.boxed_without_marker(worked)
+    write_jsonl(tmp_path / "data" / "ours" / "gsm8k" / "m_0.5B_to_1.5B_gsm8k.jsonl",
+                [{"id": "a", "answer": "#### 3", "label": "new"}, {"id": "b", "answer": worked, "label": "new"},
+                 {"id": "c", "answer": "#### 4", "label": "original"}])
+    write_jsonl(tmp_path / "model_outputs" / "eval" / "gsm8k" / "run.jsonl",
+                [{"response": "#### 3", "correct": True}, {"response": "#### 5", "correct": False},
+                 {"response": worked, "correct": True}, {"response": "it is \\boxed{2}", "correct": False}])
+    res = mod.analyse(tmp_path)
+    assert res["training_new_rows"]["m_0.5B_to_1.5B_gsm8k.jsonl"]["bare"] == {"n": 1, "of": 2, "share": 0.5}
+    t = res["test_answers"]["run"]
+    # the short \boxed answer is bare too (no worked solution before it)
+    assert (t["bare"], t["accuracy_bare"], t["accuracy_not_bare"], t["boxed_without_marker"]) == (3, 0.3333, 1.0, 1)
