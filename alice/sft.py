@@ -257,6 +257,9 @@ def _save_final(trainer, out_dir: Path, lora: bool) -> None:
     if lora:
         if acc.is_main_process:
             merged = acc.unwrap_model(trainer.model).merge_and_unload()
+            dtype = getattr(trainer, "save_dtype", None)
+            if dtype is not None and dtype != torch.float32:
+                merged.to(dtype)  # written once in the source's dtype, not in fp32 and then rewritten (finish_saved_folder)
             merged.save_pretrained(str(tmp))
             trainer.processing_class.save_pretrained(str(tmp))
     else:
