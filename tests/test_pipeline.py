@@ -67,6 +67,7 @@ def test_demo_plan_is_every_alice_mechanism_and_the_baselines_only():
     assert note.startswith("SMOKE RUN: 4 test questions") and "--original adds it" in note
     assert "--original" not in pipeline.smoke_note(pipeline.options_from_argv(["--original"]))
     assert pipeline.smoke_note(pipeline.options_from_argv(["--paper"])) is None
+    assert not any("original" in st.name for st in pipeline.plan(pipeline.options_from_argv(["--paper", "--no-original"])))
 
 
 def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
