@@ -388,6 +388,8 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
     if resume:
         log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
+    # the trained weights' dtype, read before the save (a LoRA save merges the adapters away and casts the model)
+    trained_dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad})
     _save_final(trainer, out, opts.lora)
 
     args = trainer.args
@@ -421,8 +423,7 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
         "bf16": args.bf16,
         "precision": trainer.precision,
         "precision_means": PRECISIONS[trainer.precision],
-        "trained_weights_dtype": sorted({str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters()
-                                         if p.requires_grad}),
+        "trained_weights_dtype": trained_dtypes,
         "packing": opts.packing,
         "gradient_checkpointing": opts.gradient_checkpointing,
         "seed": args.seed,

@@ -322,6 +322,7 @@ def test_lora_of_a_bf16_model_writes_its_merged_weights_once_in_bf16(tiny_models
     rec = train(tmp_path, data_dir, cfg, "--method", "base", "--student", str(src), "--limit", 8, "--lora",
                 "--lora-r", 4, "--lora-alpha", 8, "--lr", "1e-2")
     out = Path(rec["output_dir"])
+    assert rec["trained_weights_dtype"] == ["float32"]  # the adapters, trained in fp32 on a CPU (recorded before the merge)
     assert rewrites == []  # finish_saved_folder found every weight in bf16 already
     tensors = st.load_file(out / "model.safetensors")
     assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.bfloat16}
