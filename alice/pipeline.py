@@ -4,8 +4,9 @@
     python -m alice.pipeline --paper --model qwen2.5 --data hotpotqa --teacher 1.5B --student 7B --midlevel 3B
     python -m alice.pipeline --dry-run            # print every step's command, run nothing
 
-Steps: weak and strong baselines (``base``), CoT (not gsm8k), teacher stage 1 (CoT and qa), original W2S (qa and cot
-labels, student stage 2), Alice single-turn (four stages, student stage 2), cascade Alice when ``--midlevel`` is given,
+Steps: weak and strong baselines (``base``), CoT (not gsm8k), teacher stage 1 (CoT, and qa for original W2S), original
+W2S (qa and cot labels, student stage 2; ``--original``, on with ``--paper``, off in the demo), Alice single-turn (four
+stages, student stage 2), cascade Alice when ``--midlevel`` is given,
 the evaluation of every model (each right after its training step), and the report. Each step is the stage script users run by hand: by default its ``main(argv)``
 is called in this process (``--subprocess``: started as a subprocess, as by hand), with its output in a log under
 ``model_outputs/logs/<setting>/``. In-process, consecutive steps that generate with the same model share one loaded
@@ -44,10 +45,13 @@ from .sft import is_finished
 from .sft_config import PAPER as TRAIN_PAPER
 from .worked_example import worked_example
 
-# The embedded demo, sized for a 2-core CPU machine (README: its measured wall time and a worked example). It runs every
+# The embedded demo, sized for a 2-core CPU machine (README: its wall time and a worked example). It runs every
 # mechanism of Alice: 8 samples of up to 384 tokens (the 0.5B's gsm8k answers average ~280 tokens; at 256 most stop
 # before their final number, and unreadable answers form no cluster) on 4 questions, so that the teacher's samples
-# disagree on some questions (several clusters) and the summarizer, zero-shot and final stages generate.
+# disagree on some questions (several clusters) and the summarizer, zero-shot and final stages generate. It leaves out
+# the original-W2S comparison (``--original`` adds it), which is the paper's baseline, not part of Alice: its qa
+# teacher, two label steps and two 1.5B student trainings took 10 min 36 s of the 20 min 16 s measured for the first
+# 9 steps of the earlier demo (bench/README.md), before their two evaluations.
 DEMO = dict(
     model="qwen2.5-coder",
     data="gsm8k",
@@ -60,13 +64,14 @@ DEMO = dict(
     epochs=1,
     lora=True,
     lr=1e-4,  # LoRA moves ~10x slower than full fine-tuning: the paper's 1e-5 would leave the demo's models unchanged
+    original=False,  # the original-W2S baseline (qa teacher, labels, students): the paper's comparison, not Alice
 )
 # --paper: the paper's scale (no limits, N=100 samples, full fine-tuning for 3 epochs, 4096 new tokens).
 # Its values are the defaults of the stage scripts (alice.options, alice.sft_config.PAPER), not written again here;
 # epochs prints as in the paper's commands ("3", not "3.0").
 PAPER = dict(train_limit=None, eval_limit=None, num_samples=DEFAULT_NUM_SAMPLES, max_new_tokens=None,
              epochs=int(TRAIN_PAPER.epochs) if float(TRAIN_PAPER.epochs).is_integer() else TRAIN_PAPER.epochs,
-             lora=False, lr=None)
+             lora=False, lr=None, original=True)
 
 SFT = artifacts.SFT  # the training script: a step running it frees the pooled engines first
 
@@ -132,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=cli.positive_float, default=argparse.SUPPRESS, help=f"SFT epochs (demo {DEMO['epochs']}, paper {PAPER['epochs']})")
     p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help="LoRA SFT (demo: on)")
     p.add_argument("--lr", type=cli.positive_float, default=argparse.SUPPRESS, help=f"SFT learning rate (demo {DEMO['lr']} for LoRA; paper {TRAIN_PAPER.lr:g})".replace("e-0", "e-"))
+    p.add_argument("--original", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="also run the original-W2S baseline (qa teacher, qa/cot labels, students; demo: off, --paper: on)")
     p.add_argument("--summarizer-model", default=None, help="uncertainty summarizer (default: the student in demo mode, Llama-3-70B with --paper)")
     p.add_argument("--embedding-model", default=None, help="sentence-transformers model for QA clustering")
     p.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"))
@@ -150,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-SCALE = ("train_limit", "eval_limit", "num_samples", "max_new_tokens", "epochs", "lora", "lr")  # demo / --paper
+SCALE = ("train_limit", "eval_limit", "num_samples", "max_new_tokens", "epochs", "lora", "lr", "original")  # demo / --paper
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,7 @@ class PipelineOptions:
     epochs: float
     lora: bool
     lr: float | None
+    original: bool
     summarizer_model: str | None
     embedding_model: str | None
     backend: str
@@ -261,17 +269,18 @@ def plan(args: PipelineOptions) -> list[Step]:
     ev(f"strong {S}", S, "base", after=[step(f"base {S}", A.base_model(L, M, D, S), sft_extra)])
     # 2. CoT (gsm8k ships its own), teacher stage 1 on CoT and on q-a pairs
     cot = None if data_mod.spec(D).ships_cot else step("cot", A.cot(L, M, D, T), train_gen)
-    teacher = {"cot": step("teacher stage1 cot", A.teacher_model(L, M, D, T, "cot"), sft_extra, after=[cot]),
-               "qa": step("teacher stage1 qa", A.teacher_model(L, M, D, T, "qa"), sft_extra, after=[cot])}  # CoT's questions
-    # 3. original W2S: labels from each teacher, student stage 2
-    for t in ("qa", "cot"):
-        labels = step(f"original labels {t}", A.original_labels(L, M, D, T, t), train_gen, after=[teacher[t]])
-        trained = step(f"original student {t}", A.original_student(L, M, D, T, S, t), sft_extra, after=[labels])
-        ev(f"original {t}", S, "original-wts", T, otype=t, after=[trained])
+    teacher = {"cot": step("teacher stage1 cot", A.teacher_model(L, M, D, T, "cot"), sft_extra, after=[cot])}
+    if s["original"]:  # the qa teacher serves only original W2S; it trains on the questions the CoT step kept
+        teacher["qa"] = step("teacher stage1 qa", A.teacher_model(L, M, D, T, "qa"), sft_extra, after=[cot])
+        # 3. original W2S: labels from each teacher, student stage 2
+        for t in ("qa", "cot"):
+            labels = step(f"original labels {t}", A.original_labels(L, M, D, T, t), train_gen, after=[teacher[t]])
+            trained = step(f"original student {t}", A.original_student(L, M, D, T, S, t), sft_extra, after=[labels])
+            ev(f"original {t}", S, "original-wts", T, otype=t, after=[trained])
 
     # 3b. original W2S cascade baseline: the cot teacher labels the first W2S half, the mid-level model trained on
     #     those labels labels the second half, the student trains on those
-    if MID:
+    if MID and s["original"]:
         prev = step("original cascade labels 1", A.original_labels(L, M, D, T, "cascade1"), train_gen,
                     after=[teacher["cot"]])
         prev = step(f"original cascade mid {T}->{MID}", A.original_student(L, M, D, T, MID, "cascade"), sft_extra,
@@ -525,9 +534,10 @@ def smoke_note(args: PipelineOptions) -> str | None:
     s = settings(args)
     if not s["eval_limit"]:
         return None
+    skipped = "" if s["original"] else " Original W2S was not run (--original adds it)."
     return (f"SMOKE RUN: {s['eval_limit']} test questions, {s['train_limit'] or 'all'} training questions per step, "
             f"{s['num_samples']} teacher samples each. It shows that every step runs, not how well Alice works: "
-            "see the Results section of README.md for real numbers.")
+            f"see the Results section of README.md for real numbers.{skipped}")
 
 
 def print_worked_example(args: PipelineOptions) -> str | None:

@@ -275,6 +275,9 @@ def _save_final(trainer, out_dir: Path, lora: bool) -> None:
     if lora:
         if acc.is_main_process:
             merged = acc.unwrap_model(trainer.model).merge_and_unload()
+            dtype = getattr(trainer, "save_dtype", None)
+            if dtype is not None and dtype != torch.float32:
+                merged.to(dtype)  # written once in the source's dtype, not in fp32 and then rewritten (finish_saved_folder)
             merged.save_pretrained(str(tmp))
             trainer.processing_class.save_pretrained(str(tmp))
     else:
@@ -403,6 +406,8 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
     if resume:
         log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
+    # the trained weights' dtype, read before the save (a LoRA save merges the adapters away and casts the model)
+    trained_dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad})
     _save_final(trainer, out, opts.lora)
 
     args = trainer.args
@@ -437,8 +442,7 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
         "bf16": args.bf16,
         "precision": trainer.precision,
         "precision_means": PRECISIONS[trainer.precision],
-        "trained_weights_dtype": sorted({str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters()
-                                         if p.requires_grad}),
+        "trained_weights_dtype": trained_dtypes,
         "packing": opts.packing,
         "gradient_checkpointing": opts.gradient_checkpointing,
         "seed": args.seed,

@@ -306,6 +306,34 @@ def test_lora_saves_merged_weights(tiny_models, data_dir, cfg, tmp_path):
     assert not torch.equal(w0, w1)  # the adapters were merged into the weights
 
 
+def test_lora_of_a_bf16_model_writes_its_merged_weights_once_in_bf16(tiny_models, data_dir, cfg, tmp_path, monkeypatch):
+    """A bf16 source (as the published models are): the merged weights are written in bf16 by the save itself, and
+    finish_saved_folder has nothing left to rewrite (the demo's CPU runs saved 1.5B in fp32, then rewrote it)."""
+    import safetensors.torch as st
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = tmp_path / "bf16_src"
+    AutoModelForCausalLM.from_pretrained(tiny_models["llama"]).to(torch.bfloat16).save_pretrained(src)
+    AutoTokenizer.from_pretrained(tiny_models["llama"]).save_pretrained(src)
+    rewrites = []
+    real = st.save_file
+    monkeypatch.setattr(st, "save_file", lambda *a, **k: (rewrites.append(a[1]), real(*a, **k))[1])
+    rec = train(tmp_path, data_dir, cfg, "--method", "base", "--student", str(src), "--limit", 8, "--lora",
+                "--lora-r", 4, "--lora-alpha", 8, "--lr", "1e-2")
+    out = Path(rec["output_dir"])
+    assert rec["trained_weights_dtype"] == ["float32"]  # the adapters, trained in fp32 on a CPU (recorded before the merge)
+    assert rewrites == []  # finish_saved_folder found every weight in bf16 already
+    tensors = st.load_file(out / "model.safetensors")
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.bfloat16}
+    assert not any("lora" in k for k in tensors)
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    base = st.load_file(src / "model.safetensors")
+    key = next(k for k in tensors if "q_proj" in k)
+    assert not torch.equal(base[key], tensors[key])  # the adapters were merged into the weights
+    _generate(out)
+
+
 def test_rerun_resumes_from_the_last_checkpoint(tiny_models, data_dir, cfg, tmp_path, capsys):
     from alice.fresh import meta_path
 
