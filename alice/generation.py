@@ -10,6 +10,8 @@
                           default on a GPU; ``padded`` = left-padded ``generate`` calls of ``--batch-size`` sequences,
                           sorted by prompt length, the default on a CPU and the fallback when continuous batching is
                           missing or fails. ``--hf-static-cache`` (padded only) compiles the decode step.
+                          Padded batching samples each (prompt, sample k) from its own stream seeded by
+                          ``row_seed(seed, prompt tokens, k)``, so a text does not depend on its batch, chunk or shard.
 - ``generate_resumable``  the same for ``[{id, messages}]`` items, checkpointed row by row to ``<out>.gen``
                           (a ``jsonl.Progress``), so a killed run goes on where it stopped.
 - ``engine_pool()``       while active, ``Generator.close()`` keeps the loaded engine and a later ``Generator`` of
@@ -595,18 +597,17 @@ class Generator:
     def _generate_hf_padded(self, prompts: list[list[int]], sampling: Sampling, desc: str) -> list[list[str]]:
         import torch
         from tqdm.auto import tqdm
-        from transformers import set_seed
+        from transformers import LogitsProcessorList, set_seed
 
         tok, model = self.tokenizer(), self._engine
         # one sequence per (prompt, sample); longest first so a too-large batch fails at once
         seqs = [(i, k) for i in range(len(prompts)) for k in range(sampling.n)]
         seqs.sort(key=lambda s: -len(prompts[s[0]]))
         results: list[list[str | None]] = [[None] * sampling.n for _ in prompts]
-        gen_kwargs = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=self._stop, pad_token_id=tok.pad_token_id)
-        if sampling.greedy:
-            gen_kwargs.update(do_sample=False)
-        else:
-            gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        # greedy decoding; when sampling, _RowSampler picks each row's token from its own seeded stream (argmax of its
+        # one-hot scores), so a sample does not depend on the batch, the chunk or the data-parallel shard it is in
+        gen_kwargs = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=self._stop, pad_token_id=tok.pad_token_id,
+                          do_sample=False)
         set_seed(sampling.seed)
         rate = _Rate()
         bs = max(1, self.batch_size)
@@ -617,8 +618,10 @@ class Generator:
                 enc = tok.pad({"input_ids": [prompts[i] for i, _ in batch]}, padding=True, return_tensors="pt",
                               pad_to_multiple_of=64 if self.static_cache else None)
                 enc = {k: v.to(model.device) for k, v in enc.items()}
+                extra = {} if sampling.greedy else {"logits_processor": LogitsProcessorList([_RowSampler(
+                    [row_seed(sampling.seed, prompts[i], k) for i, k in batch], sampling.temperature, sampling.top_p)])}
                 with torch.inference_mode():
-                    out = model.generate(**enc, **gen_kwargs)
+                    out = model.generate(**enc, **gen_kwargs, **extra)
                 new = out[:, enc["input_ids"].shape[1] :].tolist()
                 n_tok = 0
                 for (i, k), ids in zip(batch, new):
@@ -628,6 +631,41 @@ class Generator:
                 bar.set_postfix(tok_s=rate.add(n_tok), refresh=False)
                 bar.update(len(batch))
         return results  # type: ignore[return-value]
+
+
+def row_seed(seed: int, prompt_ids: list[int], k: int) -> int:
+    """The seed of sample ``k`` of one prompt (hf padded batching): a function of the run's seed, the prompt's tokens
+    and ``k`` only, never of the batch, chunk or data-parallel shard the prompt lands in."""
+    blob = json.dumps([int(seed), [int(t) for t in prompt_ids], int(k)]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+class _RowSampler:
+    """A transformers logits processor that samples (temperature, top_p; the model's defaults aside) each row's next
+    token with the row's own ``torch.Generator``, one draw per step, and returns scores that are -inf except at that
+    token, so greedy decoding takes it. Every step draws once for every row (finished ones too), so a row's draws
+    are the same whatever else is in its batch. Inverse-CDF sampling in float64 on the sorted probabilities."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+
+        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = float(temperature), float(top_p)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.double() / self.temperature, dim=-1)
+        p, idx = probs.sort(dim=-1, descending=True, stable=True)
+        if self.top_p < 1.0:  # keep the smallest prefix of mass >= top_p (at least one token)
+            keep = (p.cumsum(-1) - p) < self.top_p
+            keep[:, 0] = True
+            p = p * keep
+        cum = p.cumsum(-1)
+        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.gens]).to(cum.device)
+        j = torch.searchsorted(cum, (u * cum[:, -1]).unsqueeze(-1), right=True).clamp_(max=cum.shape[-1] - 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, idx.gather(-1, j), 0.0)
 
 
 def _transformers_version() -> str:
