@@ -282,11 +282,13 @@ class Generator:
     def __init__(self, model: str, backend: str = "auto", tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION, batch_size: int | None = None, dtype: str | None = None,
                  max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
-                 enforce_eager: bool | None = None):
+                 enforce_eager: bool | None = None, data_parallel_size: int = 1):
         if hf_batching not in HF_BATCHING:
             raise GenerationError(f"unknown hf batching {hf_batching!r}; choose from {', '.join(HF_BATCHING)}")
         if batch_size is not None and batch_size < 1:
             raise GenerationError(f"--batch-size must be at least 1 (got {batch_size})")
+        if data_parallel_size < 1:
+            raise GenerationError(f"--data-parallel-size must be at least 1 (got {data_parallel_size})")
         self.model = str(model)
         self.backend = resolve_backend(backend)
         self.tensor_parallel_size = tensor_parallel_size
@@ -298,6 +300,8 @@ class Generator:
         self.hf_batching = hf_batching  # resolved to continuous/padded when the hf model loads
         self.static_cache = static_cache
         self.enforce_eager = enforce_eager  # vLLM: None -> CUDA graphs on a GPU, eager on a CPU
+        self.data_parallel_size = data_parallel_size  # generate_resumable: worker processes (alice.data_parallel)
+        self._hf_batching_given = hf_batching
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
         self._stop: list[int] = []
@@ -317,6 +321,7 @@ class Generator:
                 hf_batching=opts.hf_batching or "auto",
                 static_cache=bool(opts.hf_static_cache),
                 enforce_eager=True if opts.enforce_eager else None,
+                data_parallel_size=opts.data_parallel_size,
             )
         except GenerationError as e:
             if parser is None:
@@ -325,6 +330,14 @@ class Generator:
 
     def __repr__(self) -> str:
         return f"Generator({self.model!r}, backend={self.backend!r})"
+
+    def worker_settings(self) -> dict:
+        """The constructor arguments a data-parallel worker builds its own Generator from (as given, not as resolved
+        by loading: each worker resolves them on its own device)."""
+        return dict(model=self.model, backend=self.backend, tensor_parallel_size=self.tensor_parallel_size,
+                    gpu_memory_utilization=self.gpu_memory_utilization, batch_size=self._batch_size_given,
+                    dtype=self.dtype, max_model_len=self.max_model_len, hf_batching=self._hf_batching_given,
+                    static_cache=self.static_cache, enforce_eager=self.enforce_eager)
 
     @property
     def loaded(self) -> bool:
@@ -717,17 +730,31 @@ def generate_resumable(generator: Generator, items: list[dict], sampling: Sampli
     Each text is appended to ``<out_path>.gen.partial`` keyed by (id, sample index, fingerprint of model +
     sampling + prompt), so a killed run continues and a changed prompt or setting is regenerated.
     ``chunk_size`` (prompts per checkpoint) defaults to the backend's choice (64 for hf, more for vLLM on a GPU).
-    The model is loaded only if something is left to generate.
+    The model is loaded only if something is left to generate. With ``generator.data_parallel_size`` > 1 the work is
+    shared by that many worker processes, one engine each, whose checkpoints are merged here (``alice.data_parallel``).
     """
     ids = [it["id"] for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("generate_resumable: item ids must be unique")
     prog = Progress(cache_path(out_path), key=lambda r: (r["id"], r["k"], r["fp"]))
+    data_parallel = getattr(generator, "data_parallel_size", 1) > 1
+    if data_parallel:
+        from .data_parallel import absorb_shards
+
+        absorb_shards(prog, out_path)  # what the workers of a killed run checkpointed
     weights = fingerprint(generator.model) if Path(generator.model).is_dir() else None
     fps = {it["id"]: _fingerprint(generator.model, sampling, it["messages"], weights) for it in items}
     todo = [it for it in items if any(not prog.done((it["id"], k, fps[it["id"]])) for k in range(sampling.n))]
     if todo:
         print(f"[generation] {desc}: {len(items) - len(todo)}/{len(items)} already done, {len(todo)} to go", flush=True)
+    if data_parallel and todo:
+        from .data_parallel import absorb_shards, run_shards
+
+        try:
+            run_shards(generator, todo, sampling, out_path, desc=desc, chunk_size=chunk_size)
+        finally:
+            absorb_shards(prog, out_path)
+        todo = []
     chunk = chunk_size or generator.default_chunk_size
     for c in range(0, len(todo), chunk):
         part = todo[c : c + chunk]
