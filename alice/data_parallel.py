@@ -32,6 +32,7 @@ from pathlib import Path
 
 SHARD = ".dp"  # <out>.dp<i>: a worker's out path (checkpoint <out>.dp<i>.gen.partial, log <out>.dp<i>.log)
 LOG_TAIL = 20  # lines of a failed worker's log shown in the error
+PROGRESS_EVERY = 60  # seconds between the parent's progress lines
 
 
 def shard_out(out_path, i: int) -> Path:
@@ -95,6 +96,15 @@ def _worker_env(i: int, n: int, tp: int, gpus: list[str]) -> dict:
     return env
 
 
+def _lines(checkpoint: Path) -> int:
+    """Rows in a checkpoint's partial file so far (0 when none)."""
+    try:
+        with open(checkpoint.with_name(checkpoint.name + ".partial"), "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
 def _tail(path: Path, n: int = LOG_TAIL) -> str:
     try:
         text = path.read_text(errors="replace").replace("\r", "\n")
@@ -106,7 +116,7 @@ def _tail(path: Path, n: int = LOG_TAIL) -> str:
 def run_shards(generator, todo: list[dict], sampling, out_path, *, desc: str, chunk_size: int | None) -> None:
     """Generate ``todo`` with ``generator.data_parallel_size`` worker processes, each checkpointing its share to
     ``<out>.dp<i>.gen.partial``. The caller merges the shards (``absorb_shards``)."""
-    from .generation import GenerationError, free_pooled
+    from .generation import GenerationError, cache_path, free_pooled
 
     n = min(generator.data_parallel_size, len(todo))
     tp = generator.tensor_parallel_size
@@ -127,16 +137,21 @@ def run_shards(generator, todo: list[dict], sampling, out_path, *, desc: str, ch
             spec = q.with_name(q.name + ".spec.json")
             spec.write_text(json.dumps({
                 "generator": generator.worker_settings(), "sampling": asdict(sampling), "items": todo[i::n],
-                "out": str(q), "desc": f"{desc} (worker {i}/{n})", "chunk_size": chunk_size,
+                "out": str(q), "desc": f"{desc} (worker {i}/{n})", "chunk_size": chunk_size, "parent": os.getpid(),
             }, ensure_ascii=False))
             log = q.with_name(q.name + ".log")
             with open(log, "w") as f:
                 procs.append((i, subprocess.Popen([sys.executable, "-m", "alice.data_parallel", str(spec)],
                                                   env=_worker_env(i, n, tp, gpus), stdout=f, stderr=subprocess.STDOUT,
                                                   stdin=subprocess.DEVNULL), log, spec))
-        t0 = time.perf_counter()
+        t0 = last = time.perf_counter()
         running = list(procs)
         while running:
+            if time.perf_counter() - last >= PROGRESS_EVERY:
+                last = time.perf_counter()
+                done = sum(_lines(cache_path(shard_out(out, i))) for i in range(n))
+                print(f"[generation] {desc}: {done}/{len(todo) * sampling.n} texts checkpointed by the workers "
+                      f"({last - t0:.0f}s)", flush=True)
             for entry in list(running):
                 i, proc, log, spec = entry
                 rc = proc.poll()
@@ -164,14 +179,30 @@ def run_shards(generator, todo: list[dict], sampling, out_path, *, desc: str, ch
                 log.unlink(missing_ok=True)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A parent killed without cleaning up (SIGKILL, SIGTERM) takes its workers along: each would otherwise go on
+    writing its shard while a rerun deals the work again."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        print("[generation] the parent process is gone: worker exits", flush=True)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def worker_main(spec_path: str) -> None:
     """One worker: ``generate_resumable`` of its share into its own checkpoint (``<out>.dp<i>``)."""
     from .generation import Generator, Sampling, generate_resumable
 
     spec = json.loads(Path(spec_path).read_text())
+    _exit_with_parent(spec["parent"])
     settings = dict(spec["generator"], data_parallel_size=1)
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
-    print(f"[generation] worker: {len(spec['items'])} prompts, CUDA_VISIBLE_DEVICES={gpus!r}", flush=True)
+    print(f"[generation] worker pid {os.getpid()}: {len(spec['items'])} prompts, CUDA_VISIBLE_DEVICES={gpus!r}",
+          flush=True)
     with Generator(**settings) as gen:
         generate_resumable(gen, spec["items"], Sampling(**spec["sampling"]), spec["out"], desc=spec["desc"],
                            chunk_size=spec["chunk_size"])

@@ -98,6 +98,58 @@ def test_merged_output_equals_one_process_and_resumes_from_shards(spiky, tmp_pat
     assert len(keys(partial(out))) == 14
 
 
+KILLED_RUN = """
+import sys
+from alice.generation import Generator, Sampling, generate_resumable
+sys.path.insert(0, {tests!r})
+from test_data_parallel import SAMPLING, gen, items
+generate_resumable(gen({model!r}, 2), items(40), SAMPLING, {out!r}, chunk_size=1)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.slow
+def test_a_killed_run_continues_and_its_workers_stop(spiky, tmp_path):
+    """kill -9 of the parent once the workers have checkpointed something: the workers exit by themselves; the rerun
+    continues from their shards and ends with one process's rows, each once."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed.jsonl"
+    code = KILLED_RUN.format(tests=str(Path(__file__).parent), model=spiky, out=str(out))
+    parent = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, **dp._worker_env(0, 1, 1, [])))
+    shards = [partial(dp.shard_out(out, i)) for i in range(2)]
+    deadline = time.time() + 240
+    while not any(f.exists() and f.stat().st_size for f in shards):
+        assert parent.poll() is None and time.time() < deadline, "no worker checkpointed anything"
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    pids = [int(re.search(r"worker pid (\d+)", dp.shard_out(out, i).with_name(f"{out.name}.dp{i}.log").read_text())
+                .group(1)) for i in range(2)]
+    deadline = time.time() + 30
+    while not all(_gone(p) for p in pids):
+        assert time.time() < deadline, "the workers outlived their parent"
+        time.sleep(0.5)
+    before = sum(len(keys(f)) for f in shards if f.exists())
+    assert 0 < before < 80
+
+    merged = generate_resumable(gen(spiky, 2), items(40), SAMPLING, out, chunk_size=8)
+    one = generate_resumable(gen(spiky, 1), items(40), SAMPLING, tmp_path / "one.jsonl")
+    assert list(merged.items()) == list(one.items())
+    assert sorted(keys(partial(out))) == sorted(set(keys(partial(out)))) and len(keys(partial(out))) == 80
+
+
 def test_alice_sampling_stage_data_parallel_equals_single(spiky, tmp_path):
     """The cluster stage (the teacher samples N answers per question) with --data-parallel-size 2 writes the same
     rows in the same order as with one process."""
