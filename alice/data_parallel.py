@@ -12,16 +12,19 @@
   the shard files; ``generate_resumable`` then returns the texts in the original item order.
 
 Shard checkpoints left by a killed run (of any N) are merged before the work is dealt again, so a rerun continues
-from them. A worker that fails stops the others (what they checkpointed is kept) and raises ``GenerationError``
-naming the worker, its exit status and its log, with the log's last lines.
+from them; workers whose parent was killed exit by themselves. A worker that fails stops the others (what they
+checkpointed is kept) and raises ``GenerationError`` naming the worker, its exit status and its log, with the log's
+last lines.
 
 Sampling is seeded per prompt, not per process (vLLM: a seeded generator per request; hf padded batching:
 ``generation.row_seed``), so the merged texts are those of one process given the same seed, up to the floating-point
-differences of other batch shapes (which greedy decoding shares).
+differences of other batch shapes (which greedy decoding shares). Not so hf continuous batching (the hf default on a
+GPU), which seeds once per call: there only greedy texts match; sample with vLLM or ``--hf-batching padded``.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -46,7 +49,7 @@ def _shard_checkpoints(out_path) -> list[Path]:
 
     p = Path(out_path)
     found = set()
-    for f in p.parent.glob(f"{p.name}{SHARD}*.gen*"):
+    for f in p.parent.glob(f"{glob.escape(p.name)}{SHARD}*.gen*"):
         name = f.name[len(p.name) + len(SHARD):].split(".", 1)[0]
         if name.isdigit():
             found.add(shard_out(p, int(name)))

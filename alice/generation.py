@@ -14,6 +14,8 @@
                           ``row_seed(seed, prompt tokens, k)``, so a text does not depend on its batch, chunk or shard.
 - ``generate_resumable``  the same for ``[{id, messages}]`` items, checkpointed row by row to ``<out>.gen``
                           (a ``jsonl.Progress``), so a killed run goes on where it stopped.
+- data parallel           ``--data-parallel-size N``: ``generate_resumable`` shares the work among N worker
+                          processes, one engine (GPU) each, and merges their checkpoints (``alice.data_parallel``).
 - ``engine_pool()``       while active, ``Generator.close()`` keeps the loaded engine and a later ``Generator`` of
                           the same model and engine settings reuses it (the pipeline runs consecutive steps of one
                           model without loading it again); ``free_pooled()`` frees them (before training).
