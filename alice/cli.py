@@ -90,6 +90,9 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     d = GenerationOptions()  # each flag's default is its field's
     g.add_argument("--backend", default=d.backend, choices=("auto", "vllm", "hf"), help="vllm when installed with a GPU, else hf")
     g.add_argument("--tensor-parallel-size", type=int, default=d.tensor_parallel_size, help="vLLM tensor parallel size")
+    g.add_argument("--data-parallel-size", type=positive_int, default=d.data_parallel_size,
+                   help="worker processes, one engine each (worker i sees GPU i; on a CPU they share the cores); "
+                        "the prompts are dealt round-robin and the merged output is in question order")
     g.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization, help="vLLM GPU memory fraction")
     g.add_argument("--enforce-eager", action="store_true",
                    help="vLLM on a GPU: no torch.compile / CUDA graphs (measured on an H200: 54 s instead of 93 s of start-up, results/generation_gpu.json)")

@@ -10,8 +10,12 @@
                           default on a GPU; ``padded`` = left-padded ``generate`` calls of ``--batch-size`` sequences,
                           sorted by prompt length, the default on a CPU and the fallback when continuous batching is
                           missing or fails. ``--hf-static-cache`` (padded only) compiles the decode step.
+                          Padded batching samples each (prompt, sample k) from its own stream seeded by
+                          ``row_seed(seed, prompt tokens, k)``, so a text does not depend on its batch, chunk or shard.
 - ``generate_resumable``  the same for ``[{id, messages}]`` items, checkpointed row by row to ``<out>.gen``
                           (a ``jsonl.Progress``), so a killed run goes on where it stopped.
+- data parallel           ``--data-parallel-size N``: ``generate_resumable`` shares the work among N worker
+                          processes, one engine (GPU) each, and merges their checkpoints (``alice.data_parallel``).
 - ``engine_pool()``       while active, ``Generator.close()`` keeps the loaded engine and a later ``Generator`` of
                           the same model and engine settings reuses it (the pipeline runs consecutive steps of one
                           model without loading it again); ``free_pooled()`` frees them (before training).
@@ -280,11 +284,13 @@ class Generator:
     def __init__(self, model: str, backend: str = "auto", tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION, batch_size: int | None = None, dtype: str | None = None,
                  max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
-                 enforce_eager: bool | None = None, kv_cache_gib: float | None = None):
+                 enforce_eager: bool | None = None, kv_cache_gib: float | None = None, data_parallel_size: int = 1):
         if hf_batching not in HF_BATCHING:
             raise GenerationError(f"unknown hf batching {hf_batching!r}; choose from {', '.join(HF_BATCHING)}")
         if batch_size is not None and batch_size < 1:
             raise GenerationError(f"--batch-size must be at least 1 (got {batch_size})")
+        if data_parallel_size < 1:
+            raise GenerationError(f"--data-parallel-size must be at least 1 (got {data_parallel_size})")
         self.model = str(model)
         self.backend = resolve_backend(backend)
         self.tensor_parallel_size = tensor_parallel_size
@@ -297,6 +303,8 @@ class Generator:
         self.static_cache = static_cache
         self.enforce_eager = enforce_eager  # vLLM: None -> CUDA graphs on a GPU, eager on a CPU
         self.kv_cache_gib = kv_cache_gib  # vLLM on a GPU: fixed KV cache size (None: sized by memory profiling)
+        self.data_parallel_size = data_parallel_size  # generate_resumable: worker processes (alice.data_parallel)
+        self._hf_batching_given = hf_batching
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
         self._stop: list[int] = []
@@ -317,6 +325,7 @@ class Generator:
                 static_cache=bool(opts.hf_static_cache),
                 enforce_eager=True if opts.enforce_eager else None,
                 kv_cache_gib=opts.kv_cache_gib,
+                data_parallel_size=opts.data_parallel_size,
             )
         except GenerationError as e:
             if parser is None:
@@ -325,6 +334,14 @@ class Generator:
 
     def __repr__(self) -> str:
         return f"Generator({self.model!r}, backend={self.backend!r})"
+
+    def worker_settings(self) -> dict:
+        """The constructor arguments a data-parallel worker builds its own Generator from (as given, not as resolved
+        by loading: each worker resolves them on its own device)."""
+        return dict(model=self.model, backend=self.backend, tensor_parallel_size=self.tensor_parallel_size,
+                    gpu_memory_utilization=self.gpu_memory_utilization, batch_size=self._batch_size_given,
+                    dtype=self.dtype, max_model_len=self.max_model_len, hf_batching=self._hf_batching_given,
+                    static_cache=self.static_cache, enforce_eager=self.enforce_eager, kv_cache_gib=self.kv_cache_gib)
 
     @property
     def loaded(self) -> bool:
@@ -599,18 +616,17 @@ class Generator:
     def _generate_hf_padded(self, prompts: list[list[int]], sampling: Sampling, desc: str) -> list[list[str]]:
         import torch
         from tqdm.auto import tqdm
-        from transformers import set_seed
+        from transformers import LogitsProcessorList, set_seed
 
         tok, model = self.tokenizer(), self._engine
         # one sequence per (prompt, sample); longest first so a too-large batch fails at once
         seqs = [(i, k) for i in range(len(prompts)) for k in range(sampling.n)]
         seqs.sort(key=lambda s: -len(prompts[s[0]]))
         results: list[list[str | None]] = [[None] * sampling.n for _ in prompts]
-        gen_kwargs = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=self._stop, pad_token_id=tok.pad_token_id)
-        if sampling.greedy:
-            gen_kwargs.update(do_sample=False)
-        else:
-            gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        # greedy decoding; when sampling, _RowSampler picks each row's token from its own seeded stream (argmax of its
+        # one-hot scores), so a sample does not depend on the batch, the chunk or the data-parallel shard it is in
+        gen_kwargs = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=self._stop, pad_token_id=tok.pad_token_id,
+                          do_sample=False)
         set_seed(sampling.seed)
         rate = _Rate()
         bs = max(1, self.batch_size)
@@ -621,8 +637,10 @@ class Generator:
                 enc = tok.pad({"input_ids": [prompts[i] for i, _ in batch]}, padding=True, return_tensors="pt",
                               pad_to_multiple_of=64 if self.static_cache else None)
                 enc = {k: v.to(model.device) for k, v in enc.items()}
+                extra = {} if sampling.greedy else {"logits_processor": LogitsProcessorList([_RowSampler(
+                    [row_seed(sampling.seed, prompts[i], k) for i, k in batch], sampling.temperature, sampling.top_p)])}
                 with torch.inference_mode():
-                    out = model.generate(**enc, **gen_kwargs)
+                    out = model.generate(**enc, **gen_kwargs, **extra)
                 new = out[:, enc["input_ids"].shape[1] :].tolist()
                 n_tok = 0
                 for (i, k), ids in zip(batch, new):
@@ -632,6 +650,41 @@ class Generator:
                 bar.set_postfix(tok_s=rate.add(n_tok), refresh=False)
                 bar.update(len(batch))
         return results  # type: ignore[return-value]
+
+
+def row_seed(seed: int, prompt_ids: list[int], k: int) -> int:
+    """The seed of sample ``k`` of one prompt (hf padded batching): a function of the run's seed, the prompt's tokens
+    and ``k`` only, never of the batch, chunk or data-parallel shard the prompt lands in."""
+    blob = json.dumps([int(seed), [int(t) for t in prompt_ids], int(k)]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+class _RowSampler:
+    """A transformers logits processor that samples (temperature, top_p; the model's defaults aside) each row's next
+    token with the row's own ``torch.Generator``, one draw per step, and returns scores that are -inf except at that
+    token, so greedy decoding takes it. Every step draws once for every row (finished ones too), so a row's draws
+    are the same whatever else is in its batch. Inverse-CDF sampling in float64 on the sorted probabilities."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+
+        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = float(temperature), float(top_p)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.double() / self.temperature, dim=-1)
+        p, idx = probs.sort(dim=-1, descending=True, stable=True)
+        if self.top_p < 1.0:  # keep the smallest prefix of mass >= top_p (at least one token)
+            keep = (p.cumsum(-1) - p) < self.top_p
+            keep[:, 0] = True
+            p = p * keep
+        cum = p.cumsum(-1)
+        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.gens]).to(cum.device)
+        j = torch.searchsorted(cum, (u * cum[:, -1]).unsqueeze(-1), right=True).clamp_(max=cum.shape[-1] - 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, idx.gather(-1, j), 0.0)
 
 
 def _transformers_version() -> str:
@@ -683,17 +736,31 @@ def generate_resumable(generator: Generator, items: list[dict], sampling: Sampli
     Each text is appended to ``<out_path>.gen.partial`` keyed by (id, sample index, fingerprint of model +
     sampling + prompt), so a killed run continues and a changed prompt or setting is regenerated.
     ``chunk_size`` (prompts per checkpoint) defaults to the backend's choice (64 for hf, more for vLLM on a GPU).
-    The model is loaded only if something is left to generate.
+    The model is loaded only if something is left to generate. With ``generator.data_parallel_size`` > 1 the work is
+    shared by that many worker processes, one engine each, whose checkpoints are merged here (``alice.data_parallel``).
     """
     ids = [it["id"] for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("generate_resumable: item ids must be unique")
     prog = Progress(cache_path(out_path), key=lambda r: (r["id"], r["k"], r["fp"]))
+    data_parallel = getattr(generator, "data_parallel_size", 1) > 1
+    if data_parallel:
+        from .data_parallel import absorb_shards
+
+        absorb_shards(prog, out_path)  # what the workers of a killed run checkpointed
     weights = fingerprint(generator.model) if Path(generator.model).is_dir() else None
     fps = {it["id"]: _fingerprint(generator.model, sampling, it["messages"], weights) for it in items}
     todo = [it for it in items if any(not prog.done((it["id"], k, fps[it["id"]])) for k in range(sampling.n))]
     if todo:
         print(f"[generation] {desc}: {len(items) - len(todo)}/{len(items)} already done, {len(todo)} to go", flush=True)
+    if data_parallel and todo:
+        from .data_parallel import absorb_shards, run_shards
+
+        try:
+            run_shards(generator, todo, sampling, out_path, desc=desc, chunk_size=chunk_size)
+        finally:
+            absorb_shards(prog, out_path)
+        todo = []
     chunk = chunk_size or generator.default_chunk_size
     for c in range(0, len(todo), chunk):
         part = todo[c : c + chunk]

@@ -38,6 +38,7 @@ class GenerationOptions:
 
     backend: str = "auto"
     tensor_parallel_size: int = 1
+    data_parallel_size: int = 1  # worker processes, one engine (GPU) each, sharing a stage's prompts
     gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     batch_size: int | None = None
     hf_batching: str = "auto"

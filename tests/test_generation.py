@@ -75,6 +75,18 @@ def test_sampling_n_seeded_and_capped(spiky, monkeypatch):
     assert not g.loaded
 
 
+def test_hf_sampling_is_seeded_per_row(spiky):
+    """Padded batching samples each (prompt, k) from its own seeded stream: the same texts whatever the batch size,
+    the order or the other prompts of the call (what makes resumed and data-parallel runs equal to one run)."""
+    s = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=12, n=3, seed=1)
+    a = Generator(spiky, backend="hf", batch_size=5, hf_batching="padded").generate(convs(), s)
+    b = Generator(spiky, backend="hf", batch_size=1, hf_batching="padded").generate(convs()[::-1], s)[::-1]
+    assert a == b
+    alone = Generator(spiky, backend="hf", batch_size=7, hf_batching="padded")
+    assert [alone.generate([c], s)[0] for c in convs()[:2]] == a[:2]
+    assert generation.row_seed(1, [5, 6], 0) != generation.row_seed(1, [5, 6], 1) != generation.row_seed(2, [5, 6], 1)
+
+
 def test_stops_at_end_of_turn(spiky, monkeypatch):
     """Generation stops at any stop token, which is not part of the returned text."""
     seen = []

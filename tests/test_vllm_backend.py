@@ -65,6 +65,7 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
         gen._load()
     assert seen["enforce_eager"] is True and seen["gpu_memory_utilization"] == 0.25
     assert seen["kv_cache_memory_bytes"] == int(1.5 * 2**30)  # a fixed KV cache: no memory profiling
+    assert generation.Generator(**gen.worker_settings()).pool_key() == gen.pool_key()  # data-parallel workers: the same engine
     assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
     flashinfer = importlib.util.find_spec("flashinfer") is not None
     assert os.environ.get("VLLM_USE_FLASHINFER_SAMPLER") == (None if flashinfer else "0")
