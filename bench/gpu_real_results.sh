@@ -5,7 +5,7 @@
 #   bash bench/gpu_real_results.sh launch gsm8k arc_challenge   # start one pipeline per dataset (setsid, detached)
 #   bash bench/gpu_real_results.sh status                       # each pipeline's last lines and exit code
 #   bash bench/gpu_real_results.sh wait SECONDS                 # status every 30 s until all ended or SECONDS passed
-#   bash bench/gpu_real_results.sh pack                         # $OUT/real_<data>.tar.gz: stage JSONL, evaluations,
+#   bash bench/gpu_real_results.sh pack                         # $OUT/real_<data>.tar.gz.part*: stage JSONL, evaluations,
 #                                                               # report, logs, training records (no weights)
 # Run from the checkout root after `source .carry/kit/on_device.sh env` (models by hub id, offline) with the data
 # under .gpu_data/ (both copied to /tmp/real/{code,gpu_data} at the first launch). Each dataset runs under
@@ -85,7 +85,9 @@ case "${1:-}" in
       d=$(basename "$dir"); [ -f "$dir/command.txt" ] || continue
       (cd "$dir" && tar czf "${OUT:-/tmp}/real_$d.tar.gz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' \
         --exclude='checkpoint-*' $(ls -d data model_outputs command.txt device.txt commit.txt start end rc pipeline.log 2>/dev/null))
-      ls -l "${OUT:-/tmp}/real_$d.tar.gz"
+      # files that come back from the device machine have a size limit (an 18 MB tarball did not): 4 MiB parts;
+      # here: cat real_<data>.tar.gz.part* > real_<data>.tar.gz
+      (cd "${OUT:-/tmp}" && split -b 4M "real_$d.tar.gz" "real_$d.tar.gz.part" && rm "real_$d.tar.gz" && ls -l real_$d.tar.gz.part*)
     done;;
   *) sed -n 2,13p "$0"; exit 2;;
 esac
