@@ -539,8 +539,9 @@ def print_worked_example(args: PipelineOptions) -> str | None:
     if text:
         print("\n" + text)
     elif s.train.exists():
-        print(f"warning: no question had several clusters ({s.clustered}): the uncertainty, zero-shot and final "
-              "stages generated nothing; raise --num-samples, --train-limit or --max-new-tokens", file=sys.stderr)
+        print(f"warning: no 'new' row in {s.train}: no question had several clusters ({s.clustered}), or no final "
+              "answer of the student was well-formed (dropped: see the final stage's log); raise --num-samples, "
+              "--train-limit or --max-new-tokens", file=sys.stderr)
     return text
 
 
