@@ -100,7 +100,10 @@ def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_mo
     # The mid-level model samples the cascade hop: it must repeat its answers too, or that hop has no cluster and
     # no training rows (a random tiny model's answers never repeat).
     mid = str(build_controlled_model(tiny_models["llama"], tmp_path / "mid", words=(" Mercury", " Paris"), p_eos=0.3))
-    student = str(tiny_models["qwen_large"])
+    # The student must write final answers Alice's final stage keeps (well-formed: >= 40 non-space characters for
+    # hotpotqa), or the cascade hop's training file (all its questions had several clusters) is empty: runs of words,
+    # rarely ended early, fill the 8 new tokens (a random tiny model writes a few short tokens).
+    student = str(build_controlled_model(tiny_models["llama"], tmp_path / "student", p_eos=0.05))
     root = tmp_path / "run"
     argv = [sys.executable, "-m", "alice.pipeline", "--model", "custom", "--data", "hotpotqa",
             "--teacher", str(teacher), "--midlevel", mid, "--student", student,
