@@ -6,7 +6,9 @@
                  several: the summarizer LLM states the teacher's uncertainty -> *_uncertainty.jsonl
     zeroshot     the (untrained) student answers those questions itself -> *_zeroshot.jsonl
     final        the student answers again from its own answer, the teacher's and the uncertainty ('new'
-                 rows); the training file *_to_*.jsonl = 'original' + 'new' rows in question order
+                 rows): up to ``final_tries`` samples per question, the first well-formed one kept
+                 (``grading.well_formed``: the required final-answer format, reasoning before it); a question with
+                 none is dropped. The training file *_to_*.jsonl = 'original' + 'new' rows in question order
 
 Files are joined by question id. Each output records the settings and input fingerprints that made it
 (``alice.fresh``): a rerun with the same ones does nothing, one with other settings (or after an input changed)
@@ -27,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import artifacts, cli, fresh, prompts, registry
+from . import artifacts, cli, fresh, grading, prompts, registry
 from . import data as data_mod
 from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, cluster_question, uses_embeddings
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
 from .jsonl import JsonlError, MissingInputError, read_jsonl, require, require_trained, write_jsonl
-from .options import DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD, SAMPLING, GenerationOptions
+from .options import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD, FINAL_TRIES, SAMPLING,
+                      GenerationOptions)
 from .paths import Layout
 
 METHODS = ("singleturn", "cascade")
@@ -326,13 +329,20 @@ def run_zeroshot(s: Setting, gen: GenerationOptions, *, make_generator: Generato
     return _counts("zeroshot", questions=len(rows))
 
 
-def run_final(s: Setting, gen: GenerationOptions, *, make_generator: GeneratorFactory | None = None) -> dict | None:
-    """The student's proactive answers ('new') + the 'original' rows -> the training file, in question order."""
+def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TRIES,
+              make_generator: GeneratorFactory | None = None) -> dict | None:
+    """The student's proactive answers ('new') + the 'original' rows -> the training file, in question order.
+
+    The student samples ``final_tries`` answers per uncertain question; the first well-formed one
+    (``grading.well_formed``) is its 'new' row; a question with no well-formed sample is dropped (counted, printed)."""
+    if final_tries < 1:
+        raise ValueError(f"final_tries must be at least 1, got {final_tries}")
     out = s.train
     for path, stage in ((s.clustered, "cluster"), (s.originals, "uncertainty"), (s.uncertainty, "uncertainty"),
                         (s.zeroshot, "zeroshot")):
         require(path, s.command(stage))
-    settings = s.settings("final", gen)
+    # the well-formedness rule is part of what makes the file: another K (or rule) is not passed off as done
+    settings = s.settings("final", gen, final_tries=final_tries, well_formed_min_chars=grading.MIN_REASONING_CHARS)
     inputs = [s.clustered, s.originals, s.uncertainty, s.zeroshot, s.student_model]
     if s.fresh(out, settings, inputs):
         return None
@@ -352,12 +362,20 @@ def run_final(s: Setting, gen: GenerationOptions, *, make_generator: GeneratorFa
     items = [{"id": r["id"], "messages": prompts.student_final_messages(
         s.data, r["question"], zeroshot[r["id"]]["zero_shot_student_response"], r["final_response"],
         r["uncertainty"])} for r in uncertain]
-    texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(gen), out,
-                      desc="student final answers")
-    new = {r["id"]: {"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0], "label": "new"}
-           for r in uncertain}
-    rows = [originals.get(i) or new[i] for i in order]
+    texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(gen, final_tries), out,
+                      desc=f"student final answers ({final_tries} per question)")
+    new, later = {}, 0
+    for r in uncertain:
+        k = next((k for k, t in enumerate(texts[r["id"]]) if grading.well_formed(s.data, t, r["question"])), None)
+        if k is None:
+            continue  # no well-formed answer: dropped, not replaced
+        later += k > 0
+        new[r["id"]] = {"id": r["id"], "question": r["question"], "answer": texts[r["id"]][k], "label": "new"}
+    dropped = len(uncertain) - len(new)
+    rows = [originals.get(i) or new[i] for i in order if i in originals or i in new]
     _finish(out, rows)
     s.record(out, settings, inputs)
     print(f"wrote {out}", flush=True)
-    return _counts("final", questions=len(rows), original=len(originals), new=len(new))
+    print(f"[final] dropped: {dropped} questions with no well-formed final answer of {final_tries}", flush=True)
+    return _counts("final", questions=len(rows), original=len(originals), new=len(new), dropped=dropped,
+                   final_tries=final_tries, well_formed_after_first_sample=later)

@@ -67,6 +67,9 @@ class DatasetSpec:
     seed_gold: Callable[[dict], Any] = grading.seed_gold_plain  # the reference the seed's metric compares with
     seed_grade: Callable[[str, Any, bool], grading.Grade] = grading.seed_grade_substring  # (response, gold, cot_trained)
     fields: str = "answer"  # the raw fields a row needs besides 'question' (for the error on a bad data file)
+    final_marker: Callable[[str, "str | None"], "int | None"] | None = None  # (response, question) -> where the
+    # final-answer format that ``final_template`` requires starts, read strictly (None: missing); None: the prompt
+    # requires no checkable format (only the reasoning rule of ``grading.well_formed`` applies)
 
     @property
     def ships_cot(self) -> bool:
@@ -301,12 +304,14 @@ register_dataset(DatasetSpec(
     answer_key=lambda r, q=None: grading.extract_gsm8k(r),
     cot_template=None,  # ships its own worked solutions
     qa_target=_gsm8k_qa_target, seed_gold=grading.seed_gold_gsm8k, seed_grade=grading.seed_grade_gsm8k,
+    final_marker=grading.gsm8k_final_marker,  # '#### <answer>'
 ))
 register_dataset(DatasetSpec(
     "arc_challenge", _normalise_arc, grading.grade_arc, prompts.UNCERTAINTY_QA, prompts.STUDENT_FINAL_ARC,
     hub_loader=lambda split: _arc_processed(split), test_split="test",
     answer_key=lambda r, q=None: grading.extract_arc(r, grading.arc_options(q) if q else None),
     cot_template=prompts.COT_ARC, seed_gold=grading.seed_gold_arc, seed_grade=grading.seed_grade_arc,
+    final_marker=grading.arc_final_marker,  # 'My choice is X.'
 ))
 register_dataset(DatasetSpec(
     "hotpotqa", _normalise_hotpotqa, lambda r, gold, q=None: grading.grade_hotpotqa(r, gold),

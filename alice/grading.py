@@ -66,16 +66,38 @@ def gsm8k_gold(answer: str) -> str:
     return normalize_number(answer.split("####")[-1]) or answer.split("####")[-1].strip()
 
 
-def extract_gsm8k(response: str) -> str | None:
+def extract_gsm8k(response: str, strict: bool = False) -> str | None:
     """The final number: the first number after the FIRST ``####`` (up to the next ``####``), as the seed's
     evaluation (``split('####')[1]``) and lm-evaluation-harness read it, so text a model writes after its answer
-    is never graded; without ``####``, the number in the last ``\\boxed{}``."""
+    is never graded; without ``####``, the number in the last ``\\boxed{}``.
+
+    ``strict``: only the format the final-answer prompt requires, ``#### <answer>`` with the number right after the
+    ``####`` (on its line); no ``\\boxed{}`` fallback and no number found further on."""
+    if strict:
+        m = gsm8k_final_marker(response)
+        return None if m is None else normalize_number(response[m:].split("####")[1])
     if "####" in response:
         return normalize_number(response.split("####")[1])
     boxed = extract_boxed(response)
     if boxed is not None:
         return normalize_number(boxed.replace("\\!", "").replace("{,}", ","))
     return None
+
+
+_STRICT_GSM8K = re.compile(r"[ \t]*(?:\$[ \t]*)?-?(?:\$[ \t]*)?(?:\d|\.\d)")
+
+
+def gsm8k_final_marker(response: str, question: str | None = None) -> int | None:
+    """Where the required ``#### <answer>`` starts: the index of the first ``####`` (the one every grader reads) when a
+    number follows it directly and it is the LAST answer marker (no second ``####`` and no ``\\boxed{}`` after it);
+    else None."""
+    i = response.find("####")
+    if i < 0:
+        return None
+    rest = response[i + 4:]
+    if "####" in rest or "\\boxed{" in rest or not _STRICT_GSM8K.match(rest):
+        return None
+    return i
 
 
 def grade_gsm8k(response: str, gold: str) -> Grade:
@@ -114,16 +136,40 @@ def _arc_patterns(labels: str):
 _PATTERNS = {labels: _arc_patterns(labels) for labels in (LETTERS, DIGITS)}
 
 
-def extract_arc(response: str, options: dict[str, str] | None = None, labels: str | None = None) -> str | None:
-    """The chosen option label: ``My choice is X`` (last one), else a leading ``X.``, else ``answer is X``,
-    else the single option whose text the response quotes. Labels are letters, or digits when the question's
-    options (or ``labels``) are numbered."""
+def _arc_labels(options: dict[str, str] | None, labels: str | None) -> str:
     if labels is None:
         labels = DIGITS if options and all(k.isdigit() for k in options) else LETTERS
-    choice, leading, answer_is = _PATTERNS[labels]
-    found = choice.findall(response)
-    if found:
-        return found[-1].upper()
+    return labels
+
+
+def _arc_last_choice(response: str, labels: str):
+    """The last ``My choice is X`` match (None when there is none)."""
+    found = list(_PATTERNS[labels][0].finditer(response))
+    return found[-1] if found else None
+
+
+def arc_final_marker(response: str, question: str | None = None) -> int | None:
+    """Where the required ``My choice is X`` starts: the index of the last one (the one ``extract_arc`` reads), with
+    X one of the question's option labels (letters when no question is given); else None."""
+    options = arc_options(question) if question else None
+    m = _arc_last_choice(response, _arc_labels(options, None))
+    if m is None or (options and m.group(1).upper() not in options):
+        return None
+    return m.start()
+
+
+def extract_arc(response: str, options: dict[str, str] | None = None, labels: str | None = None,
+                strict: bool = False) -> str | None:
+    """The chosen option label: ``My choice is X`` (last one), else a leading ``X.``, else ``answer is X``,
+    else the single option whose text the response quotes. Labels are letters, or digits when the question's
+    options (or ``labels``) are numbered. ``strict``: only ``My choice is X`` (the format the prompts require)."""
+    labels = _arc_labels(options, labels)
+    _, leading, answer_is = _PATTERNS[labels]
+    last = _arc_last_choice(response, labels)
+    if last:
+        return last.group(1).upper()
+    if strict:
+        return None
     m = leading.match(response)
     if m:
         return m.group(1).upper()
@@ -266,6 +312,36 @@ def seed_grade(data: str, response: str, gold, *, method: str | None = None,
                original_wts_type: str | None = None) -> Grade:
     """The seed's grading of one response (``gold`` from ``seed_gold``), its lenient matches included."""
     return _spec(data).seed_grade(response, gold, seed_arc_reads_choice(method, original_wts_type))
+
+
+# A well-formed final answer (Alice's final stage keeps only these, ``alice_stages.run_final``): the format the final
+# prompt requires (the dataset's ``final_marker``: gsm8k ``#### N``, arc ``My choice is X``; hotpotqa/triviaqa's prompt
+# asks for a step-by-step solution and an answer but no checkable format) AND reasoning before it: at least
+# MIN_REASONING_CHARS non-space characters before the marker (the whole response when there is no marker).
+# 40 is the shortest worked solution among the 7,473 gsm8k train references (non-space characters before '####'), and
+# about one short sentence ("Each sandwich needs 3 slices, so 3*5=15 slices."); a bare "#### 15", "\\boxed{15}" or
+# "The answer is 15." falls short. Measured motivation (README, Alice stage): the untrained 1.5B student wrote 221
+# of 746 final answers as a bare "#### 15".
+MIN_REASONING_CHARS = 40
+
+
+def reasoning_chars(text: str) -> int:
+    """Non-space characters of ``text``."""
+    return sum(not ch.isspace() for ch in text)
+
+
+def well_formed(data: str, response: str, question: str | None = None) -> bool:
+    """The response ends its reasoning with the final-answer format dataset ``data``'s final prompt requires, read in
+    the dataset's strict mode (``final_marker``), with at least ``MIN_REASONING_CHARS`` of reasoning before it."""
+    marker = _spec(data).final_marker
+    if marker is None:
+        reasoning = response
+    else:
+        i = marker(response, question)
+        if i is None:
+            return False
+        reasoning = response[:i]
+    return reasoning_chars(reasoning) >= MIN_REASONING_CHARS
 
 
 def extract_final_answer(data: str, response: str, question: str | None = None) -> str | None:

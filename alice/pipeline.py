@@ -40,7 +40,7 @@ from . import data as data_mod
 from .alice_stages import Setting, originals_path
 from .paths import Layout
 from .registry import model_tag
-from .options import DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES
+from .options import DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES, FINAL_TRIES
 from .sft import is_finished
 from .sft_config import PAPER as TRAIN_PAPER
 from .worked_example import worked_example
@@ -242,6 +242,9 @@ def plan(args: PipelineOptions) -> list[Step]:
         "cluster": ["--num-samples", str(s["num_samples"])]
         + (["--embedding-model", args.embedding_model] if args.embedding_model else []),
         "uncertainty": ["--summarizer-model", summarizer] if summarizer else [],
+        # K in the command line: a training file made before the well-formedness filter (no --final-tries in its
+        # recorded command lines) is not skipped as done; the stage then finds its settings differ and redoes it
+        "final": ["--final-tries", str(FINAL_TRIES)],
     }
 
     steps: list[Step] = []
@@ -549,8 +552,9 @@ def print_worked_example(args: PipelineOptions) -> str | None:
     if text:
         print("\n" + text)
     elif s.train.exists():
-        print(f"warning: no question had several clusters ({s.clustered}): the uncertainty, zero-shot and final "
-              "stages generated nothing; raise --num-samples, --train-limit or --max-new-tokens", file=sys.stderr)
+        print(f"warning: no 'new' row in {s.train}: no question had several clusters ({s.clustered}), or no final "
+              "answer of the student was well-formed (dropped: see the final stage's log); raise --num-samples, "
+              "--train-limit or --max-new-tokens", file=sys.stderr)
     return text
 
 

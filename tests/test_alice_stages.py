@@ -70,11 +70,16 @@ def qnum(text):
     return int(re.search(r"\bq(\d+): ", text).group(1))
 
 
+def final(i):
+    """The scripted student's final answer to question i: well-formed for hotpotqa (>= 40 non-space characters)."""
+    return f"final q{i}: the question names one person, so step by step the answer is Paris"
+
+
 def reply(model, text, k):
     if "Your task is to analyze" in text:  # the summarizer
         return f"unsure about q{qnum(text)}"
     if "Here is your original answer" in text:  # the student's final answer
-        return f"final q{qnum(text)}"
+        return final(qnum(text))
     if model.endswith("student"):  # zero-shot
         return f"zs q{qnum(text)}"
     i = qnum(text)  # the teacher: by question number
@@ -148,8 +153,8 @@ def test_stages_rows_labels_and_ids(setting):
     assert [(r["id"], r["zero_shot_student_response"]) for r in zs] == [(f"h{i:03d}", f"zs q{i}") for i in (52, 55, 58)]
     train = read_jsonl(s.train)
     assert [(r["id"], r["label"], r["answer"]) for r in train] == [
-        ("h051", "original", "Paris"), ("h052", "new", "final q52"), ("h054", "original", "Paris"),
-        ("h055", "new", "final q55"), ("h057", "original", "Paris"), ("h058", "new", "final q58")]
+        ("h051", "original", "Paris"), ("h052", "new", final(52)), ("h054", "original", "Paris"),
+        ("h055", "new", final(55)), ("h057", "original", "Paris"), ("h058", "new", final(58))]
     assert all(set(r) == {"id", "question", "answer", "label"} for r in train)
     assert (c_final["original"], c_final["new"]) == (3, 3)
     # no generation checkpoints left behind
@@ -334,10 +339,16 @@ def test_shell_script_end_to_end(script_runs, name):
     zs = read_jsonl(s.zeroshot)
     assert [x["id"] for x in zs] == several
     train = read_jsonl(s.train)
-    assert [x["id"] for x in train] == ids  # original + new = the questions with a cluster
     labels = {x["id"]: x["label"] for x in train}
     assert {i for i, lab in labels.items() if lab == "original"} == set(single)
-    assert {i for i, lab in labels.items() if lab == "new"} == set(several)
+    # 'new': the questions with several clusters whose student answer was well-formed (the random fixture student
+    # rarely writes 40 characters in 8 tokens); the others are dropped and counted
+    new = {i for i, lab in labels.items() if lab == "new"}
+    assert new <= set(several)
+    assert [x["id"] for x in train] == [i for i in ids if i in single or i in new]  # question order
+    assert f"dropped: {len(several) - len(new)} questions with no well-formed final answer of 4" in r["out"]
+    from alice import grading
+    assert all(grading.well_formed(s.data, x["answer"]) for x in train if x["label"] == "new")
     by_id = {x["id"]: x for x in clustered}
     for x in train:
         assert set(x) == {"id", "question", "answer", "label"}
@@ -451,3 +462,143 @@ def test_bad_generation_numbers_are_usage_errors(script, flag, value, tmp_path, 
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"argument {flag}: must be at least 1" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------------------------------
+# The final stage keeps only well-formed answers (grading.well_formed): up to K samples, the first well-formed kept
+# ----------------------------------------------------------------------------------------------------
+WHY = "Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of bread"
+
+
+def gsm8k_reply(model, text, k):
+    """gsm8k, w2s part q10..q19. Teacher: odd i one cluster, even i two. Student's final answers: i % 4 == 0 well-formed
+    from the third sample on (a bare '#### N' and a boxed answer first); i % 4 == 2 never well-formed."""
+    i = qnum(text)
+    if "Your task is to analyze" in text:
+        return f"unsure about q{i}"
+    if "Here is your original answer" in text:
+        malformed = [f"#### {i + 1}", f"{WHY}, so \\boxed{{{i + 1}}}", f"\n#### {i + 1}\n", f"The answer is {i}.\n#### {i}"]
+        if i % 4 == 2:
+            return malformed[k % 4]
+        return (malformed[:2] + [f"{WHY} for q{i}\n#### {i + 1}", f"{WHY} for q{i}\n#### 99"])[k % 4]
+    if model.endswith("student"):
+        return f"zs q{i}"
+    return f"so\n#### {i + 1}" if i % 2 or k % 2 else "so\n#### 0"
+
+
+def gsm8k_setting(tmp_path, **kw):
+    data = write_data(tmp_path / "d", "gsm8k", n=20)
+    s = st.Setting(data="gsm8k", model="custom", teacher=kw.pop("teacher", "t"), student=kw.pop("student", "x/student"),
+                   layout=Layout(tmp_path / "r"), data_dir=str(data), **kw)
+    fake_model(s.sampler_model)
+    return s
+
+
+def gsm8k_before_final(s, log):
+    make = lambda m: ScriptedGenerator(m, gsm8k_reply, log)  # noqa: E731
+    st.run_cluster(s, ARGS, num_samples=4, make_generator=make)
+    st.run_uncertainty(s, ARGS, summarizer="summ", make_generator=make)
+    st.run_zeroshot(s, ARGS, make_generator=make)
+    return make
+
+
+def test_final_keeps_the_first_well_formed_answer_and_drops_questions_without_one(tmp_path, capsys):
+    from alice.fresh import StaleOutputError, read_meta
+
+    s = gsm8k_setting(tmp_path)
+    log, ns = [], []
+    make = gsm8k_before_final(s, log)
+
+    def counting(model):
+        g = make(model)
+        inner = g.generate
+        g.generate = lambda convs, sampling, desc="": (ns.append(sampling.n), inner(convs, sampling, desc))[1]
+        return g
+
+    log.clear()
+    counts = st.run_final(s, ARGS, make_generator=counting)
+    assert set(ns) == {st.FINAL_TRIES} == {4}  # K samples per question, one generation path
+    train = read_jsonl(s.train)
+    # odd questions: one cluster ('original'); 12, 16: the third sample is the first well-formed; 10, 14, 18: dropped
+    assert [(r["id"][-2:], r["label"]) for r in train] == [
+        ("11", "original"), ("12", "new"), ("13", "original"), ("15", "original"), ("16", "new"), ("17", "original"),
+        ("19", "original")]
+    assert [r["answer"] for r in train if r["label"] == "new"] == [f"{WHY} for q12\n#### 13", f"{WHY} for q16\n#### 17"]
+    assert (counts["new"], counts["dropped"], counts["final_tries"], counts["well_formed_after_first_sample"]) == (2, 3, 4, 2)
+    assert "dropped: 3 questions with no well-formed final answer of 4" in capsys.readouterr().out
+    assert read_meta(s.train)["settings"]["final_tries"] == 4
+
+    # a rerun redoes nothing; another K is not passed off as done
+    before = s.train.read_bytes()
+    log.clear()
+    assert st.run_final(s, ARGS, make_generator=make) is None and log == []
+    with pytest.raises(StaleOutputError, match=r"final_tries 4 -> 2.*--overwrite"):
+        st.run_final(s, ARGS, final_tries=2, make_generator=make)
+    assert s.train.read_bytes() == before
+    # --overwrite with K=2: no question's first two samples are well-formed: every 'new' question is dropped
+    o = st.Setting(**{**s.__dict__, "overwrite": True})
+    counts = st.run_final(o, ARGS, final_tries=2, make_generator=make)
+    assert (counts["new"], counts["dropped"]) == (0, 5)
+    assert [r["label"] for r in read_jsonl(s.train)] == ["original"] * 5
+
+
+def test_final_resumes_its_k_samples_after_a_kill(tmp_path):
+    s = gsm8k_setting(tmp_path)
+    log = []
+    gsm8k_before_final(s, log)
+    log.clear()
+    with pytest.raises(KeyboardInterrupt):  # dies after one chunk of 2 questions (x 4 samples)
+        st.run_final(s, ARGS, make_generator=lambda m: ScriptedGenerator(m, gsm8k_reply, log, fail_after=1))
+    assert not s.train.exists() and len(log) == 2
+    log.clear()
+    counts = st.run_final(s, ARGS, make_generator=lambda m: ScriptedGenerator(m, gsm8k_reply, log))
+    assert len(log) == 3  # only the 3 questions left
+    assert (counts["new"], counts["dropped"]) == (2, 3)
+
+
+def test_final_script_takes_final_tries(tmp_path, capsys):
+    from alice.fresh import read_meta
+    from alice.testing import load_script
+
+    s = gsm8k_setting(tmp_path, teacher="x/teacher")
+    log = []
+    make = gsm8k_before_final(s, log)
+    script = load_script("W2SG_pipeline/ours/new_weak_to_strong_final.py")
+    script.run_final = lambda setting, gen, final_tries: st.run_final(setting, gen, final_tries=final_tries,
+                                                                      make_generator=make)
+    script.main(["--data", "gsm8k", "--model", "custom", "--teacher", "x/teacher", "--student", "x/student", "--root",
+                 str(s.layout.root), "--data-dir", s.data_dir, "--max-new-tokens", "8", "--seed", "0",
+                 "--final-tries", "3"])
+    assert read_meta(s.train)["settings"]["final_tries"] == 3
+    assert "dropped: 3 questions with no well-formed final answer of 3" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main(["--data", "gsm8k", "--model", "custom", "--teacher", "x/t", "--student", "x/s", "--final-tries", "0"])
+
+
+def test_final_on_fixture_models_drops_bare_answers(tiny_models, tmp_path):
+    """A real (tiny) student on the hf backend: one that always answers a bare ' #### 72' gets every 'new' question
+    dropped; one that writes runs of words keeps only answers of >= 40 non-space characters (hotpotqa)."""
+    from alice import grading
+    from alice.testing import build_answer_model
+
+    hf = GenerationOptions(backend="hf", max_new_tokens=8, seed=0)
+    bare = build_answer_model(tiny_models["llama"], tmp_path / "bare_student", {" 72": 1.0})
+    s = gsm8k_setting(tmp_path / "g", student=str(bare))
+    gsm8k_before_final(s, [])
+    counts = st.run_final(s, hf)
+    assert (counts["new"], counts["dropped"]) == (0, 5)
+    assert [r["label"] for r in read_jsonl(s.train)] == ["original"] * 5
+
+    words = build_controlled_model(tiny_models["llama"], tmp_path / "words_student", words=(" Paris", " Mercury"),
+                                   p_eos=0.15)
+    h = st.Setting(data="hotpotqa", model="custom", teacher="teach", student=str(words),
+                   layout=Layout(tmp_path / "h" / "root"), data_dir=str(write_data(tmp_path / "h" / "data")))
+    fake_model(h.sampler_model)
+    make = lambda m: ScriptedGenerator(m, reply, [])  # noqa: E731
+    st.run_cluster(h, ARGS, num_samples=4, make_generator=make, encode=identity_encode)
+    st.run_uncertainty(h, ARGS, summarizer="summ", make_generator=make)
+    st.run_zeroshot(h, ARGS, make_generator=make)
+    counts = st.run_final(h, GenerationOptions(backend="hf", max_new_tokens=12, seed=0), final_tries=2)
+    new = [r for r in read_jsonl(h.train) if r["label"] == "new"]
+    assert counts["new"] == len(new) and counts["new"] + counts["dropped"] == 3
+    assert all(grading.reasoning_chars(r["answer"]) >= grading.MIN_REASONING_CHARS for r in new)

@@ -190,3 +190,57 @@ def test_seed_arc_split_matching():
     assert _seed("arc_challenge", "Because whales breathe air. So A.", row, **base).correct  # 'b' in 'because'
     assert _seed("arc_challenge", "Sharks. whale", row, **base).correct  # option text in the 2nd sentence
     assert _seed("arc_challenge", "Sharks are fish", row, **base) == grading.Grade(False, True, "Sharks are fish")
+
+
+# ----------------------------------------------------------------------------------------------------
+# well_formed: the final-answer format the final prompt requires, with reasoning before it
+# ----------------------------------------------------------------------------------------------------
+SANDWICH = "Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of bread"  # the prompt's example
+WF_ARC_Q = "Which body orbits the Earth?\nA. the Moon\nB. the Sun\nC. Mars\nD. Venus"
+ARC_WHY = "The Moon's constant rotation completes in the same amount of time it takes to orbit the Earth."
+
+
+@pytest.mark.parametrize(
+    "data,response,question,ok",
+    [
+        ("gsm8k", f"{SANDWICH}\n#### 15", None, True),  # the prompt's own example
+        ("gsm8k", "#### 15", None, False),  # bare answer: what the 1.5B student wrote 221 times of 746
+        ("gsm8k", "\n\n#### 15\n", None, False),
+        ("gsm8k", "\\boxed{8}", None, False),  # boxed, no '####'
+        ("gsm8k", f"{SANDWICH}, so the answer is \\boxed{{15}}", None, False),  # reasoning, but not the format asked
+        ("gsm8k", "\\boxed{15}\n#### 15", None, False),  # the box is no reasoning
+        ("gsm8k", "The answer is 15.\n#### 15", None, False),  # under 40 non-space characters
+        ("gsm8k", f"{SANDWICH}\n#### $1,080.50", None, True),
+        ("gsm8k", f"{SANDWICH}\n#### -3", None, True),
+        ("gsm8k", f"{SANDWICH}\n#### the answer is 15", None, False),  # '#### <answer>' in number only
+        ("gsm8k", f"{SANDWICH}\n#### 15\nQuestion: next. #### 5", None, False),  # not the last answer marker
+        ("gsm8k", f"{SANDWICH}\n#### 15 \\boxed{{5}}", None, False),
+        ("gsm8k", f"#### 15\n{SANDWICH}", None, False),  # reasoning after the answer, not before
+        ("arc_challenge", "My choice is B.", WF_ARC_Q, False),
+        ("arc_challenge", f"{ARC_WHY}\nMy choice is A.", WF_ARC_Q, True),
+        ("arc_challenge", f"{ARC_WHY}\nMy choice is A.", None, True),
+        ("arc_challenge", f"{ARC_WHY}\nThe answer is A.", WF_ARC_Q, False),  # not the format asked
+        ("arc_challenge", f"A. the Moon. {ARC_WHY}", WF_ARC_Q, False),
+        ("arc_challenge", f"{ARC_WHY}\nMy choice is E.", WF_ARC_Q, False),  # not an option label
+        ("arc_challenge", f"{ARC_WHY}\nMy choice is 2.", "Q?\n1. one\n2. two\n3. three", True),
+        ("hotpotqa", "Paris", None, False),  # the QA prompt asks for a step-by-step solution: no format, only reasoning
+        ("hotpotqa", "The Eiffel Tower stands in the capital of France, which is Paris.", None, True),
+        ("triviaqa", "John Travolta.", None, False),
+        ("triviaqa", "Kelly Preston starred in Sky High and was married to John Travolta.", None, True),
+    ],
+)
+def test_well_formed(data, response, question, ok):
+    assert grading.well_formed(data, response, question) is ok
+
+
+def test_well_formed_reasoning_threshold_is_the_shortest_gsm8k_solution():
+    assert grading.MIN_REASONING_CHARS == 40
+    assert grading.well_formed("gsm8k", "x" * 40 + "\n#### 1") and not grading.well_formed("gsm8k", "x" * 39 + "\n#### 1")
+    assert grading.well_formed("gsm8k", " ".join("x" * 40) + "\n#### 1")  # spaces do not count, characters do
+
+
+def test_strict_extractors_read_only_the_required_format():
+    assert grading.extract_gsm8k(f"{SANDWICH}\n#### 15", strict=True) == "15"
+    assert grading.extract_gsm8k("so \\boxed{8}", strict=True) is None and grading.extract_gsm8k("so \\boxed{8}") == "8"
+    assert grading.extract_arc("B. the Sun", strict=True) is None and grading.extract_arc("B. the Sun") == "B"
+    assert grading.extract_arc("so... My choice is [C].", strict=True) == "C"

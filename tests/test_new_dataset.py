@@ -98,7 +98,7 @@ def test_alice_stages_on_the_toy_dataset(toy, tmp_path):
         if "Your task is to analyze" in text:
             return "unsure"
         if "Here is your original answer" in text:
-            return "Answer: final"
+            return "The capital is the largest city of the country, so: Answer: final"  # well-formed: >= 40 characters
         if model.endswith("student"):
             return "Answer: zs"
         i = int(re.search(r"\bq(\d+): ", text).group(1))
@@ -114,7 +114,7 @@ def test_alice_stages_on_the_toy_dataset(toy, tmp_path):
     st.run_final(s, ARGS, make_generator=make)
     train = read_jsonl(s.train)
     assert len(train) == 20 and {r["label"] for r in train} == {"original", "new"}
-    assert [r["answer"] for r in train[:2]] == ["Answer: city7", "Answer: final"]
+    assert [r["answer"] for r in train[:2]] == ["Answer: city7", "The capital is the largest city of the country, so: Answer: final"]
 
     job = sft.resolve_job(model="custom", data="toycapitals", method="ours-wts-stage2", teacher="teach",
                           student="x/student", ours_type="singleturn", layout=s.layout, data_dir=toy)

@@ -76,6 +76,10 @@ def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
     assert "python training/SFT.py --model qwen2.5-coder --data gsm8k --root " in out and "--student 0.5B --method base" in out
     assert "python W2SG_pipeline/ours/new_weak_to_strong_cluster.py" in out and "python evaluation.py" in out
     assert out.count("[todo]") == out.count("# ") and list(tmp_path.iterdir()) == []
+    # the final stage's K is on its command line: a training file made without the well-formedness filter (whose
+    # recorded command lines lack it) is not skipped as done
+    finals = [line for line in out.splitlines() if "new_weak_to_strong_final.py" in line]
+    assert finals and all(line.endswith("--final-tries 4") for line in finals)
 
 
 def test_unknown_size_is_a_usage_error(capsys):
@@ -116,7 +120,10 @@ def test_whole_setting_with_cascade_end_to_end_then_rerun_redoes_nothing(tiny_mo
     # The mid-level model samples the cascade hop: it must repeat its answers too, or that hop has no cluster and
     # no training rows (a random tiny model's answers never repeat).
     mid = str(build_controlled_model(tiny_models["llama"], tmp_path / "mid", words=(" Mercury", " Paris"), p_eos=0.3))
-    student = str(tiny_models["qwen_large"])
+    # The student must write final answers Alice's final stage keeps (well-formed: >= 40 non-space characters for
+    # hotpotqa), or the cascade hop's training file (all its questions had several clusters) is empty: runs of words,
+    # rarely ended early, fill the 8 new tokens (a random tiny model writes a few short tokens).
+    student = str(build_controlled_model(tiny_models["llama"], tmp_path / "student", p_eos=0.05))
     root = tmp_path / "run"
     argv = [sys.executable, "-m", "alice.pipeline", "--model", "custom", "--data", "hotpotqa",
             "--teacher", str(teacher), "--midlevel", mid, "--student", student,
@@ -349,10 +356,15 @@ def _write_gsm8k(folder: Path, n_train=48, n_test=4) -> Path:
 
 
 @pytest.mark.slow
-def test_demo_plan_runs_the_several_cluster_path_with_one_engine_per_model(tiny_models, tmp_path, capsys):
+def test_demo_plan_runs_the_several_cluster_path_with_one_engine_per_model(tiny_models, tmp_path, capsys, monkeypatch):
     """The demo's Alice steps, with the demo's settings (questions, samples, tokens) on gsm8k, run in-process on
     fixture models: some questions get several clusters, so the summarizer, zero-shot and final stages really
     generate; the student's engine (also the demo's summarizer) loads once for the three; the worked example prints."""
+    from alice import grading
+
+    # the random fixture student never writes '#### N' after reasoning: every final answer counts as well-formed here
+    # (the final stage's filter is tested in tests/test_alice_stages.py), so that the 'new' rows are made
+    monkeypatch.setattr(grading, "well_formed", lambda data, text, question=None: True)
     data = _write_gsm8k(tmp_path / "data_in")
     # a teacher that answers " #### 72" / " #### 3" / nothing in the shares above: its samples agree only partly
     teacher = build_answer_model(tiny_models["llama"], tmp_path / "teacher", DEMO_TEACHER_ANSWERS,

@@ -12,6 +12,7 @@ SUMMARIZER=${SUMMARIZER:-}              # empty: ./Meta-Llama-3-70B-Instruct whe
 SUMMARIZER_TP=${SUMMARIZER_TP:-$TP}     # the 70B summarizer needs several GPUs (the paper: 4)
 EMBEDDING_MODEL=${EMBEDDING_MODEL:-}    # empty: the cluster stage's default (sentence-transformers/all-MiniLM-L6-v2)
 THRESHOLD=${THRESHOLD:-0.9}             # cosine similarity above which two answers cluster (hotpotqa, triviaqa)
+FINAL_TRIES=${FINAL_TRIES:-}            # final stage: answers sampled per question, first well-formed kept; empty: its default (4)
 PYTHON=${PYTHON:-python}
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"  # extra flags for every stage
 
@@ -30,6 +31,7 @@ while [[ $# -gt 0 ]]; do
     --summarizer-tp) SUMMARIZER_TP=$2; shift 2 ;;
     --embedding-model) EMBEDDING_MODEL=$2; shift 2 ;;
     --threshold|--similarity-threshold) THRESHOLD=$2; shift 2 ;;
+    --final-tries) FINAL_TRIES=$2; shift 2 ;;
     --python) PYTHON=$2; shift 2 ;;
     -h|--help) sed -n "2,${HELP_LINES}p" "$0"; exit 0 ;;
     *) EXTRA+=("$1"); shift ;;
@@ -43,9 +45,11 @@ CLUSTER=(--num-samples "$NUM_SAMPLES" --similarity-threshold "$THRESHOLD")
 if [[ -n "$EMBEDDING_MODEL" ]]; then CLUSTER+=(--embedding-model "$EMBEDDING_MODEL"); fi
 UNCERTAINTY=()
 if [[ -n "$SUMMARIZER" ]]; then UNCERTAINTY+=(--summarizer-model "$SUMMARIZER"); fi
+FINAL=()
+if [[ -n "$FINAL_TRIES" ]]; then FINAL+=(--final-tries "$FINAL_TRIES"); fi
 
 set -x
 "$PYTHON" "$HERE/new_weak_to_strong_cluster.py" "${COMMON[@]}" --tensor-parallel-size "$TP" "${CLUSTER[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
 "$PYTHON" "$HERE/new_weak_to_strong_uncertainty.py" "${COMMON[@]}" --tensor-parallel-size "$SUMMARIZER_TP" ${UNCERTAINTY[@]+"${UNCERTAINTY[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
 "$PYTHON" "$HERE/new_weak_to_strong_zeroshot.py" "${COMMON[@]}" --tensor-parallel-size "$TP" ${EXTRA[@]+"${EXTRA[@]}"}
-"$PYTHON" "$HERE/new_weak_to_strong_final.py" "${COMMON[@]}" --tensor-parallel-size "$TP" ${EXTRA[@]+"${EXTRA[@]}"}
+"$PYTHON" "$HERE/new_weak_to_strong_final.py" "${COMMON[@]}" --tensor-parallel-size "$TP" ${FINAL[@]+"${FINAL[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
