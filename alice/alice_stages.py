@@ -342,7 +342,8 @@ def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TR
                         (s.zeroshot, "zeroshot")):
         require(path, s.command(stage))
     # the well-formedness rule is part of what makes the file: another K (or rule) is not passed off as done
-    settings = s.settings("final", gen, final_tries=final_tries, well_formed_min_chars=grading.MIN_REASONING_CHARS)
+    settings = s.settings("final", gen, final_tries=final_tries, well_formed_min_chars=grading.MIN_REASONING_CHARS,
+                          well_formed_rejects_example_copies=True)
     inputs = [s.clustered, s.originals, s.uncertainty, s.zeroshot, s.student_model]
     if s.fresh(out, settings, inputs):
         return None

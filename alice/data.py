@@ -70,6 +70,7 @@ class DatasetSpec:
     final_marker: Callable[[str, "str | None"], "int | None"] | None = None  # (response, question) -> where the
     # final-answer format that ``final_template`` requires starts, read strictly (None: missing); None: the prompt
     # requires no checkable format (only the reasoning rule of ``grading.well_formed`` applies)
+    final_example: str | None = None  # the example response ``final_template`` shows (a copy of it is no answer)
 
     @property
     def ships_cot(self) -> bool:
@@ -305,6 +306,7 @@ register_dataset(DatasetSpec(
     cot_template=None,  # ships its own worked solutions
     qa_target=_gsm8k_qa_target, seed_gold=grading.seed_gold_gsm8k, seed_grade=grading.seed_grade_gsm8k,
     final_marker=grading.gsm8k_final_marker,  # '#### <answer>'
+    final_example=prompts.FINAL_EXAMPLE_GSM8K,
 ))
 register_dataset(DatasetSpec(
     "arc_challenge", _normalise_arc, grading.grade_arc, prompts.UNCERTAINTY_QA, prompts.STUDENT_FINAL_ARC,
@@ -312,6 +314,7 @@ register_dataset(DatasetSpec(
     answer_key=lambda r, q=None: grading.extract_arc(r, grading.arc_options(q) if q else None),
     cot_template=prompts.COT_ARC, seed_gold=grading.seed_gold_arc, seed_grade=grading.seed_grade_arc,
     final_marker=grading.arc_final_marker,  # 'My choice is X.'
+    final_example=prompts.FINAL_EXAMPLE_ARC,
 ))
 register_dataset(DatasetSpec(
     "hotpotqa", _normalise_hotpotqa, lambda r, gold, q=None: grading.grade_hotpotqa(r, gold),

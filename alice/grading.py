@@ -330,10 +330,25 @@ def reasoning_chars(text: str) -> int:
     return sum(not ch.isspace() for ch in text)
 
 
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def copies_example(response: str, example: str) -> bool:
+    """The response reproduces the example response of its prompt: the example's first line (its reasoning), compared
+    case- and whitespace-insensitively, appears in it."""
+    first = _squash(example.splitlines()[0])
+    return bool(first) and first in _squash(response)
+
+
 def well_formed(data: str, response: str, question: str | None = None) -> bool:
     """The response ends its reasoning with the final-answer format dataset ``data``'s final prompt requires, read in
-    the dataset's strict mode (``final_marker``), with at least ``MIN_REASONING_CHARS`` of reasoning before it."""
-    marker = _spec(data).final_marker
+    the dataset's strict mode (``final_marker``), with at least ``MIN_REASONING_CHARS`` of reasoning before it, and
+    is not a copy of the prompt's example response (``final_example``)."""
+    spec = _spec(data)
+    if spec.final_example and copies_example(response, spec.final_example):
+        return False
+    marker = spec.final_marker
     if marker is None:
         reasoning = response
     else:

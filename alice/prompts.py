@@ -132,6 +132,13 @@ STUDENT_FINAL_QA = '''
     Note: You should not mention the model's response or the uncertainty statement in your new response. Just simply output your final response to the given question. Do not explain about why you choose to keep your original response or give a new one.
     IMPORTANT: You must provide an answer to the question. You should not say 'I don't know' or 'I am not sure'. You should always try your best to provide an answer at your best knowledge.'''
 
+# The example response each format-asking final prompt shows (verbatim, inside the template below). A small student
+# sometimes writes the example instead of its answer (measured: 113 of 746 'new' gsm8k rows on an H200, results/gsm8k_final_answer_format.json); the
+# final stage's well-formedness check (grading.well_formed) rejects a response that reproduces it.
+FINAL_EXAMPLE_GSM8K = "Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of bread\n#### 15"
+FINAL_EXAMPLE_ARC = ("The Moon's constant rotation (lunar phases) completes in the same amount of time it takes to orbit the "
+                     "Earth.\nMy choice is A.")
+
 # seed: W2SG_pipeline/ours/new_weak_to_strong_final.py: prompt_to_student_gsm8k
 STUDENT_FINAL_GSM8K = '''
     You will be provided with a question,  a response from yourself, and a response from another model and the uncertainty statement from that model as well.

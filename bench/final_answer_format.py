@@ -7,6 +7,7 @@ proactive answers (the 'new' rows of Alice's training file) and for every evalua
 
 - ``bare``: nothing but the final line: fewer than ``MIN_REASONING`` non-space characters before the last '####';
 - ``boxed_without_marker``: a \\boxed{...} answer and no '####' line (the format the prompts do not ask for);
+- ``copies_example``: a copy of the final prompt's example response (``alice.prompts.FINAL_EXAMPLE_GSM8K``);
 - for test answers, the accuracy of the bare and of the other answers.
 """
 
@@ -20,6 +21,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from alice import grading, prompts
+
 MIN_REASONING = 40  # non-space characters before the final '####' line: less is no worked solution
 
 
@@ -30,6 +33,10 @@ def bare(text: str) -> bool:
 
 def boxed_without_marker(text: str) -> bool:
     return "\\boxed" in text and "####" not in text
+
+
+def copies_example(text: str) -> bool:
+    return grading.copies_example(text, prompts.FINAL_EXAMPLE_GSM8K)
 
 
 def _share(rows: list[dict], key) -> dict:
@@ -45,7 +52,8 @@ def analyse(root: Path) -> dict:
         rows = [json.loads(line) for line in f.open() if line.strip()]
         new = [r for r in rows if r.get("label") == "new"]
         out["training_new_rows"][f.name] = {"bare": _share(new, lambda r: bare(r["answer"])),
-                                            "boxed_without_marker": _share(new, lambda r: boxed_without_marker(r["answer"]))}
+                                            "boxed_without_marker": _share(new, lambda r: boxed_without_marker(r["answer"])),
+                                            "copies_example": _share(new, lambda r: copies_example(r["answer"]))}
     for f in sorted((root / "model_outputs" / "eval").glob("*/*.jsonl")):
         rows = [json.loads(line) for line in f.open() if line.strip()]
         if not rows or "response" not in rows[0]:
@@ -55,7 +63,8 @@ def analyse(root: Path) -> dict:
         acc = lambda rs: round(sum(bool(r["correct"]) for r in rs) / len(rs), 4) if rs else None  # noqa: E731
         out["test_answers"][f.stem] = {"n": len(rows), "accuracy": acc(rows), "bare": len(b), "accuracy_bare": acc(b),
                                        "accuracy_not_bare": acc(rest),
-                                       "boxed_without_marker": sum(boxed_without_marker(r["response"]) for r in rows)}
+                                       "boxed_without_marker": sum(boxed_without_marker(r["response"]) for r in rows),
+                                       "copies_example": sum(copies_example(r["response"]) for r in rows)}
     return out
 
 

@@ -467,7 +467,7 @@ def test_bad_generation_numbers_are_usage_errors(script, flag, value, tmp_path, 
 # ----------------------------------------------------------------------------------------------------
 # The final stage keeps only well-formed answers (grading.well_formed): up to K samples, the first well-formed kept
 # ----------------------------------------------------------------------------------------------------
-WHY = "Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of bread"
+WHY = "Each of the 5 boxes holds 3 pens, so there are 3*5=<<3*5=15>>15 pens in all"
 
 
 def gsm8k_reply(model, text, k):

@@ -1,6 +1,6 @@
 import pytest
 
-from alice import grading
+from alice import grading, prompts
 from alice.grading import grade
 
 
@@ -195,7 +195,8 @@ def test_seed_arc_split_matching():
 # ----------------------------------------------------------------------------------------------------
 # well_formed: the final-answer format the final prompt requires, with reasoning before it
 # ----------------------------------------------------------------------------------------------------
-SANDWICH = "Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of bread"  # the prompt's example
+SANDWICH = "Each of the 5 boxes holds 3 pens, so there are 3*5=<<3*5=15>>15 pens in all"  # a worked solution
+EXAMPLE = "Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of bread"  # the prompt's example
 WF_ARC_Q = "Which body orbits the Earth?\nA. the Moon\nB. the Sun\nC. Mars\nD. Venus"
 ARC_WHY = "The Moon's constant rotation completes in the same amount of time it takes to orbit the Earth."
 
@@ -203,7 +204,9 @@ ARC_WHY = "The Moon's constant rotation completes in the same amount of time it 
 @pytest.mark.parametrize(
     "data,response,question,ok",
     [
-        ("gsm8k", f"{SANDWICH}\n#### 15", None, True),  # the prompt's own example
+        ("gsm8k", f"{SANDWICH}\n#### 15", None, True),
+        ("gsm8k", f"{EXAMPLE}\n#### 15", None, False),  # the prompt's own example, copied (113 of 746 'new' rows)
+        ("gsm8k", f"Let us see.\n{EXAMPLE.upper()}  \n#### 15", None, False),  # a copy inside other text
         ("gsm8k", "#### 15", None, False),  # bare answer: what the 1.5B student wrote 221 times of 746
         ("gsm8k", "\n\n#### 15\n", None, False),
         ("gsm8k", "\\boxed{8}", None, False),  # boxed, no '####'
@@ -219,6 +222,7 @@ ARC_WHY = "The Moon's constant rotation completes in the same amount of time it 
         ("arc_challenge", "My choice is B.", WF_ARC_Q, False),
         ("arc_challenge", f"{ARC_WHY}\nMy choice is A.", WF_ARC_Q, True),
         ("arc_challenge", f"{ARC_WHY}\nMy choice is A.", None, True),
+        ("arc_challenge", prompts.FINAL_EXAMPLE_ARC, WF_ARC_Q, False),  # the prompt's own example, copied
         ("arc_challenge", f"{ARC_WHY}\nThe answer is A.", WF_ARC_Q, False),  # not the format asked
         ("arc_challenge", f"A. the Moon. {ARC_WHY}", WF_ARC_Q, False),
         ("arc_challenge", f"{ARC_WHY}\nMy choice is E.", WF_ARC_Q, False),  # not an option label
@@ -231,6 +235,12 @@ ARC_WHY = "The Moon's constant rotation completes in the same amount of time it 
 )
 def test_well_formed(data, response, question, ok):
     assert grading.well_formed(data, response, question) is ok
+
+
+def test_final_examples_are_the_ones_the_prompts_show():
+    """The example responses well_formed rejects are verbatim in the final prompts (which stay the seed's)."""
+    assert prompts.FINAL_EXAMPLE_GSM8K in prompts.STUDENT_FINAL_GSM8K and EXAMPLE in prompts.FINAL_EXAMPLE_GSM8K
+    assert prompts.FINAL_EXAMPLE_ARC in prompts.STUDENT_FINAL_ARC
 
 
 def test_well_formed_reasoning_threshold_is_the_shortest_gsm8k_solution():

@@ -300,12 +300,15 @@ def test_final_answer_format_counts_bare_and_boxed_answers(tmp_path):
     assert mod.boxed_without_marker("so it takes \\(\\boxed{8}\\) minutes") and not mod.boxed_without_marker(worked)
     write_jsonl(tmp_path / "data" / "ours" / "gsm8k" / "m_0.5B_to_1.5B_gsm8k.jsonl",
                 [{"id": "a", "answer": "#### 3", "label": "new"}, {"id": "b", "answer": worked, "label": "new"},
-                 {"id": "c", "answer": "#### 4", "label": "original"}])
+                 {"id": "c", "answer": "#### 4", "label": "original"},
+                 {"id": "d", "answer": "Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of "
+                                       "bread\n#### 15", "label": "new"}])
     write_jsonl(tmp_path / "model_outputs" / "eval" / "gsm8k" / "run.jsonl",
                 [{"response": "#### 3", "correct": True}, {"response": "#### 5", "correct": False},
                  {"response": worked, "correct": True}, {"response": "it is \\boxed{2}", "correct": False}])
     res = mod.analyse(tmp_path)
-    assert res["training_new_rows"]["m_0.5B_to_1.5B_gsm8k.jsonl"]["bare"] == {"n": 1, "of": 2, "share": 0.5}
+    new = res["training_new_rows"]["m_0.5B_to_1.5B_gsm8k.jsonl"]
+    assert new["bare"] == {"n": 1, "of": 3, "share": 0.3333} and new["copies_example"]["n"] == 1  # the prompt's example
     t = res["test_answers"]["run"]
     # the short \boxed answer is bare too (no worked solution before it)
     assert (t["bare"], t["accuracy_bare"], t["accuracy_not_bare"], t["boxed_without_marker"]) == (3, 0.3333, 1.0, 1)
