@@ -412,34 +412,45 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
             if st.done():
                 print(f"{label}: done, skipped", flush=True)
                 continue
-            log = _log_path(logs, i, st)
+            argv, log, f = _open_log(logs, i, st)
             print(f"{label}: running (log: {log})", flush=True)
             t0 = time.time()
-            argv = st.argv + (["--overwrite"] if st.outputs else [])  # redo what was made otherwise (alice.fresh)
-            with open(log, "w", buffering=1) as f:
-                f.write(f"$ {shlex.join(argv)}\n")
-                f.flush()
+            with f:
                 if in_process and st.script and st.argv[0] == sys.executable:  # --python X: X runs each step
                     rc = _call_in_process(st, argv[2:], f)
                 else:
                     rc = _call(argv, f)
             dt = time.time() - t0
             timings.append((st.name, dt))
-            if rc != 0 or (st.outputs and not st.done()):
-                tail = log.read_text().strip().splitlines()[-5:]
-                print(f"{label}: FAILED (exit {rc}) after {dt:.0f}s; see {log}", file=sys.stderr)
-                for line in tail:
-                    print(f"    {line}", file=sys.stderr)
+            if not _outcome(label, st, rc, dt, log, report_note):
                 return 1
-            print(f"{label}: ok in {dt:.0f}s", flush=True)
-            if st.name == "report":
-                print((report_note + "\n" if report_note else "") + log.read_text().split("\n", 1)[1])
     print(f"all steps finished in {time.time() - t_all:.0f}s ({len(timings)} run, {len(steps) - len(timings)} skipped)")
     return 0
 
 
-def _log_path(logs: Path, i: int, st: Step) -> Path:
-    return logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
+def _open_log(logs: Path, i: int, st: Step):
+    """The step's command (with ``--overwrite``: a step not done redoes what was made otherwise, alice.fresh), its log
+    ``logs/<i>_<name>.log`` and that log opened, the command written first."""
+    argv = st.argv + (["--overwrite"] if st.outputs else [])
+    log = logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
+    f = open(log, "w", buffering=1)
+    f.write(f"$ {shlex.join(argv)}\n")
+    f.flush()
+    return argv, log, f
+
+
+def _outcome(label: str, st: Step, rc: int, dt: float, log: Path, report_note: str | None) -> bool:
+    """Print how a finished step went (a failure: its exit status and its log's tail; the report: its table); True
+    when it succeeded (exit 0 and, for a step with outputs, all of them made and recorded)."""
+    if rc != 0 or (st.outputs and not st.done()):
+        print(f"{label}: FAILED (exit {rc}) after {dt:.0f}s; see {log}", file=sys.stderr, flush=True)
+        for line in log.read_text().strip().splitlines()[-5:]:
+            print(f"    {line}", file=sys.stderr)
+        return False
+    print(f"{label}: ok in {dt:.0f}s", flush=True)
+    if st.name == "report":
+        print((report_note + "\n" if report_note else "") + log.read_text().split("\n", 1)[1])
+    return True
 
 
 def _critical_path(steps: list[Step]) -> list[int]:
@@ -490,11 +501,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                     continue
                 if len(running) >= jobs or (st.trains and any(steps[j].trains for j in running)):
                     continue
-                log = _log_path(logs, i, st)
-                argv = st.argv + (["--overwrite"] if st.outputs else [])
-                f = open(log, "w", buffering=1)
-                f.write(f"$ {shlex.join(argv)}\n")
-                f.flush()
+                argv, log, f = _open_log(logs, i + 1, st)
                 running[i] = (_spawn(argv, f), time.time(), log, f)
                 state[st.name] = "running"
                 print(f"{label(i)}: running (log: {log})", flush=True)
@@ -508,17 +515,8 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                 f.close()
                 del running[i]
                 ran += 1
-                st, dt = steps[i], time.time() - t0
-                if rc != 0 or (st.outputs and not st.done()):
-                    state[st.name] = "failed"
-                    print(f"{label(i)}: FAILED (exit {rc}) after {dt:.0f}s; see {log}", file=sys.stderr, flush=True)
-                    for line in log.read_text().strip().splitlines()[-5:]:
-                        print(f"    {line}", file=sys.stderr)
-                    continue
-                state[st.name] = "ok"
-                print(f"{label(i)}: ok in {dt:.0f}s", flush=True)
-                if st.name == "report":
-                    print((report_note + "\n" if report_note else "") + log.read_text().split("\n", 1)[1])
+                st = steps[i]
+                state[st.name] = "ok" if _outcome(label(i), st, rc, time.time() - t0, log, report_note) else "failed"
             if running:
                 time.sleep(0.2)
     finally:
