@@ -479,7 +479,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     prio = _critical_path(steps)
     state = {st.name: "todo" for st in steps}  # todo -> running -> ok | failed; todo -> blocked
     running: dict[int, tuple[subprocess.Popen, float, Path, object]] = {}
-    ran = 0
+    ran = skipped = 0
     label = lambda i: f"[{i + 1:2d}/{len(steps)}] {steps[i].name}"  # noqa: E731
     try:
         while True:
@@ -496,6 +496,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                 st = steps[i]
                 if st.outputs and st.done():  # checked now: its prerequisites may just have been redone
                     state[st.name] = "ok"
+                    skipped += 1
                     print(f"{label(i)}: done, skipped", flush=True)
                     started = True  # its dependants may be ready now
                     continue
@@ -524,7 +525,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
             proc.kill()
             proc.wait()
     bad = [n for n, v in state.items() if v != "ok"]
-    print(f"all steps finished in {time.time() - t_all:.0f}s ({ran} run, {len(steps) - ran - len(bad)} skipped"
+    print(f"all steps finished in {time.time() - t_all:.0f}s ({ran} run, {skipped} skipped"
           + (f"; failed or not run: {', '.join(bad)})" if bad else ")"), file=sys.stderr if bad else sys.stdout)
     return 1 if bad else 0
 

@@ -284,6 +284,7 @@ def test_jobs_run_independent_steps_at_once_after_their_prerequisites_one_traini
     rc = pipeline.execute_parallel(steps, tmp_path / "logs", jobs=3)
     out = capsys.readouterr()
     assert rc == 1 and "FAILED (exit 3)" in out.err and "needs_bad" in out.err
+    assert "(9 run, 0 skipped; failed or not run: bad, needs_bad)" in out.err  # the failed step ran
     span = {}
     for line in times.read_text().splitlines():
         what, name, t = line.split()
