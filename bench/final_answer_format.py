@@ -5,7 +5,8 @@
 The tarball is what ``bench/gpu_real_results.sh pack`` brings back (a --root without weights). For the student's
 proactive answers (the 'new' rows of Alice's training file) and for every evaluated model's test answers it counts:
 
-- ``bare``: nothing but the final line: fewer than ``MIN_REASONING`` non-space characters before the last '####';
+- ``bare``: nothing but the final line: fewer than ``grading.MIN_REASONING_CHARS`` non-space characters before the
+  last '####';
 - ``boxed_without_marker``: a \\boxed{...} answer and no '####' line (the format the prompts do not ask for);
 - ``copies_example``: a copy of the final prompt's example response (``alice.prompts.FINAL_EXAMPLE_GSM8K``);
 - for test answers, the accuracy of the bare and of the other answers.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tarfile
 import tempfile
@@ -23,12 +23,11 @@ from pathlib import Path
 
 from alice import grading, prompts
 
-MIN_REASONING = 40  # non-space characters before the final '####' line: less is no worked solution
-
-
 def bare(text: str) -> bool:
+    """No worked solution: fewer non-space characters before the last '####' (or in all of it) than the final stage's
+    well-formedness rule asks for (``grading.MIN_REASONING_CHARS``)."""
     head = text.rsplit("####", 1)[0] if "####" in text else text
-    return len(re.sub(r"\s", "", head)) < MIN_REASONING
+    return grading.reasoning_chars(head) < grading.MIN_REASONING_CHARS
 
 
 def boxed_without_marker(text: str) -> bool:
@@ -45,7 +44,7 @@ def _share(rows: list[dict], key) -> dict:
 
 
 def analyse(root: Path) -> dict:
-    out = {"min_reasoning_chars": MIN_REASONING, "training_new_rows": {}, "test_answers": {}}
+    out = {"min_reasoning_chars": grading.MIN_REASONING_CHARS, "training_new_rows": {}, "test_answers": {}}
     for f in sorted((root / "data" / "ours").glob("*/*.jsonl")):
         if f.name.endswith((".original.jsonl", "_zeroshot.jsonl", "_uncertainty.jsonl", "_sampled_clustered.jsonl")):
             continue
