@@ -42,7 +42,10 @@ def require_trained(path: str | os.PathLike, made_by: str) -> Path:
     return p
 
 
-def read_jsonl(path: str | os.PathLike, made_by: str | None = None) -> list[dict]:
+def read_jsonl(path: str | os.PathLike, made_by: str | None = None, fields: tuple[str, ...] | None = None) -> list[dict]:
+    """The rows of a JSONL file (each a JSON object); ``made_by``: the command that makes it, named when it is missing;
+    ``fields``: keep only these keys of each row (a large file, e.g. every sample of the cluster stage, then does not
+    stay in memory whole)."""
     p = Path(path)
     if made_by is not None:
         require(p, made_by)
@@ -59,7 +62,7 @@ def read_jsonl(path: str | os.PathLike, made_by: str | None = None) -> list[dict
                 ) from None
             if not isinstance(row, dict):
                 raise JsonlError(f"{p}, line {n}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append(row if fields is None else {k: row[k] for k in fields if k in row})
     return rows
 
 

@@ -29,7 +29,7 @@ from . import data as data_mod
 from . import fresh, grading
 from .alice_stages import Setting
 from .evaluate import load_correct, load_summary, wilson
-from .jsonl import JsonlError, write_json
+from .jsonl import JsonlError, read_jsonl, write_json
 from .paths import Layout, eval_run_name
 
 BOOTSTRAP = 2000
@@ -153,19 +153,8 @@ def _missing(path) -> dict:
 
 
 def _read(path, fields: tuple[str, ...]) -> list[dict] | None:
-    """Rows of a stage file, each cut to ``fields`` (read line by line: a clustered file holds every sample)."""
-    if not path.exists():
-        return None
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    r = json.loads(line)
-                    rows.append({k: r[k] for k in fields if k in r})
-                except (json.JSONDecodeError, TypeError):
-                    raise JsonlError(f"{path}, line {n}: not a JSON row") from None
-    return rows
+    """Rows of a stage file, each cut to ``fields``; None when the file is absent."""
+    return read_jsonl(path, fields=fields) if path.exists() else None
 
 
 def hop_diagnostics(data: str, s: Setting, train: list[dict], key: str, label: str) -> dict:
