@@ -285,6 +285,8 @@ class Generator:
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION, batch_size: int | None = None, dtype: str | None = None,
                  max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
                  enforce_eager: bool | None = None, kv_cache_gib: float | None = None, data_parallel_size: int = 1):
+        # the settings as given, which a data-parallel worker builds its own Generator from (worker_settings)
+        self._given = {k: v for k, v in locals().items() if k not in ("self", "data_parallel_size")}
         if hf_batching not in HF_BATCHING:
             raise GenerationError(f"unknown hf batching {hf_batching!r}; choose from {', '.join(HF_BATCHING)}")
         if batch_size is not None and batch_size < 1:
@@ -304,7 +306,6 @@ class Generator:
         self.enforce_eager = enforce_eager  # vLLM: None -> CUDA graphs on a GPU, eager on a CPU
         self.kv_cache_gib = kv_cache_gib  # vLLM on a GPU: fixed KV cache size (None: sized by memory profiling)
         self.data_parallel_size = data_parallel_size  # generate_resumable: worker processes (alice.data_parallel)
-        self._hf_batching_given = hf_batching
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
         self._stop: list[int] = []
@@ -338,10 +339,7 @@ class Generator:
     def worker_settings(self) -> dict:
         """The constructor arguments a data-parallel worker builds its own Generator from (as given, not as resolved
         by loading: each worker resolves them on its own device)."""
-        return dict(model=self.model, backend=self.backend, tensor_parallel_size=self.tensor_parallel_size,
-                    gpu_memory_utilization=self.gpu_memory_utilization, batch_size=self._batch_size_given,
-                    dtype=self.dtype, max_model_len=self.max_model_len, hf_batching=self._hf_batching_given,
-                    static_cache=self.static_cache, enforce_eager=self.enforce_eager, kv_cache_gib=self.kv_cache_gib)
+        return dict(self._given, model=self.model, backend=self.backend)
 
     @property
     def loaded(self) -> bool:
