@@ -102,7 +102,7 @@ def _guarded_trainer_class():
                 raise self._diverged("the loss", loss.detach().float().mean())
             return loss
 
-        skipped_steps: list = []  # (optimizer step, gradient norm) of the steps skipped for a non-finite gradient
+        skipped_steps: tuple = ()  # (optimizer step, gradient norm) of the steps skipped for a non-finite gradient
 
         if hasattr(SFTTrainer, "_get_grad_norm"):  # transformers >= 5.x: the norm before optimizer.step()
 
@@ -117,7 +117,7 @@ def _guarded_trainer_class():
                     if len(self.skipped_steps) + 1 > allowed:
                         raise self._diverged(f"the gradient norm (after {len(self.skipped_steps)} skipped steps, "
                                              f"{allowed} allowed)", norm)
-                    self.skipped_steps = [*self.skipped_steps, (step, float(norm))]
+                    self.skipped_steps = (*self.skipped_steps, (step, float(norm)))  # this trainer's own tuple
                     model.zero_grad(set_to_none=True)  # the optimizer skips parameters without a gradient
                     print(f"warning: optimizer step {step}/{self.state.max_steps} skipped: the gradient norm is "
                           f"{float(norm)} (loss finite); {len(self.skipped_steps)} of {allowed} allowed",
@@ -433,7 +433,7 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
         "epochs": args.num_train_epochs,
         "max_steps": opts.max_steps,
         "optimizer_steps": trainer.state.global_step,
-        "skipped_nonfinite_steps": [{"step": st, "grad_norm": str(g)} for st, g in getattr(trainer, "skipped_steps", [])],
+        "skipped_nonfinite_steps": [{"step": st, "grad_norm": str(g)} for st, g in getattr(trainer, "skipped_steps", ())],
         "learning_rate": args.learning_rate,
         "weight_decay": args.weight_decay,
         "lr_scheduler": str(args.lr_scheduler_type.value if hasattr(args.lr_scheduler_type, "value") else args.lr_scheduler_type),
