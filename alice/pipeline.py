@@ -430,9 +430,15 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
 
 def _open_log(logs: Path, i: int, st: Step):
     """The step's command (with ``--overwrite``: a step not done redoes what was made otherwise, alice.fresh), its log
-    ``logs/<i>_<name>.log`` and that log opened, the command written first."""
+    ``logs/<i>_<name>.log`` and that log opened, the command written first (an earlier attempt's log becomes
+    ``<i>_<name>.attempt<k>.log``)."""
     argv = st.argv + (["--overwrite"] if st.outputs else [])
     log = logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
+    if log.exists():  # an earlier attempt of a step not done (it failed or was killed): its log is kept, not overwritten
+        k = 1
+        while log.with_suffix(f".attempt{k}.log").exists():
+            k += 1
+        log.rename(log.with_suffix(f".attempt{k}.log"))
     f = open(log, "w", buffering=1)
     f.write(f"$ {shlex.join(argv)}\n")
     f.flush()

@@ -96,18 +96,35 @@ def _guarded_trainer_class():
         def _diverged(self, what: str, value) -> TrainingDiverged:
             return TrainingDiverged(what, float(value), self.state.global_step + 1, self.state.max_steps, self.guard_label)
 
-        def training_step(self, *args, **kwargs):
-            loss = super().training_step(*args, **kwargs)
+        def training_step(self, model, inputs, *args, **kwargs):
+            # this optimizer step's micro-batches (references, no copies): named in the warning of a skipped step
+            self._step_batches = [*getattr(self, "_step_batches", ()), inputs]
+            loss = super().training_step(model, inputs, *args, **kwargs)
             if not bool(torch.isfinite(loss.detach()).all()):
                 raise self._diverged("the loss", loss.detach().float().mean())
             return loss
 
         skipped_steps: tuple = ()  # (optimizer step, gradient norm) of the steps skipped for a non-finite gradient
 
+        def _batch_rows(self, batches) -> str:
+            """The rows of this optimizer step's micro-batches: tokens, completion tokens and the start of the
+            completion, to find the row behind a non-finite gradient."""
+            rows = []
+            for b in batches:
+                ids, labels = b.get("input_ids"), b.get("labels")
+                if ids is None:
+                    continue
+                for r in range(ids.shape[0]):
+                    keep = labels[r] != -100 if labels is not None else ids[r] == ids[r]
+                    text = self.processing_class.decode(ids[r][keep][:40]) if self.processing_class else ""
+                    rows.append(f"    {int(keep.sum())}/{ids.shape[1]} completion/all tokens: {text!r}")
+            return "\n".join(rows)
+
         if hasattr(SFTTrainer, "_get_grad_norm"):  # transformers >= 5.x: the norm before optimizer.step()
 
             def _get_grad_norm(self, model, *args, **kwargs):
                 norm = super()._get_grad_norm(model, *args, **kwargs)
+                batches, self._step_batches = getattr(self, "_step_batches", ()), []
                 if norm is not None and not _finite(norm):
                     # A rare non-finite gradient (finite loss) skips its optimizer step, as mixed-precision training
                     # skips an overflowing step: the gradients are dropped, so the step changes no weight and no
@@ -120,8 +137,8 @@ def _guarded_trainer_class():
                     self.skipped_steps = (*self.skipped_steps, (step, float(norm)))  # this trainer's own tuple
                     model.zero_grad(set_to_none=True)  # the optimizer skips parameters without a gradient
                     print(f"warning: optimizer step {step}/{self.state.max_steps} skipped: the gradient norm is "
-                          f"{float(norm)} (loss finite); {len(self.skipped_steps)} of {allowed} allowed",
-                          file=sys.stderr, flush=True)
+                          f"{float(norm)} (loss finite); {len(self.skipped_steps)} of {allowed} allowed; its rows:\n"
+                          f"{self._batch_rows(batches)}", file=sys.stderr, flush=True)
                     return None  # nothing to log for a step that did not happen
                 return norm
 

@@ -255,6 +255,10 @@ def test_in_process_steps_log_their_output_and_a_failing_step_stops_the_run(tmp_
         err = capsys.readouterr().err
         assert f"FAILED (exit {rc})" in err and str(logs / f"01_{bad}.log") in err
         assert ("about to fail" if bad == "exit3" else "ValueError: deep failure") in err  # the log's tail
+    # a second attempt of the failed step keeps the first attempt's log beside its own
+    assert pipeline.execute(steps("exit3"), logs) == 1
+    assert "about to fail" in (logs / "01_exit3.attempt1.log").read_text()
+    assert (logs / "01_exit3.log").read_text().startswith("$ ") and not (logs / "01_exit3.attempt2.log").exists()
     # sys.exit(0) without its output is a failed step too (its output is missing)
     assert pipeline.execute(steps("exit0", outputs=True), logs) == 1
     # sys.stdout and the file descriptors are restored

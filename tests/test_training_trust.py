@@ -150,7 +150,11 @@ def test_one_nonfinite_gradient_skips_its_step_and_training_finishes(tiny_models
     assert torch.equal(seen["before"], seen["after"])  # the skipped step moved nothing (weight decay included)
     assert sft.is_finished(out) and record["optimizer_steps"] == 4
     assert [s["step"] for s in record["skipped_nonfinite_steps"]] == [2]
-    assert "optimizer step 2/4 skipped" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "optimizer step 2/4 skipped" in err
+    # the warning names the step's rows (batch 2 x 1): their completion tokens, to find the row behind it
+    rows = [line for line in err.split("optimizer step 2/4 skipped", 1)[1].splitlines() if "completion/all tokens" in line]
+    assert len(rows) == 2 and all("####" in line for line in rows), err[-1500:]
 
 
 def test_divergence_is_one_line_from_the_script(tiny_models, tmp_path, capsys):
