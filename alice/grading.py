@@ -158,10 +158,22 @@ def arc_final_marker(response: str, question: str | None = None) -> int | None:
     return m.start()
 
 
+def _arc_boxed(response: str, labels: str) -> str | None:
+    """The label of a ``\\boxed{C}`` answer (``\\boxed{C. text}``, ``\\boxed{\\text{C}}``, ``\\boxed{(C)}``): the way
+    the untrained instruct models end (it reads 672 of the 1,172 test answers of Qwen2.5-Coder-1.5B-Instruct in issue
+    14's H200 run), read as gsm8k reads ``\\boxed{N}``."""
+    inner = extract_boxed(response)
+    if inner is None:
+        return None
+    inner = re.sub(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}", r"\1", inner).strip()
+    m = re.match(rf"^[\[\(]?\s*([{labels}])\s*(?:[\]\)]|[.:]|$)", inner, flags=re.IGNORECASE)
+    return m.group(1).upper() if m else None
+
+
 def extract_arc(response: str, options: dict[str, str] | None = None, labels: str | None = None,
                 strict: bool = False) -> str | None:
-    """The chosen option label: ``My choice is X`` (last one), else a leading ``X.``, else ``answer is X``,
-    else the single option whose text the response quotes. Labels are letters, or digits when the question's
+    """The chosen option label: ``My choice is X`` (last one), else a leading ``X.``, else ``\\boxed{X}``, else
+    ``answer is X``, else the single option whose text the response quotes. Labels are letters, or digits when the question's
     options (or ``labels``) are numbered. ``strict``: only ``My choice is X`` (the format the prompts require)."""
     labels = _arc_labels(options, labels)
     _, leading, answer_is = _PATTERNS[labels]
@@ -173,6 +185,9 @@ def extract_arc(response: str, options: dict[str, str] | None = None, labels: st
     m = leading.match(response)
     if m:
         return m.group(1).upper()
+    boxed = _arc_boxed(response, labels)
+    if boxed:
+        return boxed
     found = answer_is.findall(response)
     if found:
         return found[-1].upper()

@@ -178,13 +178,44 @@ def hop_diagnostics(data: str, s: Setting, train: list[dict], key: str, label: s
                                      of["teacher_cluster"])
     out["teacher_cluster_several"] = _metric(data, [(cl[i].get("final_response"), gold[i]) for i in several],
                                              of["teacher_cluster_several"])
+    read = {}
     for k, path, field, kind in (("student_zeroshot", s.zeroshot, "zero_shot_student_response", None),
                                  ("student_final", s.train, "answer", "new"), ("alice_labels", s.train, "answer", None)):
-        rows = _read(path, ("id", field, "label"))
+        rows = read[k] = _read(path, ("id", field, "label"))
         out[k] = _missing(path) if rows is None else _metric(
             data, [(r.get(field), gold[r["id"]]) for r in rows if r.get("id") in gold and kind in (None, r.get("label"))],
             of[k])
+    out["final_follows"] = final_follows(data, gold, cl, read["student_zeroshot"], read["student_final"], several)
     return out
+
+
+FOLLOWS = (("teacher", "teacher only"), ("zeroshot", "own zero-shot only"),
+           ("both", "both"), ("neither", "neither"))
+
+
+def final_follows(data: str, gold: dict, clustered: dict, zeroshot: list[dict] | None, train: list[dict] | None,
+                  several: list[str]) -> dict:
+    """Whose answer the student's proactive final answer takes, on the 'new' rows: the teacher's largest-cluster answer,
+    its own zero-shot answer, both (they agree) or neither (final answers compared as the clusters compare them:
+    the dataset's extracted answer); and how many of the several-cluster questions kept a final answer (the final
+    stage drops a question whose answers were never well-formed)."""
+    if data_mod.spec(data).uses_embeddings:
+        return {"missing": True, "note": f"{data} answers are free text, clustered by embeddings: no answer to compare"}
+    if zeroshot is None or train is None:
+        return {"missing": True, "note": "needs the zero-shot and training files"}
+    own = {r["id"]: r.get("zero_shot_student_response") for r in zeroshot}
+    new = [r for r in train if r.get("label") == "new" and r.get("id") in gold and r["id"] in own and r["id"] in clustered]
+    key = lambda text, i: grading.extract_final_answer(data, text, gold[i]["question"]) if text else None  # noqa: E731
+    count = dict.fromkeys((k for k, _ in FOLLOWS), 0)
+    for r in new:
+        final = key(r.get("answer"), r["id"])
+        t = final is not None and final == key(clustered[r["id"]].get("final_response"), r["id"])
+        z = final is not None and final == key(own[r["id"]], r["id"])
+        count["both" if t and z else "teacher" if t else "zeroshot" if z else "neither"] += 1
+    n = len(new)
+    return {"n": n, **count, **{f"share_{k}": count[k] / n if n else None for k, _ in FOLLOWS},
+            "several": len(several), "kept": n, "share_kept": n / len(several) if several else None,
+            "of": "'new' rows of the training file; kept: of the several-cluster questions"}
 
 
 def diagnostics(layout: Layout, model: str, teacher: str, student: str, data: str, midlevel: str | None = None,
@@ -342,6 +373,16 @@ def diagnostics_lines(rep: dict, markdown: bool = False) -> list[str]:
         body.append([h["label"], "clusters: one / several / none", shares, "",
                      f"{c['one']} / {c['several']} / {c['none']} of {c['n']}", f"questions of {h['subset']}"])
         body += [[h["label"], what, *_metric_cells(h[k])] for k, what, _ in DIAG_METRICS]
+        f = h.get("final_follows") or {"missing": True, "note": "not computed"}
+        if f.get("missing"):
+            body.append([h["label"], "final answer follows", "missing", "", "", f["note"]])
+        else:
+            shares = " / ".join("-" if f[f"share_{k}"] is None else f"{f[f'share_{k}']:.3f}" for k, _ in FOLLOWS)
+            body.append([h["label"], "final answer follows: " + " / ".join(w for _, w in FOLLOWS), shares, "",
+                         " / ".join(str(f[k]) for k, _ in FOLLOWS) + f" of {f['n']}", f["of"]])
+            kept = "-" if f["share_kept"] is None else f"{f['share_kept']:.3f}"
+            body.append([h["label"], "several-cluster questions with a kept (well-formed) final answer", kept, "",
+                         f"{f['kept']}/{f['several']}", "questions with several clusters"])
     for t, m in d.get("original_labels", {}).items():
         body.append([f"original W2S, {t} teacher", "teacher's labels", *_metric_cells(m)])
     head = ["run", "what (W2S part, against ground truth)", "accuracy", "95% CI", "correct/n", "denominator"]

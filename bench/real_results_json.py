@@ -6,18 +6,23 @@
 The tarball holds one dataset's --root (stage JSONL, evaluations, logs, training records, no weights) and the run's
 command, commit, device and start/end times. The report is rebuilt here with the project's own `alice.report.build`
 (accuracy with 95% CIs, PGR with CIs, the paired Alice - original W2S (cot) difference and the diagnostics, graded
-against the ground truth in --data-dir), and written with the provenance the issue asks for.
+against the ground truth in --data-dir), and written with the provenance the issue asks for. The stored test responses
+are graded again with this checkout's graders first (as a rerun of evaluation.py does); the provenance names the
+commit that graded and every run whose accuracy that changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
+from alice import data as data_mod
 from alice import report
+from alice.evaluate import regrade
 from alice.paths import Layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,6 +31,31 @@ REPO = Path(__file__).resolve().parent.parent
 def _read(root: Path, name: str) -> str | None:
     p = root / name
     return p.read_text().strip() if p.is_file() else None
+
+
+def _git_head() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def regrade_all(root: Path, data: str, data_dir: str | None) -> dict:
+    """Grade every stored evaluation of the run again with the current graders (``alice.evaluate.regrade``, what a
+    rerun of evaluation.py does); ``{run: [accuracy as run, accuracy now]}`` for the runs whose accuracy changed."""
+    changed, rows = {}, None
+    for summary_path in sorted((root / "model_outputs" / "eval" / data).glob("*_summary.json")):
+        summary = json.loads(summary_path.read_text())
+        local = summary_path.parent / Path(summary.get("predictions", "")).name  # recorded at the device's --root
+        if not local.exists():
+            continue
+        rows = rows if rows is not None else data_mod.load_test(data, data_dir)
+        before = summary["accuracy"]
+        after = regrade(data, dict(summary, predictions=str(local)), rows, summary_path)["accuracy"]
+        if after != before:
+            changed[summary.get("run", summary_path.stem)] = [before, after]
+    return changed
 
 
 def build(tarball: Path, data_dir: str | None, family: str, teacher: str, student: str) -> dict:
@@ -37,6 +67,7 @@ def build(tarball: Path, data_dir: str | None, family: str, teacher: str, studen
         data = command.split("--data ", 1)[1].split()[0] if "--data " in command else None
         if data is None:
             raise SystemExit(f"{tarball}: no command.txt naming --data (was it made by gpu_real_results.sh pack?)")
+        changed = regrade_all(root, data, data_dir)
         rep = report.build(Layout.default(root), family, teacher, student, data, None, data_dir)
         start, end = _read(root, "start"), _read(root, "end")
         rep["provenance"] = {
@@ -47,6 +78,9 @@ def build(tarball: Path, data_dir: str | None, family: str, teacher: str, studen
             "wall_s": int(end) - int(start) if start and end else None,
             "finished": _read(root, "rc") == "0",
             "source": tarball.name,
+            # the stored test responses are graded again with this checkout's graders (as evaluation.py does)
+            "graded_with_commit": _git_head(),
+            "regraded_accuracy_changed": changed,
         }
         return rep
 

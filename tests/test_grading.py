@@ -50,6 +50,10 @@ ARC_Q = "Which is a mammal?\nA. shark\nB. whale\nC. trout\nD. eel"
         ("B. whale", True, "B"),
         ("B", True, "B"),
         ("The answer is B.", True, "B"),
+        ("So the correct answer is \\(\\boxed{B}\\).", True, "B"),  # how untrained instruct models end
+        ("Hence \\boxed{\\text{B. whale}}", True, "B"),
+        ("\\boxed{(C)} is wrong; the answer is B.", False, "C"),  # the boxed answer is the answer
+        ("The speed is \\boxed{Ahead}.", False, None),  # a word starting with a label is not a label
         ("A whale is a mammal.", True, "B"),  # option text quoted, no letter
         ("My choice is C.", False, "C"),
         ("A. shark", False, "A"),

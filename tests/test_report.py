@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from alice import report
+from alice.data import load_test
 from alice.evaluate import summarize
 from alice.jsonl import write_json, write_jsonl
 from alice.paths import Layout, eval_run_name
@@ -153,10 +154,11 @@ def test_report_compares_alice_with_original_cot(tmp_path, capsys):
 # ---- diagnostics of the mechanism on the W2S part --------------------------------------------------------------
 
 def gsm8k_data(folder, n=20):
-    """A local gsm8k train split of ``n`` questions; question i's answer is i (W2S part: the second half)."""
+    """A local gsm8k train (and test) split of ``n`` questions; question i's answer is i (W2S part: the second half)."""
     (folder / "gsm8k").mkdir(parents=True)
-    write_jsonl(folder / "gsm8k" / "train.jsonl",
-                [{"question": f"q{i}: what is {i} + 0?", "answer": f"{i} + 0 = {i}\n#### {i}"} for i in range(n)])
+    for split in ("train", "test"):
+        write_jsonl(folder / "gsm8k" / f"{split}.jsonl",
+                    [{"question": f"q{i}: what is {i} + 0?", "answer": f"{i} + 0 = {i}\n#### {i}"} for i in range(n)])
     return str(folder)
 
 
@@ -221,6 +223,20 @@ def test_diagnostics_against_ground_truth(tmp_path, capsys):
     assert "## Diagnostics" in md and "| 0.500 |" in md
     saved = json.load(open(L.report("qwen2.5", "1.5B", "7B", "gsm8k", ".json")))
     assert saved["diagnostics"]["hops"][0]["student_zeroshot"]["correct"] == 2
+    # whose answer the final answer takes: 16 the teacher's (its zero-shot said 0), 17 and 18 its own zero-shot's
+    f = h["final_follows"]
+    assert (f["teacher"], f["zeroshot"], f["both"], f["neither"], f["kept"], f["several"]) == (1, 2, 0, 0, 3, 3)
+    assert "final answer follows: teacher only / own zero-shot only / both / neither 0.333 / 0.667 / 0.000 / 0.000" in out
+    # zero-shot agrees with the teacher on 16 (both), 17's final answer is neither's, 18 was dropped (never well-formed)
+    write_jsonl(L.zeroshot("qwen2.5", "1.5B", "7B", "gsm8k"),
+                [{"id": qid(i), "question": f"q{i}", "zero_shot_student_response": f"#### {a}"} for i, a in ((16, 16), (17, 17), (18, 18))])
+    write_jsonl(L.alice_train("qwen2.5", "1.5B", "7B", "gsm8k"),
+                [{"id": qid(i), "question": f"q{i}", "answer": f"so #### {a}", "label": "new"} for i, a in ((16, 16), (17, 55))])
+    f = report.diagnostics(L, "qwen2.5", "1.5B", "7B", "gsm8k", data_dir=data)["hops"][0]["final_follows"]
+    assert (f["teacher"], f["zeroshot"], f["both"], f["neither"], f["kept"], f["several"]) == (0, 0, 1, 1, 2, 3)
+    assert f["share_kept"] == pytest.approx(2 / 3)
+    # free-text answers (clustered by embeddings) have no extracted answer to compare: said, not guessed
+    assert "embeddings" in report.final_follows("hotpotqa", {}, {}, [], [], [])["note"]
 
 
 def test_diagnostics_use_the_cluster_stages_limit(tmp_path):
@@ -264,10 +280,21 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
 
     run_root = tmp_path / "run"
     L = Layout(run_root)
-    put(L, eval_run_name("qwen2.5-coder", "0.5B", "base"), 8)
-    put(L, eval_run_name("qwen2.5-coder", "1.5B", "base"), 16)
-    put(L, eval_run_name("qwen2.5-coder", "1.5B", "ours-wts", "0.5B", ours_wts_type="singleturn"), 12)
-    put(L, eval_run_name("qwen2.5-coder", "1.5B", "original-wts", "0.5B", original_wts_type="cot"), 10)
+    data_dir = gsm8k_data(tmp_path / "data")
+    test = load_test("gsm8k", data_dir)
+
+    def put_answers(run, k, stale=0):  # the first k answers right; `stale` right ones stored as wrong (older grader)
+        preds = [{"id": r["id"], "question": r["question"], "gold": r["gold"],
+                  "response": f"So it is {r['gold'] if i < k else -1}.\n#### {r['gold'] if i < k else -1}",
+                  "correct": i < k - stale, "parsed": True} for i, r in enumerate(test)]
+        write_jsonl(L.eval_predictions("gsm8k", run), preds)
+        write_json(L.eval_summary("gsm8k", run), dict(summarize(preds), run=run, predictions=str(
+            L.eval_predictions("gsm8k", run)), settings={"limit": None}))
+
+    put_answers(eval_run_name("qwen2.5-coder", "0.5B", "base"), 8)
+    put_answers(eval_run_name("qwen2.5-coder", "1.5B", "base"), 16)
+    put_answers(eval_run_name("qwen2.5-coder", "1.5B", "ours-wts", "0.5B", ours_wts_type="singleturn"), 12, stale=2)
+    put_answers(eval_run_name("qwen2.5-coder", "1.5B", "original-wts", "0.5B", original_wts_type="cot"), 10)
     for name, text in (("command.txt", "python -m alice.pipeline --model qwen2.5-coder --data gsm8k --teacher 0.5B"),
                        ("commit.txt", "abc123"), ("device.txt", "NVIDIA H200"), ("start", "100"), ("end", "1300"),
                        ("rc", "0")):
@@ -279,11 +306,16 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
     shutil.rmtree(run_root)  # as on the GPU machine: the paths the summaries recorded do not exist here
     mod = load_script("bench/real_results_json.py")
     out = tmp_path / "results"
-    rep = mod.main([str(tarball), "--out-dir", str(out), "--data-dir", gsm8k_data(tmp_path / "data")])
+    rep = mod.main([str(tarball), "--out-dir", str(out), "--data-dir", data_dir])
     saved = json.load(open(out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.json"))  # the size's ".5B" is kept in the name
+    graded_with = saved["provenance"].pop("graded_with_commit")
+    assert graded_with is None or len(graded_with) == 40
+    # the stored responses were graded again: the 2 answers an older grader missed count now
+    alice_run = eval_run_name("qwen2.5-coder", "1.5B", "ours-wts", "0.5B", ours_wts_type="singleturn")
     assert saved["provenance"] == {"command": "python -m alice.pipeline --model qwen2.5-coder --data gsm8k --teacher 0.5B",
                                    "commit": "abc123", "device": "NVIDIA H200", "exit_code": "0", "wall_s": 1200,
-                                   "finished": True, "source": "real_gsm8k.tar.gz"}
+                                   "finished": True, "source": "real_gsm8k.tar.gz",
+                                   "regraded_accuracy_changed": {alice_run: [0.5, 0.6]}}
     alice = next(r for r in saved["rows"] if r["key"] == "alice")
     assert alice["accuracy"] == pytest.approx(0.6) and alice["pgr"] == pytest.approx(0.5) and rep["data"] == "gsm8k"
     diff = next(c for c in saved["comparisons"] if c["b"] == "original_cot")  # from the packed prediction files
