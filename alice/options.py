@@ -45,11 +45,17 @@ class GenerationOptions:
     hf_static_cache: bool = False
     enforce_eager: bool = False  # vLLM on a GPU: no torch.compile / CUDA graphs (faster start-up)
     kv_cache_gib: float | None = None  # vLLM on a GPU: a fixed KV cache instead of one sized by memory profiling
+    batch_invariant: bool = False  # vLLM: VLLM_BATCH_INVARIANT=1 (greedy outputs independent of how requests batch)
     dtype: str | None = None
     max_new_tokens: int | None = None  # None: DEFAULT_MAX_NEW_TOKENS
     limit: int | None = None
     seed: int = 0
     overwrite: bool = False
+
+    def recorded(self) -> dict:
+        """Engine settings that change what a stage writes, beyond its sampling: recorded with each output (alice.fresh)
+        only when switched on, so that files made before such a setting existed stay valid."""
+        return {"batch_invariant": True} if self.batch_invariant else {}
 
 
 # ---- Alice ------------------------------------------------------------------------------------------

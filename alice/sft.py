@@ -239,6 +239,7 @@ def build_trainer(model_id: str, rows: list[dict], out_dir: Path, batch: BatchSe
         report_to=opts.report_to,
         seed=opts.seed,
         data_seed=opts.seed,
+        full_determinism=opts.full_determinism,
         dataset_num_proc=None,
         ddp_find_unused_parameters=False,  # every trainable parameter is used (full model or LoRA adapters)
         use_cpu=not torch.cuda.is_available(),
@@ -367,6 +368,8 @@ _NOT_SETTINGS = ("save_steps", "logging_steps", "report_to", "keep_checkpoints")
 def fresh_settings(job: Job, batch: BatchSettings, opts: TrainOptions) -> tuple[dict, list]:
     """What the trained weights depend on (recorded with the folder and its checkpoints), and its input paths."""
     settings = {k: v for k, v in asdict(opts).items() if k not in _NOT_SETTINGS}
+    if not opts.full_determinism:  # recorded only when on: folders trained before the option existed stay valid
+        settings.pop("full_determinism")
     settings.update(method=job.method, type=job.type_, model_id=job.model_id, source=job.source,
                     effective_batch=batch.effective)
     return settings, [job.input_file, job.model_id]
@@ -378,6 +381,20 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
 
     A finished folder made with these settings from these inputs is kept; one made otherwise (or checkpoints made
     otherwise) is an ``fresh.StaleOutputError`` naming ``--overwrite``, which trains it again from scratch."""
+    import torch
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return _run(job, batch, opts, overwrite, settings, argv)
+    finally:
+        # --full-determinism switches PyTorch's deterministic mode on for the process: the steps after this one (the
+        # pipeline runs them in-process) get the mode they had
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, settings: dict | None,
+         argv: list[str] | None) -> dict | None:
+    """``run``'s work."""
     out = job.out_dir
     ckpt_dir = out / CHECKPOINTS
     if opts.epochs is not None and opts.epochs <= 0 and not opts.max_steps:
@@ -463,6 +480,7 @@ def run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool = Fa
         "packing": opts.packing,
         "gradient_checkpointing": opts.gradient_checkpointing,
         "seed": args.seed,
+        "full_determinism": args.full_determinism,
         "lora": {"r": opts.lora_r, "alpha": opts.lora_alpha, "dropout": opts.lora_dropout,
                  "target_modules": opts.lora_target_modules, "merged": True} if opts.lora else None,
         "resumed_from": resume,

@@ -296,6 +296,7 @@ class TrainOptions:
     logging_steps: int | None = None
     report_to: str = "none"
     keep_checkpoints: bool = False
+    full_determinism: bool = False  # transformers' enable_full_determinism: deterministic kernels, same weights twice
 
 
 def bf16_supported() -> bool:

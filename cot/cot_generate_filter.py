@@ -52,7 +52,8 @@ def main(argv=None) -> list[dict]:
     gen = cli.generation_options(args)
     sampling = Sampling.from_options(gen, TEMPERATURE, TOP_P)
     made_with = {"data": args.data, "teacher": teacher_id, "limit": args.limit,
-                 "max_new_tokens": sampling.max_new_tokens, "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P}
+                 "max_new_tokens": sampling.max_new_tokens, "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P,
+                 **gen.recorded()}
     argv_ = fresh.command_line(argv)
     if all([fresh.check_fresh(o, made_with, [teacher_id], overwrite=args.overwrite, argv=argv_)
             for o in (out_all, out_correct)]):

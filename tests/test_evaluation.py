@@ -89,6 +89,11 @@ def test_naive_end_to_end_and_rerun(tiny_models, data_dir, tmp_path, capsys, mon
     assert json.load(open(L.eval_summary("gsm8k", "custom_qwen_small_naive")))["n"] == 5
     s2 = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--limit", "2", "--overwrite"))
     assert s2["n"] == 2 and s2["settings"]["limit"] == 2
+    # --batch-invariant is recorded with the evaluation: the one made without it is not passed off as made with it
+    with pytest.raises(SystemExit) as e:
+        run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--limit", "2",
+                   "--batch-invariant"))
+    assert e.value.code == 2 and "batch_invariant" in capsys.readouterr().err
 
 
 def test_both_metrics_and_grading_seed(tiny_models, data_dir, tmp_path, capsys, monkeypatch):

@@ -405,6 +405,43 @@ def test_user_errors_are_one_line(tiny_models, data_dir, cfg, tmp_path, capsys):
     assert e.value.code == 2 and "needs --student" in capsys.readouterr().err
 
 
+def test_full_determinism_trains_the_same_weights_and_is_recorded(tiny_models, data_dir, cfg, tmp_path, capsys,
+                                                                   monkeypatch):
+    """--full-determinism: transformers' deterministic mode during training (and the process's mode back after it);
+    two runs write the same weights; the record says so, and a rerun without it is a run made otherwise."""
+    import torch
+
+    for var in ("CUDA_LAUNCH_BLOCKING", "CUBLAS_WORKSPACE_CONFIG", "FLASH_ATTENTION_DETERMINISTIC",
+                "ASCEND_LAUNCH_BLOCKING", "HCCL_DETERMINISTIC"):
+        monkeypatch.delenv(var, raising=False)  # enable_full_determinism sets them: restored after the test
+    seen = []
+    real = sft.build_trainer
+
+    def watching(*a, **kw):
+        trainer = real(*a, **kw)
+
+        from transformers import TrainerCallback
+
+        class Watch(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                seen.append(torch.are_deterministic_algorithms_enabled())
+        trainer.add_callback(Watch())
+        return trainer
+
+    monkeypatch.setattr(sft, "build_trainer", watching)
+    flags = ["--method", "base", "--student", tiny_models["qwen_small"], "--limit", 4, "--max-steps", 2, "--full-determinism"]
+    weights = []
+    for root in (tmp_path / "a", tmp_path / "b"):
+        rec = train(root, data_dir, cfg, *flags)
+        assert rec["full_determinism"] is True
+        weights.append((Path(rec["output_dir"]) / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
+    assert seen == [True] * 4 and not torch.are_deterministic_algorithms_enabled()  # on while training, off after
+    with pytest.raises(SystemExit):
+        train(tmp_path / "a", data_dir, cfg, *flags[:-1])
+    assert "full_determinism" in capsys.readouterr().err
+
+
 def test_packing_runs(tiny_models, data_dir, cfg, tmp_path):
     rec = train(tmp_path, data_dir, cfg, "--method", "base", "--student", tiny_models["qwen_small"], "--limit", 8, "--packing")
     assert rec["packing"] and rec["rows_after_preparation"] < 8  # whole examples packed into fewer sequences

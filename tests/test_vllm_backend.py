@@ -76,3 +76,18 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         default._load()
     assert "kv_cache_memory_bytes" not in seen  # without the flag vLLM sizes the cache by profiling
+    # --batch-invariant: vLLM's batch-invariant kernels in the engine process (its environment), another engine key
+    monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
+    inv = generation.Generator.from_options(str(spiky), cli.generation_options(p.parse_args(["--backend", "vllm",
+                                                                                             "--batch-invariant"])))
+    assert inv.pool_key() != default.pool_key() and generation.Generator(**inv.worker_settings()).batch_invariant
+    with pytest.raises(RuntimeError, match="stop here"):
+        inv._load()
+    assert os.environ["VLLM_BATCH_INVARIANT"] == "1"
+    # ... which are GPU kernels: on a CPU, a one-line error before any engine starts
+    monkeypatch.delenv("VLLM_BATCH_INVARIANT")
+    monkeypatch.setattr(generation, "_cuda_available", lambda: False)
+    with pytest.raises(generation.GenerationError, match="--batch-invariant needs vLLM on a CUDA GPU"):
+        generation.Generator.from_options(str(spiky), inv_opts := cli.generation_options(
+            p.parse_args(["--backend", "vllm", "--batch-invariant"])))._load()
+    assert inv_opts.recorded() == {"batch_invariant": True} and "VLLM_BATCH_INVARIANT" not in os.environ

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-length", type=cli.positive_int, default=P.max_length, help="tokens per example (longer ones are cut)")
     t.add_argument("--max-steps", type=cli.positive_int, default=None, help="stop after N optimizer steps (overrides --epochs)")
     t.add_argument("--seed", type=int, default=P.seed)
+    t.add_argument("--full-determinism", action="store_true",
+                   help="deterministic GPU kernels (transformers' enable_full_determinism): the same command trains "
+                        "the same weights; slower (README 'Reproducibility')")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast over fp32 master weights and optimizer state (default: on where the GPU "
                         "supports it, off on CPU); --no-bf16 trains in plain fp32")

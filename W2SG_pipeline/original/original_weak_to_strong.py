@@ -57,7 +57,7 @@ def main(argv=None) -> list[dict]:
     gen = cli.generation_options(args)
     sampling = Sampling.from_options(gen, TEMPERATURE, TOP_P)
     made_with = {"data": args.data, "type": args.type, "limit": args.limit, "max_new_tokens": sampling.max_new_tokens,
-                 "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P}
+                 "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P, **gen.recorded()}
     argv_ = fresh.command_line(argv)
     if fresh.check_fresh(out, made_with, [labeler], overwrite=args.overwrite, argv=argv_):
         rows = read_jsonl(out)
