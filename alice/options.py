@@ -45,7 +45,7 @@ class GenerationOptions:
     hf_static_cache: bool = False
     enforce_eager: bool = False  # vLLM on a GPU: no torch.compile / CUDA graphs (faster start-up)
     kv_cache_gib: float | None = None  # vLLM on a GPU: a fixed KV cache instead of one sized by memory profiling
-    batch_invariant: bool = False  # vLLM: VLLM_BATCH_INVARIANT=1 (greedy outputs independent of how requests batch)
+    batch_invariant: bool = False  # vLLM: VLLM_BATCH_INVARIANT=1 (measured: not invariant on an H200, see --help)
     dtype: str | None = None
     max_new_tokens: int | None = None  # None: DEFAULT_MAX_NEW_TOKENS
     limit: int | None = None

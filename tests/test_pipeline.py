@@ -415,3 +415,15 @@ def test_demo_plan_runs_the_several_cluster_path_with_one_engine_per_model(tiny_
     assert [int(line.rsplit(": ", 1)[1]) for line in text.splitlines()
             if line.startswith("  ") and not line.startswith("  (")] == [c["size"] for c in first["clusters"]]
     assert sizes[1] >= 2
+
+
+def test_training_steps_are_deterministic_unless_told_otherwise():
+    """Every training step gets --full-determinism (the same command trains the same weights), no generating step
+    does; --no-full-determinism leaves it out."""
+    argv = ["--model", "qwen2.5-coder", "--data", "gsm8k", "--teacher", "0.5B", "--student", "1.5B", "--original"]
+    steps = pipeline.plan(pipeline.options_from_argv(argv))
+    trains = [st for st in steps if st.trains]
+    assert len(trains) >= 5 and all("--full-determinism" in st.argv for st in trains)
+    assert not any("--full-determinism" in st.argv for st in steps if not st.trains)
+    steps = pipeline.plan(pipeline.options_from_argv(argv + ["--no-full-determinism"]))
+    assert not any("--full-determinism" in st.argv for st in steps)
