@@ -35,6 +35,20 @@ class StaleOutputError(AliceError, ValueError):
     """An output exists but was made with other settings or from other inputs; the message names ``--overwrite``."""
 
 
+def git_commit(repo: str | os.PathLike | None = None) -> str | None:
+    """The commit of the code that made a results file: $ALICE_COMMIT when set (a copy of the checkout without its
+    .git, as on the GPU machine), else git's HEAD of ``repo`` (default: this checkout), else None."""
+    if os.environ.get("ALICE_COMMIT"):
+        return os.environ["ALICE_COMMIT"]
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).resolve().parent.parent,
+                              capture_output=True, text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def meta_path(output: str | os.PathLike) -> Path:
     p = Path(output)
     return p.with_name(p.name + SUFFIX)

@@ -172,14 +172,11 @@ def vllm_importable() -> str | None:
     return p.stdout.strip() if p.returncode == 0 else None
 
 
-def git_commit() -> str:
-    """$ALICE_COMMIT when set (the GPU machine's copy of the checkout has no reliable .git), else git's HEAD."""
-    if os.environ.get("ALICE_COMMIT"):
-        return os.environ["ALICE_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
+
+def _git_commit() -> str | None:
+    from alice.fresh import git_commit  # imported when used, as the other alice modules here
+
+    return git_commit(ROOT)
 
 
 def main() -> None:
@@ -279,7 +276,7 @@ def main() -> None:
     for r in results:
         r.pop("texts")
     out = {
-        "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "date": time.strftime("%Y-%m-%d"), "commit": _git_commit(), "command": " ".join([Path(sys.executable).name] + sys.argv),
         "env": env, "model_bytes": mbytes, "targets": TARGETS, "results": results, "notes": notes,
         "roofline": "tok/s = B*BW/(W + B*kv*c): W weight bytes (bf16, tied embedding once), kv KV bytes/token, c mean "
                     "prompt + answer/2, B = min(sequences, --roofline-batch), BW measured copy bandwidth (r+w)",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -175,16 +174,10 @@ def score(questions: list[dict], grid=GRID) -> list[dict]:
     return table
 
 
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
 
 def calibrate(args) -> dict:
     from alice.clustering import DEFAULT_THRESHOLD, Embedder
+    from alice.fresh import git_commit
 
     questions = []
     for path in args.samples:
@@ -199,7 +192,7 @@ def calibrate(args) -> dict:
         # the responses exactly as the project's QA clustering sees them (the whole sampled text)
         q["emb"] = embedder.encode(q["question"], q["samples"])
         q["classes"] = answer_classes(q["data"], q["samples"], q["gold"])
-    result = {"command": getattr(args, "command_line", " ".join(sys.argv)), "commit": _commit(),
+    result = {"command": getattr(args, "command_line", " ".join(sys.argv)), "commit": git_commit(),
               "embedding_model": args.embedding_model, "instruction": embedder.use_instruction,
               "current_default": DEFAULT_THRESHOLD, "per_dataset": {}}
     datasets = sorted({q["data"] for q in questions})

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
 from alice import data as data_mod
+from alice import fresh
 from alice import report
 from alice.evaluate import regrade
 from alice.paths import Layout
@@ -32,13 +32,6 @@ def _read(root: Path, name: str) -> str | None:
     p = root / name
     return p.read_text().strip() if p.is_file() else None
 
-
-def _git_head() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def regrade_all(root: Path, data: str, data_dir: str | None) -> dict:
@@ -79,7 +72,7 @@ def build(tarball: Path, data_dir: str | None, family: str, teacher: str, studen
             "finished": _read(root, "rc") == "0",
             "source": tarball.name,
             # the stored test responses are graded again with this checkout's graders (as evaluation.py does)
-            "graded_with_commit": _git_head(),
+            "graded_with_commit": fresh.git_commit(),
             "regraded_accuracy_changed": changed,
         }
         return rep

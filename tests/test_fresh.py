@@ -64,3 +64,13 @@ def test_commands_that_make_an_output_are_remembered(tmp_path):
     assert fresh.check_fresh(out, {"k": 1}, [], argv=["--student", "B"])  # another command, same content
     assert fresh.read_meta(out)["argvs"] == [["--student", "A"], ["--student", "B"]]
     assert fresh.command_line(["--a", "1", "--overwrite"]) == ["--a", "1"]
+
+
+def test_git_commit_names_the_code_of_a_results_file(tmp_path, monkeypatch):
+    """$ALICE_COMMIT first (a copy of the checkout without .git), else git's HEAD of the folder, else None."""
+    monkeypatch.delenv("ALICE_COMMIT", raising=False)
+    head = fresh.git_commit()
+    assert head is None or (len(head) == 40 and all(c in "0123456789abcdef" for c in head))
+    assert fresh.git_commit(tmp_path) is None  # not a git checkout
+    monkeypatch.setenv("ALICE_COMMIT", "abc123")
+    assert fresh.git_commit(tmp_path) == "abc123"
