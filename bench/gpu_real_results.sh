@@ -11,7 +11,8 @@
 # under .gpu_data/ (both copied to /tmp/real/{code,gpu_data} at the first launch). Each dataset runs under
 # /tmp/real/<data> (its --root). Settings (env): TRAIN_LIMIT (1000),
 # NUM_SAMPLES (16), MAX_NEW_TOKENS (1024), GEN_ARGS / SFT_ARGS (extra generation / training flags), BACKEND (auto), EVAL_LIMIT (none:
-# the whole test split; set only for a rehearsal), JOBS (steps at once: 3 on a card of >= 120 GB, else 2).
+# the whole test split; set only for a rehearsal), JOBS (steps at once per dataset: 3 for one dataset on a card of
+# >= 120 GB, else 2).
 set -uo pipefail
 RUNS=${RUNS:-/tmp/real}
 TRAIN_LIMIT=${TRAIN_LIMIT:-1000}
@@ -22,7 +23,9 @@ BACKEND=${BACKEND:-auto}
 # (no memory profiling, which miscounts while another process on the card allocates) and checks for 15% free memory
 GEN_ARGS=${GEN_ARGS:---gpu-memory-utilization 0.15 --kv-cache-gib 12 --enforce-eager}
 MEM_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
-JOBS=${JOBS:-$([ "${MEM_MIB:-0}" -ge 120000 ] && echo 3 || echo 2)}
+# two datasets at once with 3 jobs each ran out of memory on the H200 (a training process held 106 GB; the retries
+# finished both): 2 each then
+JOBS=${JOBS:-$([ "${MEM_MIB:-0}" -ge 120000 ] && [ "$#" -le 2 ] && echo 3 || echo 2)}
 # the paper's effective batch 16 as 16 x 1 instead of accelerate_config.yaml's 1 x 16 (the seed's, for small GPUs):
 # on the H200, 1 x 16 trained 0.5B on 560 arc rows x 3 epochs at 8.4 rows/s (200 s)
 SFT_ARGS=${SFT_ARGS:---per-device-batch-size 16 --gradient-accumulation-steps 1}
