@@ -14,7 +14,8 @@ difference over the test questions both prediction files hold, with a paired boo
 ``diagnostics``: the mechanism on the W2S part, graded against the ground truth of the train split with the
 dataset's grader (``alice.grading``): from the Alice stage files (``alice.alice_stages``) the accuracy of the
 teacher's largest-cluster answer, of the student's zero-shot answer and of its proactive final answer, the shares
-of questions with one cluster, several and none, and the accuracy of the original W2S teachers' labels.
+of questions with one cluster, several and none, whose answer the final answer takes (``final_follows``: the
+teacher's, its own zero-shot one, both, neither) and the accuracy of the original W2S teachers' labels.
 """
 
 from __future__ import annotations
