@@ -132,9 +132,10 @@ STUDENT_FINAL_QA = '''
     Note: You should not mention the model's response or the uncertainty statement in your new response. Just simply output your final response to the given question. Do not explain about why you choose to keep your original response or give a new one.
     IMPORTANT: You must provide an answer to the question. You should not say 'I don't know' or 'I am not sure'. You should always try your best to provide an answer at your best knowledge.'''
 
-# The example response each format-asking final prompt shows (verbatim, inside the template below). A small student
-# sometimes writes the example instead of its answer (measured: 113 of 746 'new' gsm8k rows on an H200, results/gsm8k_final_answer_format.json); the
-# final stage's well-formedness check (grading.well_formed) rejects a response that reproduces it.
+# The example response each format-asking final prompt shows (the templates below end with it, as the seed's do).
+# A small student sometimes writes the example instead of its answer (measured: 113 of 746 'new' gsm8k rows on an
+# H200, results/gsm8k_final_answer_format.before_final_check.json); the final stage's well-formedness check
+# (grading.well_formed) rejects a response that reproduces it.
 FINAL_EXAMPLE_GSM8K = "Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of bread\n#### 15"
 FINAL_EXAMPLE_ARC = ("The Moon's constant rotation (lunar phases) completes in the same amount of time it takes to orbit the "
                      "Earth.\nMy choice is A.")
@@ -150,7 +151,7 @@ STUDENT_FINAL_GSM8K = '''
 
     Note: You should not mention your original response, the model's response or the uncertainty statement in your new response. If you think your original response is correct, just restate it and format it as requested later. If you think it should be revised, provide the revised response and format it as requested as well. DO NOT explain why you choose to keep the original response or give a revised one.
     Format Requirement: You should add a small part at the very end of your response to report the final answer in number only in this format: '#### <answer>'.
-    Here is an example of your response: 'Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of bread\n#### 15'.'''
+    Here is an example of your response: ''' + f"'{FINAL_EXAMPLE_GSM8K}'."
 
 # seed: W2SG_pipeline/ours/new_weak_to_strong_final.py: prompt_to_student_arc
 STUDENT_FINAL_ARC = '''
@@ -163,7 +164,7 @@ STUDENT_FINAL_ARC = '''
 
     Note: You should not mention your original response, the model's response or the uncertainty statement in your new response. If you think your original response is correct, just restate it and format it as requested later. If you think it should be revised, provide the revised response and format it as requested as well. DO NOT explain why you choose to keep the original response or give a revised one.
     Format Requirement: You should add a small part at the very end of your response to report your final choice in this format: 'My choice is [your choice].' For example, if your final choice is option A, end with 'My choice is A.'
-    Here is an example of your response: 'The Moon's constant rotation (lunar phases) completes in the same amount of time it takes to orbit the Earth.\nMy choice is A.'.'''
+    Here is an example of your response: ''' + f"'{FINAL_EXAMPLE_ARC}'."
 
 
 def student_final_messages(
