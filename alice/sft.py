@@ -90,6 +90,8 @@ def _guarded_trainer_class():
     import torch
     from trl import SFTTrainer
 
+    norm_checked = hasattr(SFTTrainer, "_get_grad_norm")  # transformers >= 5.x: the norm before optimizer.step()
+
     class GuardedSFTTrainer(SFTTrainer):
         guard_label = "model"
 
@@ -97,8 +99,8 @@ def _guarded_trainer_class():
             return TrainingDiverged(what, float(value), self.state.global_step + 1, self.state.max_steps, self.guard_label)
 
         def training_step(self, model, inputs, *args, **kwargs):
-            # this optimizer step's micro-batches (references, no copies): named in the warning of a skipped step
-            self._step_batches = [*getattr(self, "_step_batches", ()), inputs]
+            if norm_checked:  # this optimizer step's micro-batches (references, no copies), emptied at its norm check:
+                self._step_batches = [*getattr(self, "_step_batches", ()), inputs]  # named if the step is skipped
             loss = super().training_step(model, inputs, *args, **kwargs)
             if not bool(torch.isfinite(loss.detach()).all()):
                 raise self._diverged("the loss", loss.detach().float().mean())
@@ -115,12 +117,12 @@ def _guarded_trainer_class():
                 if ids is None:
                     continue
                 for r in range(ids.shape[0]):
-                    keep = labels[r] != -100 if labels is not None else ids[r] == ids[r]
+                    keep = labels[r] != -100 if labels is not None else torch.ones_like(ids[r], dtype=torch.bool)
                     text = self.processing_class.decode(ids[r][keep][:40]) if self.processing_class else ""
                     rows.append(f"    {int(keep.sum())}/{ids.shape[1]} completion/all tokens: {text!r}")
             return "\n".join(rows)
 
-        if hasattr(SFTTrainer, "_get_grad_norm"):  # transformers >= 5.x: the norm before optimizer.step()
+        if norm_checked:
 
             def _get_grad_norm(self, model, *args, **kwargs):
                 norm = super()._get_grad_norm(model, *args, **kwargs)
