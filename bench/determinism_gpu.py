@@ -41,6 +41,8 @@ def _run(script: str, args: list[str], root: Path, log: Path) -> dict:
 def evaluations(data_dir: str, work: Path, logs: Path) -> dict:
     runs = {"default": [], "default_batch64": ["--batch-size", "64"], "invariant": ["--batch-invariant"],
             "invariant_batch64": ["--batch-invariant", "--batch-size", "64"]}
+    from alice.jsonl import read_jsonl
+
     out = {}
     with ThreadPoolExecutor(2) as pool:  # two engines on the card at once, as pipeline --jobs runs them
         futures = {k: pool.submit(_run, "evaluation.py", [*EVAL, "--data-dir", data_dir, *extra], work / f"eval_{k}",
@@ -51,7 +53,7 @@ def evaluations(data_dir: str, work: Path, logs: Path) -> dict:
     for k, r in out.items():
         preds = sorted(Path(r["root"]).glob("model_outputs/eval/gsm8k/*_naive.jsonl"))
         if preds:
-            rows = [json.loads(line) for line in preds[0].read_text().splitlines()]
+            rows = read_jsonl(preds[0])
             answers[k] = {row["id"]: row for row in rows}
             r["accuracy"] = sum(bool(row["correct"]) for row in rows) / len(rows)
             r["n"] = len(rows)
