@@ -13,6 +13,12 @@ Paths (each (path, workload) runs in a fresh process, so "wall" holds the import
                  hands it (the new default of the hf backend on a GPU)
   vllm-eager     vLLM, enforce_eager=True (no CUDA graphs)
   vllm-graphs    vLLM with CUDA graphs (its default on a GPU; the project's default backend there)
+  vllm-inproc    vLLM eager with its engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0): no engine
+                 process to spawn and import again (start-up)
+  vllm-graphs-dp2  vllm-graphs over 2 GPUs through the project's --data-parallel-size 2 (generate_resumable: one
+                 worker process and engine per GPU, questions dealt round-robin); its "load" is inside its generation
+                 time, so compare it by tok/s over the wall ("tok/s wall")
+A path named twice in --paths runs twice (the second as PATH#2), e.g. vllm-graphs twice: torch.compile's cache warm.
 vLLM paths are skipped (noted in the table) when vllm cannot be imported.
 
 Roofline (decode bound by HBM bandwidth): at a concurrency of B sequences and a mean context of c tokens, one decode
@@ -42,7 +48,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PATHS = ("shipped", "hf-padded", "hf-continuous", "vllm-eager", "vllm-graphs")
+PATHS = ("shipped", "hf-padded", "hf-continuous", "vllm-eager", "vllm-graphs", "vllm-inproc", "vllm-graphs-dp2")
 WORKLOADS = ("sampling", "eval")
 TARGETS = {"sampling": "tok/s >= 40,000", "eval": "wall incl. load <= 30 s"}
 
@@ -86,19 +92,35 @@ def run_one(a, path: str, workload: str) -> dict:
         kw.update(hf_batching="continuous")
         chunk = None
     else:
-        kw.update(enforce_eager=path == "vllm-eager", gpu_memory_utilization=a.gpu_memory_utilization)
+        kw.update(enforce_eager=path in ("vllm-eager", "vllm-inproc"), gpu_memory_utilization=a.gpu_memory_utilization)
         chunk = None
+        if path == "vllm-inproc":
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if path.endswith("-dp2"):
+            kw["data_parallel_size"] = 2
     gen = Generator(model, **kw)
     chunk = chunk or gen.default_chunk_size
-    t0 = time.perf_counter()
-    gen._load()
-    load_s = time.perf_counter() - t0
     convs = [it["messages"] for it in items]
     texts: list[list[str]] = []
-    t1 = time.perf_counter()
-    for c in range(0, len(convs), chunk):
-        texts += gen.generate(convs[c : c + chunk], sampling, desc=f"{path} {workload}")
-    gen_s = time.perf_counter() - t1
+    if path.endswith("-dp2"):  # the workers load their own engines: load time is inside the generation time
+        import tempfile
+
+        from alice.generation import generate_resumable
+
+        load_s, t1 = None, time.perf_counter()
+        with tempfile.TemporaryDirectory() as d:
+            got = generate_resumable(gen, [{"id": str(i), "messages": c} for i, c in enumerate(convs)], sampling,
+                                     Path(d) / "out.jsonl", desc=f"{path} {workload}")
+        texts = [got[str(i)] for i in range(len(convs))]
+        gen_s = time.perf_counter() - t1
+    else:
+        t0 = time.perf_counter()
+        gen._load()
+        load_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for c in range(0, len(convs), chunk):
+            texts += gen.generate(convs[c : c + chunk], sampling, desc=f"{path} {workload}")
+        gen_s = time.perf_counter() - t1
     tok = gen.tokenizer()
     answer_tokens = [len(tok(t, add_special_tokens=False)["input_ids"]) for ts in texts for t in ts]
     from alice.generation import chat_prompt_ids
@@ -195,7 +217,8 @@ def main() -> None:
     ap.add_argument("--hf-batch-size", type=int, default=256, help="hf-padded: sequences per generate() call")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM paths")
     ap.add_argument("--roofline-batch", type=int, default=256, help="B of the roofline (concurrent sequences)")
-    ap.add_argument("--equal", type=int, default=64, help="greedy equality vs shipped on the first N eval questions")
+    ap.add_argument("--equal", type=int, default=64, help="greedy equality vs --equal-ref on the first N eval questions")
+    ap.add_argument("--equal-ref", default="shipped", help="the eval path the others are compared with")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per (path, workload) process")
     ap.add_argument("--out", default=str(ROOT / "results" / "generation_gpu.json"))
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -209,7 +232,7 @@ def main() -> None:
 
     paths = [p for p in a.paths.split(",") if p]
     workloads = [w for w in a.workloads.split(",") if w]
-    bad = [p for p in paths if p not in PATHS] + [w for w in workloads if w not in WORKLOADS]
+    bad = [p for p in paths if p.split("#")[0] not in PATHS] + [w for w in workloads if w not in WORKLOADS]
     if bad:
         ap.error(f"unknown path/workload {bad}; paths: {', '.join(PATHS)}; workloads: {', '.join(WORKLOADS)}")
     if a.data_dir and not Path(a.data_dir).is_dir():
@@ -233,16 +256,19 @@ def main() -> None:
     tmp = Path(a.out).with_suffix(".parts")
     tmp.mkdir(parents=True, exist_ok=True)
     for w in workloads:
+        seen: dict[str, int] = {}
         for p in paths:
             if p in skip or f"{p}:{w}" in skip:
                 continue
+            seen[p] = seen.get(p, 0) + 1
+            label = p if seen[p] == 1 else f"{p}#{seen[p]}"
             if p.startswith("vllm") and not env["vllm"]:
                 notes.append(f"{p} {w}: skipped, vllm cannot be imported here")
                 continue
-            one = tmp / f"{p}_{w}.json"
+            one = tmp / f"{label.replace('#', '_')}_{w}.json"
             one.unlink(missing_ok=True)
             cmd = [sys.executable, __file__, "--one", f"{p}:{w}", "--one-out", str(one)] + passthrough
-            print(f"[bench] {p} {w} ...", flush=True)
+            print(f"[bench] {label} {w} ...", flush=True)
             t0 = time.perf_counter()
             # its own process group: a timeout kills the vLLM engine process too, which would otherwise keep its
             # share of the card and fail every later path (seen on the H200)
@@ -256,22 +282,24 @@ def main() -> None:
                 err = f"timeout after {a.timeout}s"
             wall = time.perf_counter() - t0
             if err:
-                notes.append(f"{p} {w}: FAILED: {err.strip().splitlines()[-1] if err.strip() else '?'}")
+                notes.append(f"{label} {w}: FAILED: {err.strip().splitlines()[-1] if err.strip() else '?'}")
                 print(err, flush=True)
                 continue
             r = json.loads(one.read_text())
             r["wall_s"] = wall
+            r["path"] = label
+            r["tokens_per_s_wall"] = r["tokens"] / wall
             r.update(roofline(r, mbytes[w], bw, a.roofline_batch))
             results.append(r)
-            print(f"[bench] {p} {w}: {r['tokens_per_s']:.0f} tok/s, wall {wall:.1f}s (load {r['load_s']:.1f}s, "
+            print(f"[bench] {label} {w}: {r['tokens_per_s']:.0f} tok/s, wall {wall:.1f}s (load {_f(r['load_s'])}s, "
                   f"generation {r['gen_s']:.1f}s), accuracy {r['accuracy']:.3f}", flush=True)
 
-    # greedy equality of every eval path with the shipped one, on the first --equal questions
-    ref = next((r for r in results if r["workload"] == "eval" and r["path"] == "shipped"), None)
+    # greedy equality of every eval path with the --equal-ref one, on the first --equal questions
+    ref = next((r for r in results if r["workload"] == "eval" and r["path"] == a.equal_ref), None)
     for r in results:
         if ref is not None and r["workload"] == "eval":
             k = min(a.equal, len(ref["texts"]), len(r["texts"]))
-            r["greedy_equal_to_shipped"] = {"questions": k,
+            r["greedy_equal_to_ref"] = {"ref": a.equal_ref, "questions": k,
                                             "identical": sum(x == y for x, y in zip(ref["texts"][:k], r["texts"][:k]))}
     for r in results:
         r.pop("texts")
@@ -284,20 +312,24 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))
     print(f"\ndevice: {env['device_name']}; copy bandwidth (read+write): {(bw or 0) / 1e12:.2f} TB/s; vllm: {env['vllm']}")
-    print(f"{'workload':9s} {'path':14s} {'q x n':>9s} {'tok/s':>9s} {'wall s':>7s} {'load s':>7s} {'gen s':>7s} "
-          f"{'of roofline':>11s} {'acc':>6s} {'= shipped':>9s}")
+    print(f"{'workload':9s} {'path':16s} {'q x n':>9s} {'tok/s':>9s} {'tok/s wall':>10s} {'wall s':>7s} {'load s':>7s} "
+          f"{'gen s':>7s} {'of roofline':>11s} {'acc':>6s} {'= ' + a.equal_ref:>9s}")
     for r in results:
-        eq = r.get("greedy_equal_to_shipped")
+        eq = r.get("greedy_equal_to_ref")
         eq_s = f"{eq['identical']}/{eq['questions']}" if eq else ""
         roof = r.get("fraction_of_roofline")
         roof_s = f"{roof:.1%}" if roof is not None else "n/a"
-        print(f"{r['workload']:9s} {r['path']:14s} {r['questions']:>5d}x{r['n']:<3d} {r['tokens_per_s']:9.0f} "
-              f"{r['wall_s']:7.1f} {r['load_s']:7.1f} {r['gen_s']:7.1f} {roof_s:>11s} {r['accuracy']:6.3f} {eq_s:>9s}")
+        print(f"{r['workload']:9s} {r['path']:16s} {r['questions']:>5d}x{r['n']:<3d} {r['tokens_per_s']:9.0f} "
+              f"{r['tokens_per_s_wall']:10.0f} {r['wall_s']:7.1f} {_f(r['load_s']):>7s} {r['gen_s']:7.1f} {roof_s:>11s} {r['accuracy']:6.3f} {eq_s:>9s}")
     print("targets: " + "; ".join(f"{w}: {t}" for w, t in TARGETS.items()))
     print("roofline: " + out["roofline"])
     for n in notes:
         print("note: " + n)
     print(f"wrote {a.out}")
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
 
 
 if __name__ == "__main__":

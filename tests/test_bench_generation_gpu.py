@@ -15,17 +15,20 @@ def test_bench_generation_gpu_cpu_smoke(tiny_models, offline_data, tmp_path):
     out = tmp_path / "g.json"
     m = str(tiny_models["qwen_small"])
     cmd = [sys.executable, str(REPO / "bench" / "bench_generation_gpu.py"), "--sample-model", m, "--eval-model", m,
-           "--workloads", "eval", "--paths", "shipped,hf-padded", "--limit", "2", "--max-new-tokens", "4",
+           "--workloads", "eval", "--paths", "shipped,hf-padded,hf-padded", "--limit", "2", "--max-new-tokens", "4",
            "--data-dir", offline_data, "--equal", "2", "--out", str(out)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     d = json.loads(out.read_text())
-    assert [r["path"] for r in d["results"]] == ["shipped", "hf-padded"] and not d["notes"]
+    # a path named twice runs twice, the second labelled PATH#2
+    assert [r["path"] for r in d["results"]] == ["shipped", "hf-padded", "hf-padded#2"] and not d["notes"]
     for r in d["results"]:
         assert r["questions"] == 2 and r["sequences"] == 2 and 0 < r["tokens"] <= 2 * 4
         assert r["wall_s"] >= r["load_s"] + r["gen_s"] and r["hf_batching_used"] == "padded"
-        assert r["greedy_equal_to_shipped"] == {"questions": 2, "identical": 2}  # greedy fp32: batching changes nothing
+        assert r["tokens_per_s_wall"] == pytest.approx(r["tokens"] / r["wall_s"])
+        # greedy fp32: batching changes nothing
+        assert r["greedy_equal_to_ref"] == {"ref": "shipped", "questions": 2, "identical": 2}
     assert d["commit"] and "bench_generation_gpu.py" in d["command"]
-    assert "hf-padded" in p.stdout and "of roofline" in p.stdout
+    assert "hf-padded#2" in p.stdout and "of roofline" in p.stdout
     bad = subprocess.run(cmd[:2] + ["--data-dir", str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2 and "is not a folder" in bad.stderr

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issues 15 and 13 on a 2-GPU machine in one hold, after provisioning (bench/README.md): the runs go on in the
+# background, so each device call stays short and the hold is not lost between calls.
+#   bash bench/gpu_multi_session.sh launch DATA_DIR   # start: multi-GPU SFT, then generation (sampling, eval)
+#   bash bench/gpu_multi_session.sh wait SECONDS      # follow it (returns early when it is done)
+#   bash bench/gpu_multi_session.sh pack              # $OUT/gpu_multi_session.tar.gz: the JSONs and logs
+# Steps, one after another (each figure from a card nothing else uses):
+#   1. bench/multi_gpu_sft.py --eval: SFT of the 0.5B on 1 GPU, ZeRO-2 and FSDP on 2; each saved model evaluated
+#   2. bench/bench_generation_gpu.py sampling (0.5B, N=16, 1,000 questions): vllm-graphs on 1 GPU, then over 2 (DP)
+#   3. bench/bench_generation_gpu.py eval (the 0.5B, all 1,319 test questions): hf-continuous (the reference of greedy
+#      equality), vllm-inproc (start-up without the engine process), vllm-graphs (torch.compile's cache warm by then)
+set -uo pipefail
+W=${ALICE_SESSION_DIR:-/tmp/gpu_multi_session}
+case "${1:-}" in
+launch)
+  DATA=${2:?usage: launch DATA_DIR}; mkdir -p "$W"; rm -f "$W/done"
+  export ALICE_COMMIT=${ALICE_COMMIT:-$(cat "$DATA/commit.txt" 2>/dev/null)} VLLM_ALLREDUCE_USE_SYMM_MEM=0
+  nohup bash -c "
+    python3 bench/multi_gpu_sft.py --data-dir $DATA --eval --work $W/sft --out $W/multi_gpu_sft.json > $W/1_sft.log 2>&1
+    python3 bench/bench_generation_gpu.py --data-dir $DATA --workloads sampling --paths vllm-graphs,vllm-graphs-dp2 \
+      --timeout 420 --out $W/generation_sampling.json > $W/2_sampling.log 2>&1
+    python3 bench/bench_generation_gpu.py --data-dir $DATA --workloads eval --eval-model Qwen/Qwen2.5-Coder-0.5B-Instruct \
+      --paths hf-continuous,vllm-inproc,vllm-graphs --equal-ref hf-continuous --equal 1319 --timeout 300 \
+      --out $W/generation_eval.json > $W/3_eval.log 2>&1
+    touch $W/done" > "$W/all.log" 2>&1 &
+  echo "launched in $W";;
+wait)
+  end=$(( $(date +%s) + ${2:-60} ))
+  while [ ! -e "$W/done" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
+  ls "$W"; for f in "$W"/*.log; do echo "== $f"; grep -v "^INFO\|it/s\]$" "$f" | tail -4 | cut -c1-300; done
+  [ -e "$W/done" ] && echo DONE;;
+pack)
+  tar czf "$OUT/gpu_multi_session.tar.gz" -C "$W" --exclude='sft/one' --exclude='sft/zero2' --exclude='sft/fsdp' \
+    --exclude='*.parts' . && ls -la "$OUT";;
+*) echo "usage: bash bench/gpu_multi_session.sh launch DATA_DIR | wait SECONDS | pack" >&2; exit 2;;
+esac
