@@ -15,6 +15,9 @@ case "${1:-}" in
 launch)
   DATA=${2:?usage: launch DATA_DIR}; mkdir -p "$W"; rm -f "$W/done"
   export ALICE_COMMIT=${ALICE_COMMIT:-$(cat "$DATA/commit.txt" 2>/dev/null)} VLLM_ALLREDUCE_USE_SYMM_MEM=0
+  # a snapshot of the checkout: a later call of the same hold replaces the working tree under the running jobs
+  rm -rf "$W/repo" && mkdir -p "$W/repo" && cp -r alice bench training cot W2SG_pipeline evaluation.py \
+    accelerate_configs accelerate_config.yaml "$W/repo/" && cd "$W/repo" && export PYTHONPATH="$W/repo:${PYTHONPATH:-}"
   nohup bash -c "
     python3 bench/multi_gpu_sft.py --data-dir $DATA --eval --work $W/sft --out $W/multi_gpu_sft.json > $W/1_sft.log 2>&1
     python3 bench/bench_generation_gpu.py --data-dir $DATA --workloads sampling --paths vllm-graphs,vllm-graphs-dp2 \
@@ -31,6 +34,6 @@ wait)
   [ -e "$W/done" ] && echo DONE;;
 pack)
   tar czf "$OUT/gpu_multi_session.tar.gz" -C "$W" --exclude='sft/one' --exclude='sft/zero2' --exclude='sft/fsdp' \
-    --exclude='*.parts' . && ls -la "$OUT";;
+    --exclude='*.parts' --exclude=repo . && ls -la "$OUT";;
 *) echo "usage: bash bench/gpu_multi_session.sh launch DATA_DIR | wait SECONDS | pack" >&2; exit 2;;
 esac
