@@ -18,14 +18,14 @@ launch)
   # a snapshot of the checkout: a later call of the same hold replaces the working tree under the running jobs
   rm -rf "$W/repo" && mkdir -p "$W/repo" && cp -r alice bench training cot W2SG_pipeline evaluation.py \
     accelerate_configs accelerate_config.yaml "$W/repo/" && cd "$W/repo" && export PYTHONPATH="$W/repo:${PYTHONPATH:-}"
-  nohup bash -c "
+  setsid nohup bash -c "
     python3 bench/multi_gpu_sft.py --data-dir $DATA --eval --work $W/sft --out $W/multi_gpu_sft.json > $W/1_sft.log 2>&1
     python3 bench/bench_generation_gpu.py --data-dir $DATA --workloads sampling --paths vllm-graphs,vllm-graphs-dp2 \
       --timeout 420 --out $W/generation_sampling.json > $W/2_sampling.log 2>&1
     python3 bench/bench_generation_gpu.py --data-dir $DATA --workloads eval --eval-model Qwen/Qwen2.5-Coder-0.5B-Instruct \
       --paths hf-continuous,vllm-inproc,vllm-graphs --equal-ref hf-continuous --equal 1319 --timeout 300 \
       --out $W/generation_eval.json > $W/3_eval.log 2>&1
-    touch $W/done" > "$W/all.log" 2>&1 &
+    touch $W/done" > "$W/all.log" 2>&1 < /dev/null &
   echo "launched in $W";;
 wait)
   end=$(( $(date +%s) + ${2:-60} ))

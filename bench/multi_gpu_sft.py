@@ -71,7 +71,7 @@ def command(a, run: str, folder: Path) -> tuple[list[str], dict]:
 
 def read_run(root: Path) -> dict:
     """Loss per step, tokens and runtime from the saved folder's loss_log.json / train_config.json."""
-    out = next((root / "model_outputs" / "base").iterdir())
+    out = next(p for p in (root / "model_outputs" / "base").iterdir() if p.is_dir())  # beside it: <name>.meta.json
     hist = json.loads((out / "loss_log.json").read_text())
     cfg = json.loads((out / "train_config.json").read_text())
     losses = [h["loss"] for h in hist if "loss" in h]
