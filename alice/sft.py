@@ -137,7 +137,8 @@ def _guarded_trainer_class():
                         raise self._diverged(f"the gradient norm (after {len(self.skipped_steps)} skipped steps, "
                                              f"{allowed} allowed)", norm)
                     self.skipped_steps = (*self.skipped_steps, (step, float(norm)))  # this trainer's own tuple
-                    model.zero_grad(set_to_none=True)  # the optimizer skips parameters without a gradient
+                    if not self.is_deepspeed_enabled:  # DeepSpeed skips the step itself ("OVERFLOW! Skipping step")
+                        model.zero_grad(set_to_none=True)  # the optimizer skips parameters without a gradient
                     print(f"warning: optimizer step {step}/{self.state.max_steps} skipped: the gradient norm is "
                           f"{float(norm)} (loss finite); {len(self.skipped_steps)} of {allowed} allowed; its rows:\n"
                           f"{self._batch_rows(batches)}", file=sys.stderr, flush=True)
