@@ -35,6 +35,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from alice import fresh  # noqa: E402
 CONFIGS = {"zero2": "accelerate_configs/deepspeed_zero2.yaml", "fsdp": "accelerate_configs/fsdp.yaml"}
 
 
@@ -49,17 +51,24 @@ def two_process_config(name: str, cpu: bool, folder: Path) -> Path:
     return out
 
 
+def launch_env(cpu: bool) -> dict:
+    """This environment without a launcher's rank variables (each run starts its own), and on the CPU one thread per
+    process and DeepSpeed's CPU accelerator."""
+    env = dict(os.environ)
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ALICE_ACCELERATE_CONFIG"):
+        env.pop(k, None)
+    if cpu:
+        env.update(OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
+    return env
+
+
 def command(a, run: str, folder: Path) -> tuple[list[str], dict]:
     sft = [str(ROOT / "training" / "SFT.py"), "--model", a.model, "--data", a.data, "--student", a.student,
            "--method", "base", "--root", str(folder / run), "--limit", str(a.limit), "--epochs", str(a.epochs),
            "--per-device-batch-size", str(a.per_device), "--logging-steps", "1", "--seed", "0"]
     if a.data_dir:
         sft += ["--data-dir", a.data_dir]
-    env = dict(os.environ)
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ALICE_ACCELERATE_CONFIG"):
-        env.pop(k, None)
-    if a.cpu:
-        env.update(OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
+    env = launch_env(a.cpu)
     if run == "one":
         if not a.cpu:
             env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
@@ -140,7 +149,7 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     runs = a.runs.split(",")
     res = {"issue": 15, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
-           "commit": os.environ.get("ALICE_COMMIT"), "device": "cpu" if a.cpu else _gpus(),
+           "commit": fresh.git_commit(), "device": "cpu" if a.cpu else _gpus(),
            "settings": {k: v for k, v in vars(a).items() if k not in ("out", "work")}, "runs": {}}
 
     def save():

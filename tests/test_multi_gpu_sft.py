@@ -28,11 +28,16 @@ def _data(tmp_path, n=64):
     return d
 
 
+def _bench():
+    """bench/multi_gpu_sft.py as a module: the test launches with its 2-process config and environment."""
+    spec = importlib.util.spec_from_file_location("multi_gpu_sft", REPO / "bench" / "multi_gpu_sft.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ALICE_ACCELERATE_CONFIG"):
-        env.pop(k, None)
-    return env
+    return dict(_bench().launch_env(cpu=True), HF_HUB_OFFLINE="1")
 
 
 def test_two_process_zero2_and_fsdp_follow_the_one_process_loss(tiny_models, tmp_path):
@@ -80,13 +85,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @needs_deepspeed
 def test_a_nonfinite_gradient_under_deepspeed_skips_its_step(tiny_models, tmp_path):
-    import yaml
-
-    cfg = yaml.safe_load((REPO / "accelerate_configs" / "deepspeed_zero2.yaml").read_text())
-    cfg.update(num_processes=2, use_cpu=True, mixed_precision="no")
-    (tmp_path / "ds.yaml").write_text(yaml.safe_dump(cfg))
+    ds = _bench().two_process_config("zero2", cpu=True, folder=tmp_path)  # the shipped ZeRO-2 file, 2 CPU processes
     (tmp_path / "poison.py").write_text(POISON)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "ds.yaml"),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ds),
            str(tmp_path / "poison.py"), str(REPO / "training" / "SFT.py"), "--model", "custom", "--data", "gsm8k",
            "--student", str(tiny_models["qwen_small"]), "--method", "base", "--data-dir", str(_data(tmp_path)),
            "--root", str(tmp_path), "--limit", "32", "--per-device-batch-size", "4", "--max-steps", "4"]
