@@ -105,8 +105,14 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
                         "H200 (vLLM 0.26, FlashAttention 3) they did NOT make greedy answers independent of batching "
                         "(678 of 1,319 identical between two batch sizes, 1,273 without them; "
                         "results/determinism_gpu.json, README 'Reproducibility')")
+    g.add_argument("--seeding", default=d.seeding, choices=("request", "engine"),
+                   help="vLLM, when sampling: 'request' gives every request its own seed (--seed), so a text does not "
+                        "depend on what else is in its batch on a CPU; 'engine' samples from the engine's one RNG "
+                        "(seeded with --seed), as vLLM does by default: no per-request generator loop in each step, "
+                        "but a text then depends on its batch (recorded with the output)")
     g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
-                   help="hf backend: sequences per generate() call (padded batching; continuous batching: most requests per step)")
+                   help="hf backend: sequences per generate() call (padded batching; continuous batching: most requests "
+                        "per step); vLLM: most sequences in flight per step (max_num_seqs; default vLLM's own)")
     g.add_argument("--hf-batching", default=d.hf_batching, choices=("auto", "continuous", "padded"),
                    help="hf backend: transformers' continuous batching (auto on a GPU) or padded length-sorted batches")
     g.add_argument("--hf-static-cache", action="store_true", help="hf backend, padded: static KV cache + compiled decode")

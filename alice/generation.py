@@ -12,6 +12,9 @@
                           missing or fails. ``--hf-static-cache`` (padded only) compiles the decode step.
                           Padded batching samples each (prompt, sample k) from its own stream seeded by
                           ``row_seed(seed, prompt tokens, k)``, so a text does not depend on its batch, chunk or shard.
+                          vLLM: ``--batch-size`` is max_num_seqs (sequences in flight per step); ``--seeding request``
+                          (default) seeds each request with ``--seed``, ``--seeding engine`` samples from the engine's
+                          one RNG seeded with ``--seed`` (vLLM's own default; recorded with the output).
 - ``generate_resumable``  the same for ``[{id, messages}]`` items, checkpointed row by row to ``<out>.gen``
                           (a ``jsonl.Progress``), so a killed run goes on where it stopped.
 - data parallel           ``--data-parallel-size N``: ``generate_resumable`` shares the work among N worker
@@ -46,6 +49,7 @@ from .options import DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_MAX_NEW_TOKENS, Gen
 # End-of-turn tokens of common chat formats, used as extra stop tokens when the tokenizer knows them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|eom_id|>")
 BACKENDS = ("auto", "vllm", "hf")
+SEEDING = ("request", "engine")  # vLLM sampling: a seed per request (the default) or the engine's one RNG
 HF_BATCHING = ("auto", "continuous", "padded")  # auto: continuous on a GPU (when transformers has it), else padded
 CPU_MAX_MODEL_LEN = 4096  # vLLM on CPU: cap the context (prompt + answer) so the KV cache stays small
 DEFAULT_HF_BATCH = {"cuda": 64, "cpu": 8}  # sequences per hf generate() call (padded batching)
@@ -285,13 +289,15 @@ class Generator:
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION, batch_size: int | None = None, dtype: str | None = None,
                  max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
                  enforce_eager: bool | None = None, kv_cache_gib: float | None = None, data_parallel_size: int = 1,
-                 batch_invariant: bool = False):
+                 batch_invariant: bool = False, seeding: str = "request", seed: int = 0):
         # the settings as given, which a data-parallel worker builds its own Generator from (worker_settings)
         self._given = {k: v for k, v in locals().items() if k not in ("self", "data_parallel_size")}
         if hf_batching not in HF_BATCHING:
             raise GenerationError(f"unknown hf batching {hf_batching!r}; choose from {', '.join(HF_BATCHING)}")
         if batch_size is not None and batch_size < 1:
             raise GenerationError(f"--batch-size must be at least 1 (got {batch_size})")
+        if seeding not in SEEDING:
+            raise GenerationError(f"unknown seeding {seeding!r}; choose from {', '.join(SEEDING)}")
         if data_parallel_size < 1:
             raise GenerationError(f"--data-parallel-size must be at least 1 (got {data_parallel_size})")
         self.model = str(model)
@@ -307,6 +313,8 @@ class Generator:
         self.enforce_eager = enforce_eager  # vLLM: None -> CUDA graphs on a GPU, eager on a CPU
         self.kv_cache_gib = kv_cache_gib  # vLLM on a GPU: fixed KV cache size (None: sized by memory profiling)
         self.batch_invariant = batch_invariant  # vLLM: VLLM_BATCH_INVARIANT=1 in the engine's processes
+        self.seeding = seeding  # vLLM sampling: a seed per request, or the engine's RNG seeded with `seed`
+        self.seed = seed
         self.data_parallel_size = data_parallel_size  # generate_resumable: worker processes (alice.data_parallel)
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
@@ -330,6 +338,8 @@ class Generator:
                 kv_cache_gib=opts.kv_cache_gib,
                 data_parallel_size=opts.data_parallel_size,
                 batch_invariant=opts.batch_invariant,
+                seeding=opts.seeding,
+                seed=opts.seed or 0,
             )
         except GenerationError as e:
             if parser is None:
@@ -372,8 +382,11 @@ class Generator:
 
     def pool_key(self) -> tuple:
         """What must match for a pooled engine to serve this Generator."""
+        engine_rng = self.seed if self.seeding == "engine" else None  # per-request seeds: any engine seed serves
+        max_seqs = self._batch_size_given if self.backend == "vllm" else None  # hf: a per-call setting
         return (self.model, self.backend, self.dtype, self.tensor_parallel_size, self.gpu_memory_utilization,
-                self.max_model_len, self.enforce_eager, self.kv_cache_gib, self.batch_invariant, _weights_stamp(self.model))
+                self.max_model_len, self.enforce_eager, self.kv_cache_gib, self.batch_invariant, engine_rng, max_seqs,
+                _weights_stamp(self.model))
 
     def _load(self) -> None:
         if self._engine is not None:
@@ -459,13 +472,15 @@ class Generator:
             tokenizer=self.model,
             tensor_parallel_size=self.tensor_parallel_size,
             dtype=self.dtype or ("auto" if cuda else _cpu_vllm_dtype()),
-            seed=0,
+            seed=self.seed if self.seeding == "engine" else 0,
             generation_config="vllm",  # Sampling decides, not the model's generation_config defaults
         )
         if cuda:
             kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
             if self.kv_cache_gib:
                 kwargs["kv_cache_memory_bytes"] = int(self.kv_cache_gib * 2**30)
+        if self._batch_size_given:
+            kwargs["max_num_seqs"] = self._batch_size_given
         kwargs["enforce_eager"] = (not cuda) if self.enforce_eager is None else bool(self.enforce_eager)
         max_len = self.max_model_len
         if max_len is None and not cuda:
@@ -532,7 +547,7 @@ class Generator:
                 temperature=sampling.temperature if not sampling.greedy else 0.0,
                 top_p=sampling.top_p if not sampling.greedy else 1.0,
                 max_tokens=min(sampling.max_new_tokens, room),
-                seed=None if sampling.greedy else sampling.seed,
+                seed=None if sampling.greedy or self.seeding == "engine" else sampling.seed,
                 stop_token_ids=self._stop,
                 skip_special_tokens=True,
             ))

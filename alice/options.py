@@ -46,6 +46,7 @@ class GenerationOptions:
     enforce_eager: bool = False  # vLLM on a GPU: no torch.compile / CUDA graphs (faster start-up)
     kv_cache_gib: float | None = None  # vLLM on a GPU: a fixed KV cache instead of one sized by memory profiling
     batch_invariant: bool = False  # vLLM: VLLM_BATCH_INVARIANT=1 (measured: not invariant on an H200, see --help)
+    seeding: str = "request"  # vLLM sampling: "request" = a seed per request; "engine" = the engine's one RNG (--help)
     dtype: str | None = None
     max_new_tokens: int | None = None  # None: DEFAULT_MAX_NEW_TOKENS
     limit: int | None = None
@@ -55,7 +56,8 @@ class GenerationOptions:
     def recorded(self) -> dict:
         """Engine settings that change what a stage writes, beyond its sampling: recorded with each output (alice.fresh)
         only when switched on, so that files made before such a setting existed stay valid."""
-        return {"batch_invariant": True} if self.batch_invariant else {}
+        out = {"batch_invariant": True} if self.batch_invariant else {}
+        return dict(out, seeding="engine") if self.seeding == "engine" else out
 
 
 # ---- Alice ------------------------------------------------------------------------------------------

