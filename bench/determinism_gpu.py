@@ -97,8 +97,9 @@ def main(argv=None) -> dict:
     device = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
                             capture_output=True, text=True).stdout.strip()
     res = {"command": "python bench/determinism_gpu.py " + " ".join(argv or sys.argv[1:]), "device": device}
-    commit = REPO / ".gpu_data" / "commit.txt"  # written before the hold (the device copy has no .git)
-    res["commit"] = commit.read_text().strip() if commit.exists() else None
+    from alice.fresh import git_commit
+
+    res["commit"] = git_commit()  # $ALICE_COMMIT on the GPU machine (its copy has no .git), else HEAD
     if a.only in (None, "eval"):
         res["evaluation"] = evaluations(a.data_dir, a.work, logs)
         a.out.write_text(json.dumps(res, indent=1))
