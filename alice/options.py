@@ -39,6 +39,7 @@ class GenerationOptions:
     backend: str = "auto"
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1  # worker processes, one engine (GPU) each, sharing a stage's prompts
+    engines_per_gpu: int = 1  # data parallel: worker engines sharing one GPU (a small model leaves the card idle)
     gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     batch_size: int | None = None
     hf_batching: str = "auto"

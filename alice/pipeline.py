@@ -37,7 +37,7 @@ from pathlib import Path
 
 from . import artifacts, cli, fresh, generation, registry
 from . import data as data_mod
-from .alice_stages import Setting, originals_path
+from .alice_stages import Setting, final_samples_path, originals_path
 from .paths import Layout
 from .registry import model_tag
 from .options import DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES, FINAL_TRIES
@@ -310,6 +310,8 @@ def plan(args: PipelineOptions) -> list[Step]:
             made = None
             if stage == "uncertainty":  # + this student's 'original' rows
                 made = [art.path, originals_path(A.alice_stage(L, "final", M, D, T, student, MID if cascade else None).path)]
+            elif stage == "final":  # + every final sample, kept or not
+                made = [art.path, final_samples_path(art.path)]
             prev = step(f"{tag} {stage}", art, [*train_gen, *stage_extra.get(stage, [])], made, after=[prev])
         return prev
 
@@ -357,14 +359,40 @@ def _script_main(script: str):
     return _SCRIPTS[str(path)].main
 
 
+def _stream_handlers(streams) -> list:
+    """The logging StreamHandlers (not file handlers) of any logger that write to one of ``streams``."""
+    import logging
+
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    return [h for lg in loggers for h in lg.handlers if type(h) is logging.StreamHandler and
+            any(h.stream is s for s in streams)]
+
+
+def _repoint(handler, stream) -> None:
+    """Point a StreamHandler at ``stream`` without flushing its old one (it may be a closed step log); a ``flush``
+    bound to the stream it was made with (transformers' handler does that) goes back to flushing its own stream."""
+    handler.acquire()
+    try:
+        handler.stream = stream
+        handler.__dict__.pop("flush", None)
+    finally:
+        handler.release()
+
+
 @contextmanager
 def _output_to(f):
-    """Everything the step prints goes to ``f``: Python's sys.stdout/stderr and, at the file-descriptor level,
-    what libraries and their child processes write to fds 1 and 2."""
+    """Everything the step prints goes to ``f``: Python's sys.stdout/stderr, the logging handlers that write to them
+    (or that the step makes, e.g. vLLM's at its import), and, at the file-descriptor level, what libraries and their
+    child processes write to fds 1 and 2. Afterwards no handler is left on ``f``, which the caller closes: a library
+    that logs in a later step (vLLM, freeing a pooled engine) writes to the console, not to a closed file."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     old = sys.stdout, sys.stderr
+    moved = {h: h.stream for h in _stream_handlers(old)}
+    for h in moved:
+        _repoint(h, f)
     os.dup2(f.fileno(), 1)
     os.dup2(f.fileno(), 2)
     sys.stdout = sys.stderr = f
@@ -373,6 +401,8 @@ def _output_to(f):
     finally:
         f.flush()
         sys.stdout, sys.stderr = old
+        for h in _stream_handlers([f]):
+            _repoint(h, moved.get(h, old[1]))  # a handler made during the step: stderr, logging's default
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         os.close(saved[0])
@@ -382,11 +412,11 @@ def _output_to(f):
 def _call_in_process(st: Step, argv: list[str], f) -> int:
     """Run the step's script ``main(argv)`` here; its exit status (an exception or ``sys.exit(n)``: n) is returned,
     never raised, so a failing stage cannot end the pipeline without its report."""
-    if st.trains:
-        generation.free_pooled()  # training needs the memory; its model is loaded anew afterwards
     env, sys_argv = dict(os.environ), sys.argv
     sys.argv = [st.script, *argv]  # a step's usage errors name its own script
     with _output_to(f):
+        if st.trains:
+            generation.free_pooled()  # training needs the memory; its model is loaded anew afterwards
         try:
             _script_main(st.script)(argv)
             rc = 0

@@ -43,30 +43,39 @@ def cluster_lines(data: str, row: dict) -> list[str]:
 
 
 def worked_example(s: Setting) -> str | None:
-    """The text of the first question with several clusters that went through every stage; None when there is
-    none (or the stage files are not there yet)."""
+    """The text of the first question with several clusters that went through every stage, preferring one whose
+    final answer became a 'new' training row; else one whose final samples were all rejected (from the final stage's
+    ``final_samples`` file), shown as such. None when there is none (or the stage files are not there yet)."""
     paths = (s.clustered, s.uncertainty, s.zeroshot, s.train)
     if not all(p.exists() for p in paths):
         return None
     uncertain = {r["id"]: r for r in read_jsonl(s.uncertainty)}
     zeroshot = {r["id"]: r for r in read_jsonl(s.zeroshot)}
     final = {r["id"]: r for r in read_jsonl(s.train) if r.get("label") == "new"}
+    tried = {r["id"]: r for r in read_jsonl(s.final_samples)} if s.final_samples.exists() else {}
     clustered = read_jsonl(s.clustered)
-    for row in clustered:
-        i = row["id"]
-        if len(row["clusters"]) < 2 or not (i in uncertain and i in zeroshot and i in final):
-            continue
-        n_several = sum(len(r["clusters"]) > 1 for r in clustered)
-        out = [f"Worked example: question {i} of {s.data} ({len(row.get('sampled_responses', []))} teacher samples; "
-               f"{n_several} of the {len(clustered)} questions with a cluster had several)",
-               "", "Question:", shorten(row["question"]),
-               "", "Teacher's clusters (answer: samples):", *(f"  {line}" for line in cluster_lines(s.data, row)),
-               "", "Teacher's answer (the largest cluster's):", shorten(uncertain[i]["final_response"]),
-               "", "Uncertainty statement (summarizer):", shorten(uncertain[i]["uncertainty"]),
-               "", "Student's zero-shot answer:", shorten(zeroshot[i]["zero_shot_student_response"]),
-               "", "Student's final answer (a 'new' training row):", shorten(final[i]["answer"])]
-        return "\n".join(out)
-    return None
+    candidates = [r for r in clustered if len(r["clusters"]) > 1 and r["id"] in uncertain and r["id"] in zeroshot]
+    row = next((r for r in candidates if r["id"] in final), None) or next(
+        (r for r in candidates if tried.get(r["id"], {}).get("samples")), None)
+    if row is None:
+        return None
+    i = row["id"]
+    n_several = sum(len(r["clusters"]) > 1 for r in clustered)
+    if i in final:
+        last = ["", "Student's final answer (a 'new' training row):", shorten(final[i]["answer"])]
+    else:
+        samples = tried[i]["samples"]
+        last = ["", f"Student's final answers: none of its {len(samples)} samples was well-formed (the final-answer "
+                    "format after some reasoning, not a copy of the prompt's example), so the question was "
+                    "dropped from the training file. The first:", shorten(samples[0])]
+    out = [f"Worked example: question {i} of {s.data} ({len(row.get('sampled_responses', []))} teacher samples; "
+           f"{n_several} of the {len(clustered)} questions with a cluster had several)",
+           "", "Question:", shorten(row["question"]),
+           "", "Teacher's clusters (answer: samples):", *(f"  {line}" for line in cluster_lines(s.data, row)),
+           "", "Teacher's answer (the largest cluster's):", shorten(uncertain[i]["final_response"]),
+           "", "Uncertainty statement (summarizer):", shorten(uncertain[i]["uncertainty"]),
+           "", "Student's zero-shot answer:", shorten(zeroshot[i]["zero_shot_student_response"]), *last]
+    return "\n".join(out)
 
 
 def main(argv=None) -> int:

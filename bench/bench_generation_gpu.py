@@ -20,7 +20,9 @@ Paths (each (path, workload) runs in a fresh process, so "wall" holds the import
                  time, so compare it by tok/s over the wall ("tok/s wall")
 A path named twice in --paths runs twice (the second as PATH#2), e.g. vllm-graphs twice: torch.compile's cache warm.
 Modifiers after a vLLM path, joined by "+": ``+engine-seed`` (``--seeding engine``: the engine's one RNG instead of a
-seed per request) and ``+bsN`` (``--batch-size N``: vLLM's max_num_seqs), e.g. ``vllm-graphs+engine-seed+bs512``.
+seed per request), ``+bsN`` (``--batch-size N``: vLLM's max_num_seqs), ``+epgK`` (``--engines-per-gpu K``: with a -dp2
+path, K workers share each card, each given --gpu-memory-utilization / K) and ``+kvN`` (``--kv-cache-gib N``), e.g.
+``vllm-graphs+engine-seed+bs512`` or ``vllm-graphs-dp2+engine-seed+epg2+kv40`` (two engines on one card).
 vLLM paths are skipped (noted in the table) when vllm cannot be imported.
 
 Roofline (decode bound by HBM bandwidth): at a concurrency of B sequences and a mean context of c tokens, one decode
@@ -83,8 +85,12 @@ def modifiers(label: str) -> tuple[str, dict]:
             kw["seeding"] = "engine"
         elif m.startswith("bs") and m[2:].isdigit() and int(m[2:]) > 0:
             kw["batch_size"] = int(m[2:])
+        elif m.startswith("epg") and m[3:].isdigit() and int(m[3:]) > 0:
+            kw["engines_per_gpu"] = int(m[3:])
+        elif m.startswith("kv") and m[2:].isdigit() and int(m[2:]) > 0:
+            kw["kv_cache_gib"] = float(m[2:])
         else:
-            raise ValueError(f"unknown modifier {m!r} of {label!r}: +engine-seed or +bsN")
+            raise ValueError(f"unknown modifier {m!r} of {label!r}: +engine-seed, +bsN, +epgK or +kvN")
     if mods and not path.startswith("vllm"):
         raise ValueError(f"{label!r}: modifiers apply to the vllm paths only")
     return path, kw
@@ -117,6 +123,8 @@ def run_one(a, label: str, workload: str) -> dict:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if path.endswith("-dp2"):
             kw["data_parallel_size"] = 2
+    if "engines_per_gpu" in mod_kw:  # K engines on one card: each its share of the memory
+        kw["gpu_memory_utilization"] = a.gpu_memory_utilization / mod_kw["engines_per_gpu"]
     gen = Generator(model, **kw, **mod_kw)
     chunk = chunk or gen.default_chunk_size
     convs = [it["messages"] for it in items]

@@ -16,15 +16,25 @@
 #          greedy equality with hf-padded on the first 256; determinism_gpu.py --only eval (--batch-size now reaches
 #          vLLM as max_num_seqs)
 #   then:  sampling vllm-graphs-dp2+engine-seed over both cards (data-parallel scaling against GPU 0's run)
+# Plan engines (for one card, next GPU session; not run yet): sampling (0.5B, N=16, 1,000 questions) with one engine,
+#   then two engines on the same card (--data-parallel-size 2 --engines-per-gpu 2), both with --seeding engine
 set -uo pipefail
 W=${ALICE_SESSION_DIR:-/tmp/gpu_multi_session}
 case "${1:-}" in
 launch)
-  DATA=${2:?usage: launch DATA_DIR [sft|generation]}; PLAN=${3:-sft}; mkdir -p "$W"; rm -f "$W/done"
+  DATA=${2:?usage: launch DATA_DIR [sft|generation|engines]}; PLAN=${3:-sft}; mkdir -p "$W"; rm -f "$W/done"
   export ALICE_COMMIT=${ALICE_COMMIT:-$(cat "$DATA/commit.txt" 2>/dev/null)} VLLM_ALLREDUCE_USE_SYMM_MEM=0
   # a snapshot of the checkout: a later call of the same hold replaces the working tree under the running jobs
   rm -rf "$W/repo" && mkdir -p "$W/repo" && cp -r alice bench training cot W2SG_pipeline evaluation.py \
     accelerate_configs accelerate_config.yaml "$W/repo/" && cd "$W/repo" && export PYTHONPATH="$W/repo:${PYTHONPATH:-}"
+  if [ "$PLAN" = engines ]; then
+  setsid nohup bash -c "
+    CUDA_VISIBLE_DEVICES=0 python3 bench/bench_generation_gpu.py --data-dir $DATA --workloads sampling \
+      --paths vllm-graphs+engine-seed,vllm-graphs-dp2+engine-seed+epg2+kv40 --timeout 480 \
+      --out $W/generation_engines.json > $W/1_engines.log 2>&1
+    touch $W/done" > "$W/all.log" 2>&1 < /dev/null &
+  echo "launched plan engines in $W"; exit 0
+  fi
   if [ "$PLAN" = generation ]; then
   B="python3 bench/bench_generation_gpu.py --data-dir $DATA"
   setsid nohup bash -c "

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from alice import alice_stages as st
-from alice.jsonl import JsonlError, MissingInputError, read_jsonl
+from alice.jsonl import JsonlError, MissingInputError, read_jsonl, write_jsonl
 from alice.options import GenerationOptions
 from alice.paths import Layout
 from alice.testing import build_controlled_model
@@ -527,6 +527,23 @@ def test_final_keeps_the_first_well_formed_answer_and_drops_questions_without_on
     assert (counts["new"], counts["dropped"], counts["final_tries"], counts["well_formed_after_first_sample"]) == (2, 3, 4, 2)
     assert "dropped: 3 questions with no well-formed final answer of 4" in capsys.readouterr().out
     assert read_meta(s.train)["settings"]["final_tries"] == 4
+    # every final sample is kept for inspection, with the index of the kept one (None: the question was dropped)
+    tried = read_jsonl(s.final_samples)
+    assert [(r["id"][-2:], r["kept"]) for r in tried] == [("10", None), ("12", 2), ("14", None), ("16", 2), ("18", None)]
+    assert all(len(r["samples"]) == 4 for r in tried) and tried[1]["samples"][2] == f"{WHY} for q12\n#### 13"
+    assert read_meta(s.final_samples)["settings"] == read_meta(s.train)["settings"]
+
+    # the worked example prefers a question whose final answer became a 'new' row ...
+    from alice.worked_example import worked_example
+
+    text = worked_example(s)
+    assert "q12" in text.split("\n")[3] and "a 'new' training row" in text and f"{WHY} for q12" in text
+    # ... and, when every final sample of every question was rejected, shows a dropped one as such
+    write_jsonl(s.train, [r for r in train if r["label"] == "original"])
+    text = worked_example(s)
+    assert "none of its 4 samples was well-formed" in text and "dropped from the training file" in text
+    assert "q10" in text.split("\n")[3] and "#### 11" in text.split("\n")[-1]
+    write_jsonl(s.train, train)
 
     # a rerun redoes nothing; another K is not passed off as done
     before = s.train.read_bytes()

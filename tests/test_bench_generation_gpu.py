@@ -43,10 +43,11 @@ def test_bench_vllm_modifiers_reach_the_engine(tiny_models, offline_data, tmp_pa
     out = tmp_path / "g.json"
     m = str(tiny_models["qwen_small"])
     cmd = [sys.executable, str(REPO / "bench" / "bench_generation_gpu.py"), "--sample-model", m, "--eval-model", m,
-           "--workloads", "sampling", "--paths", "vllm-eager+engine-seed+bs2", "--limit", "2", "--n", "2",
+           "--workloads", "sampling", "--paths", "vllm-eager+engine-seed+bs2+kv1", "--limit", "2", "--n", "2",
            "--max-new-tokens", "4", "--data-dir", offline_data, "--out", str(out)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     (r,) = json.loads(out.read_text())["results"]
-    assert r["path"] == "vllm-eager+engine-seed+bs2" and r["sequences"] == 4
+    assert r["path"] == "vllm-eager+engine-seed+bs2+kv1" and r["sequences"] == 4
     assert r["generator_settings"]["seeding"] == "engine" and r["generator_settings"]["batch_size"] == 2
+    assert r["generator_settings"]["kv_cache_gib"] == 1.0

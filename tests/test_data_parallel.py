@@ -60,6 +60,17 @@ def test_flag_and_gpu_assignment(monkeypatch):
     gpus = ["0", "1", "4", "5"]
     assert [dp._worker_env(i, 2, 2, gpus)["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["0,1", "4,5"]
     assert [dp._worker_env(i, 4, 1, gpus)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == gpus
+    # --engines-per-gpu 2: workers 2g and 2g+1 share GPU block g (a small model's engines, two to a card)
+    assert [dp._worker_env(i, 4, 1, ["0", "1"], 2)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["0", "0", "1", "1"]
+    assert [dp._worker_env(i, 4, 2, gpus, 2)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["0,1", "0,1", "4,5", "4,5"]
+    shared = generation_options(p.parse_args(["--data-parallel-size", "4", "--engines-per-gpu", "2",
+                                              "--gpu-memory-utilization", "0.4"]))
+    g2 = Generator.from_options("some/model", shared)
+    assert g2.engines_per_gpu == 2 and "engines_per_gpu" not in g2.worker_settings()  # a worker runs one engine
+    # ... each engine its share of the card: two at the default 0.6 would ask for 120% of it
+    with pytest.raises(GenerationError, match="--engines-per-gpu 2 puts 2 engines on one card"):
+        Generator.from_options("some/model", generation_options(p.parse_args(["--engines-per-gpu", "2"])))
+    assert Generator("some/model", engines_per_gpu=2, kv_cache_gib=20).engines_per_gpu == 2  # a fixed KV cache: allowed
     # on a CPU, each worker its own share of the cores
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     monkeypatch.setattr(dp.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
@@ -70,6 +81,9 @@ def test_flag_and_gpu_assignment(monkeypatch):
     monkeypatch.setattr(dp, "_visible_gpus", lambda: ["0", "1"])
     with pytest.raises(GenerationError, match="needs 8 GPUs; 2 visible"):
         dp.run_shards(g, items(), SAMPLING, "/nonexistent/x.jsonl", desc="d", chunk_size=None)
+    monkeypatch.setattr(dp, "_visible_gpus", lambda: ["0"])
+    with pytest.raises(GenerationError, match="at 2 engines per GPU needs 2 GPUs; 1 visible"):
+        dp.run_shards(g2, items(), SAMPLING, "/nonexistent/x.jsonl", desc="d", chunk_size=None)
 
 
 def test_merged_output_equals_one_process_and_resumes_from_shards(spiky, tmp_path, capsys, monkeypatch):

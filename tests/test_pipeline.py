@@ -427,3 +427,30 @@ def test_training_steps_are_deterministic_unless_told_otherwise():
     assert not any("--full-determinism" in st.argv for st in steps if not st.trains)
     steps = pipeline.plan(pipeline.options_from_argv(argv + ["--no-full-determinism"]))
     assert not any("--full-determinism" in st.argv for st in steps)
+
+
+def test_a_library_logger_made_in_one_step_does_not_write_to_its_closed_log_later(tmp_path, capsys):
+    """vLLM makes its logging handler on sys.stdout when a step imports it; the pipeline's step log is that stdout and
+    is closed after the step. Freeing the pooled engine in a later step logs again: that must reach the later step's
+    log (or the console), not raise '--- Logging error --- I/O operation on closed file' (seen in the demo)."""
+    import logging
+
+    lib = logging.getLogger("alice_test_library")
+    lib.setLevel(logging.INFO)
+    lib.propagate = False
+    try:
+        with open(tmp_path / "01.log", "w") as f, pipeline._output_to(f):
+            lib.addHandler(logging.StreamHandler(sys.stdout))  # as vLLM's logger at import, inside step 1
+            bound = logging.StreamHandler()  # transformers' handler: stderr, its flush bound to that stream
+            bound.flush = sys.stderr.flush
+            lib.addHandler(bound)
+            lib.info("in step one")
+        with open(tmp_path / "02.log", "w") as f, pipeline._output_to(f):
+            lib.info("in step two")
+        lib.info("between steps")
+        err = capsys.readouterr().err
+        assert "Logging error" not in err and err.count("between steps") == 2
+        assert "in step one" in (tmp_path / "01.log").read_text()
+        assert (tmp_path / "02.log").read_text().count("in step two") == 2
+    finally:
+        lib.handlers.clear()
