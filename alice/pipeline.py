@@ -649,7 +649,37 @@ def _call(argv: list[str], log) -> int:
         raise
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that the run unwinds: the step's output goes back to the console, the
+    pooled engines are shut down (vLLM's engine processes would otherwise outlive the pipeline, generating and holding
+    the GPU) and data-parallel workers are stopped. Not an ``Exception``: a step cannot catch it as its own failure."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def terminable(fn, *args) -> int:
+    """``fn(*args)`` with SIGTERM raising ``Terminated`` (main thread only), which unwinds the run; then 128 + 15."""
+    import threading
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return fn(*args)
+    except Terminated:
+        print("[pipeline] terminated (SIGTERM): the loaded engines were shut down; rerun the same command to continue "
+              "where it stopped", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    return terminable(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     for role in ("teacher", "student", "midlevel"):

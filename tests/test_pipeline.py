@@ -454,3 +454,25 @@ def test_a_library_logger_made_in_one_step_does_not_write_to_its_closed_log_late
         assert (tmp_path / "02.log").read_text().count("in step two") == 2
     finally:
         lib.handlers.clear()
+
+
+def test_sigterm_unwinds_the_run_and_shuts_the_pooled_engines_down(tiny_models, tmp_path):
+    """A SIGTERM to the pipeline during an in-process step unwinds the run: the pooled engine is freed (vLLM's engine
+    processes outlived a terminated demo, generating, before this), the console gets its output back, exit 143."""
+    stage = tmp_path / "hold.py"
+    stage.write_text(
+        "import os, signal, time\nfrom alice.generation import Generator\n"
+        "def main(argv):\n"
+        f"    g = Generator({str(tiny_models['qwen_small'])!r}, backend='hf', dtype='float32')\n"
+        "    g._load()\n    g.close()  # kept by the run's engine pool\n"
+        "    print('engine pooled', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(60)\n")
+    code = ("import sys\nfrom pathlib import Path\nfrom alice import pipeline\n"
+            f"steps = [pipeline.Step('hold', [sys.executable, {str(stage)!r}], [])]\n"
+            f"sys.exit(pipeline.terminable(pipeline.execute, steps, Path({str(tmp_path / 'logs')!r})))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 143, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "engine pooled" in (tmp_path / "logs" / "01_hold.log").read_text()
+    assert "freeing the pooled engine of " + str(tiny_models["qwen_small"]) in r.stdout
+    assert "terminated (SIGTERM)" in r.stderr
