@@ -355,7 +355,7 @@ def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TR
     settings = s.settings("final", gen, final_tries=final_tries, well_formed_min_chars=grading.MIN_REASONING_CHARS,
                           well_formed_rejects_example_copies=True)
     inputs = [s.clustered, s.originals, s.uncertainty, s.zeroshot, s.student_model]
-    if s.fresh(out, settings, inputs) and s.final_samples.exists():
+    if s.fresh(out, settings, inputs) and s.fresh(s.final_samples, settings, inputs, quiet=True):  # both outputs
         return None
     order = _clustered_order(s.clustered, s.command("cluster"))
     originals = _by_id(_rows(s.originals, s.command("uncertainty"), ("id", "question", "answer")), s.originals)

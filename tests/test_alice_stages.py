@@ -549,6 +549,10 @@ def test_final_keeps_the_first_well_formed_answer_and_drops_questions_without_on
     before = s.train.read_bytes()
     log.clear()
     assert st.run_final(s, ARGS, make_generator=make) is None and log == []
+    # ... and another command line making the same thing is remembered by both outputs (the pipeline's skip test)
+    other = st.Setting(**{**s.__dict__, "argv": ["--another", "command"]})
+    assert st.run_final(other, ARGS, make_generator=make) is None and log == []
+    assert all(["--another", "command"] in read_meta(p)["argvs"] for p in (s.train, s.final_samples))
     with pytest.raises(StaleOutputError, match=r"final_tries 4 -> 2.*--overwrite"):
         st.run_final(s, ARGS, final_tries=2, make_generator=make)
     assert s.train.read_bytes() == before
