@@ -83,14 +83,19 @@ def _visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+def _worker_gpus(i: int, tp: int, gpus: list[str], per_gpu: int = 1) -> list[str]:
+    """The GPUs worker i sees: block ``i // per_gpu`` of tp GPUs (--engines-per-gpu k: k workers share a block)."""
+    block = i // per_gpu
+    return gpus[block * tp:(block + 1) * tp]
+
+
 def _worker_env(i: int, n: int, tp: int, gpus: list[str], per_gpu: int = 1) -> dict:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)  # the folder holding the alice package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     if gpus:
-        block = i // per_gpu  # --engines-per-gpu k: k workers share each block of tp GPUs
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[block * tp:(block + 1) * tp])
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(_worker_gpus(i, tp, gpus, per_gpu))
     else:  # CPU: each worker its own share of the cores, instead of every worker taking them all
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
         k = max(1, len(cpus) // n)
@@ -136,7 +141,7 @@ def run_shards(generator, todo: list[dict], sampling, out_path, *, desc: str, ch
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     procs = []
-    where = "CPU" if not gpus else "GPU " + " | ".join(",".join(gpus[(i // k) * tp:(i // k + 1) * tp]) for i in range(n))
+    where = "CPU" if not gpus else "GPU " + " | ".join(",".join(_worker_gpus(i, tp, gpus, k)) for i in range(n))
     print(f"[generation] {desc}: {len(todo)} prompts over {n} data-parallel workers ({where}); "
           f"logs {shard_out(out, 0).name}.log ...", flush=True)
     try:
