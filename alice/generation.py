@@ -289,7 +289,8 @@ class Generator:
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION, batch_size: int | None = None, dtype: str | None = None,
                  max_model_len: int | None = None, hf_batching: str = "auto", static_cache: bool = False,
                  enforce_eager: bool | None = None, kv_cache_gib: float | None = None, data_parallel_size: int = 1,
-                 batch_invariant: bool = False, seeding: str = "request", seed: int = 0, engines_per_gpu: int = 1):
+                 batch_invariant: bool = False, seeding: str = "request", seed: int = 0, engines_per_gpu: int = 1,
+                 torch_compile: bool = True):
         # the settings as given, which a data-parallel worker builds its own Generator from (worker_settings)
         self._given = {k: v for k, v in locals().items() if k not in ("self", "data_parallel_size", "engines_per_gpu")}
         if hf_batching not in HF_BATCHING:
@@ -318,6 +319,7 @@ class Generator:
         self.hf_batching = hf_batching  # resolved to continuous/padded when the hf model loads
         self.static_cache = static_cache
         self.enforce_eager = enforce_eager  # vLLM: None -> CUDA graphs on a GPU, eager on a CPU
+        self.torch_compile = torch_compile  # vLLM on a GPU: False -> full CUDA graphs of decode steps, no torch.compile
         self.kv_cache_gib = kv_cache_gib  # vLLM on a GPU: fixed KV cache size (None: sized by memory profiling)
         self.batch_invariant = batch_invariant  # vLLM: VLLM_BATCH_INVARIANT=1 in the engine's processes
         self.seeding = seeding  # vLLM sampling: a seed per request, or the engine's RNG seeded with `seed`
@@ -343,6 +345,7 @@ class Generator:
                 hf_batching=opts.hf_batching or "auto",
                 static_cache=bool(opts.hf_static_cache),
                 enforce_eager=True if opts.enforce_eager else None,
+                torch_compile=opts.torch_compile,
                 kv_cache_gib=opts.kv_cache_gib,
                 data_parallel_size=opts.data_parallel_size,
                 engines_per_gpu=opts.engines_per_gpu,
@@ -394,7 +397,7 @@ class Generator:
         engine_rng = self.seed if self.seeding == "engine" else None  # per-request seeds: any engine seed serves
         max_seqs = self._batch_size_given if self.backend == "vllm" else None  # hf: a per-call setting
         return (self.model, self.backend, self.dtype, self.tensor_parallel_size, self.gpu_memory_utilization,
-                self.max_model_len, self.enforce_eager, self.kv_cache_gib, self.batch_invariant, engine_rng, max_seqs,
+                self.max_model_len, self.enforce_eager, self.torch_compile, self.kv_cache_gib, self.batch_invariant, engine_rng, max_seqs,
                 _weights_stamp(self.model))
 
     def _load(self) -> None:
@@ -491,6 +494,10 @@ class Generator:
         if self._batch_size_given:
             kwargs["max_num_seqs"] = self._batch_size_given
         kwargs["enforce_eager"] = (not cuda) if self.enforce_eager is None else bool(self.enforce_eager)
+        if cuda and not kwargs["enforce_eager"] and not self.torch_compile:
+            # CUDA graphs without vLLM's torch.compile: whole-step graphs for decode-only steps (prefill and mixed
+            # steps run eager); the start-up skips the compile (~20 s on an H200) and keeps the graph capture
+            kwargs["compilation_config"] = {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
         max_len = self.max_model_len
         if max_len is None and not cuda:
             from transformers import AutoConfig

@@ -45,6 +45,7 @@ class GenerationOptions:
     hf_batching: str = "auto"
     hf_static_cache: bool = False
     enforce_eager: bool = False  # vLLM on a GPU: no torch.compile / CUDA graphs (faster start-up)
+    torch_compile: bool = True  # vLLM on a GPU: False = CUDA graphs for decode steps without torch.compile
     kv_cache_gib: float | None = None  # vLLM on a GPU: a fixed KV cache instead of one sized by memory profiling
     batch_invariant: bool = False  # vLLM: VLLM_BATCH_INVARIANT=1 (measured: not invariant on an H200, see --help)
     seeding: str = "request"  # vLLM sampling: "request" = a seed per request; "engine" = the engine's one RNG (--help)

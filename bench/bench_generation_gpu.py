@@ -22,7 +22,9 @@ A path named twice in --paths runs twice (the second as PATH#2), e.g. vllm-graph
 Modifiers after a vLLM path, joined by "+": ``+engine-seed`` (``--seeding engine``: the engine's one RNG instead of a
 seed per request), ``+bsN`` (``--batch-size N``: vLLM's max_num_seqs), ``+epgK`` (``--engines-per-gpu K``: with a -dp2
 path, K workers share each card, each given --gpu-memory-utilization / K) and ``+kvN`` (``--kv-cache-gib N``), e.g.
-``vllm-graphs+engine-seed+bs512`` or ``vllm-graphs-dp2+engine-seed+epg2+kv40`` (two engines on one card).
+``vllm-graphs+engine-seed+bs512`` or ``vllm-graphs-dp2+engine-seed+epg2+kv40`` (two engines on one card);
+``+nocompile`` (``--no-torch-compile``: CUDA graphs of decode steps without torch.compile) and ``+inproc`` (the engine
+core in this process, as vllm-inproc), e.g. ``vllm-graphs+nocompile+inproc`` (start-up).
 vLLM paths are skipped (noted in the table) when vllm cannot be imported.
 
 Roofline (decode bound by HBM bandwidth): at a concurrency of B sequences and a mean context of c tokens, one decode
@@ -89,8 +91,13 @@ def modifiers(label: str) -> tuple[str, dict]:
             kw["engines_per_gpu"] = int(m[3:])
         elif m.startswith("kv") and m[2:].isdigit() and int(m[2:]) > 0:
             kw["kv_cache_gib"] = float(m[2:])
+        elif m == "nocompile":
+            kw["torch_compile"] = False
+        elif m == "inproc":
+            kw["in_process"] = True  # not a Generator argument: run_one sets the environment for it
         else:
-            raise ValueError(f"unknown modifier {m!r} of {label!r}: +engine-seed, +bsN, +epgK or +kvN")
+            raise ValueError(f"unknown modifier {m!r} of {label!r}: +engine-seed, +bsN, +epgK, +kvN, +nocompile "
+                             "or +inproc")
     if mods and not path.startswith("vllm"):
         raise ValueError(f"{label!r}: modifiers apply to the vllm paths only")
     return path, kw
@@ -119,13 +126,13 @@ def run_one(a, label: str, workload: str) -> dict:
     else:
         kw.update(enforce_eager=path in ("vllm-eager", "vllm-inproc"), gpu_memory_utilization=a.gpu_memory_utilization)
         chunk = None
-        if path == "vllm-inproc":
+        if path == "vllm-inproc" or mod_kw.get("in_process"):
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if path.endswith("-dp2"):
             kw["data_parallel_size"] = 2
     if "engines_per_gpu" in mod_kw:  # K engines on one card: each its share of the memory
         kw["gpu_memory_utilization"] = a.gpu_memory_utilization / mod_kw["engines_per_gpu"]
-    gen = Generator(model, **kw, **mod_kw)
+    gen = Generator(model, **kw, **{k: v for k, v in mod_kw.items() if k != "in_process"})
     chunk = chunk or gen.default_chunk_size
     convs = [it["messages"] for it in items]
     texts: list[list[str]] = []

@@ -16,8 +16,10 @@
 #          greedy equality with hf-padded on the first 256; determinism_gpu.py --only eval (--batch-size now reaches
 #          vLLM as max_num_seqs)
 #   then:  sampling vllm-graphs-dp2+engine-seed over both cards (data-parallel scaling against GPU 0's run)
-# Plan engines (for one card, next GPU session; not run yet): sampling (0.5B, N=16, 1,000 questions) with one engine,
-#   then two engines on the same card (--data-parallel-size 2 --engines-per-gpu 2), both with --seeding engine
+# Plan engines (one card; session 8): eval start-up (the 1.5B, all 1,319 test questions): CUDA graphs without
+#   torch.compile with the engine core in-process, eager in-process, CUDA graphs without torch.compile; then sampling
+#   (0.5B, N=16, 1,000 questions) with one engine, then two engines on the same card (--data-parallel-size 2
+#   --engines-per-gpu 2), both with --seeding engine
 set -uo pipefail
 W=${ALICE_SESSION_DIR:-/tmp/gpu_multi_session}
 case "${1:-}" in
@@ -29,9 +31,14 @@ launch)
     accelerate_configs accelerate_config.yaml "$W/repo/" && cd "$W/repo" && export PYTHONPATH="$W/repo:${PYTHONPATH:-}"
   if [ "$PLAN" = engines ]; then
   setsid nohup bash -c "
-    CUDA_VISIBLE_DEVICES=0 python3 bench/bench_generation_gpu.py --data-dir $DATA --workloads sampling \
+    export CUDA_VISIBLE_DEVICES=0
+    python3 -c 'import vllm' > /dev/null 2>&1  # the libraries' files read once (page cache), as on a machine in use
+    python3 bench/bench_generation_gpu.py --data-dir $DATA --workloads eval \
+      --paths vllm-graphs+nocompile+inproc,vllm-inproc,vllm-graphs+nocompile --timeout 200 \
+      --out $W/generation_startup.json > $W/1_startup.log 2>&1
+    python3 bench/bench_generation_gpu.py --data-dir $DATA --workloads sampling \
       --paths vllm-graphs+engine-seed,vllm-graphs-dp2+engine-seed+epg2+kv40 --timeout 480 \
-      --out $W/generation_engines.json > $W/1_engines.log 2>&1
+      --out $W/generation_engines.json > $W/2_engines.log 2>&1
     touch $W/done" > "$W/all.log" 2>&1 < /dev/null &
   echo "launched plan engines in $W"; exit 0
   fi

