@@ -40,8 +40,8 @@ def normalize_number(text: str) -> str | None:
         return None
     if neg:
         d = -d
-    if d == d.to_integral_value():
-        return str(d.quantize(Decimal(1)))
+    if d == d.to_integral_value():  # not quantize(): it raises for more digits than the context's 28 (seen in samples)
+        return format(d.to_integral_value(), "f")
     return format(d.normalize(), "f")
 
 

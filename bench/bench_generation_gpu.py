@@ -23,6 +23,7 @@ Modifiers after a vLLM path, joined by "+": ``+engine-seed`` (``--seeding engine
 seed per request), ``+bsN`` (``--batch-size N``: vLLM's max_num_seqs), ``+epgK`` (``--engines-per-gpu K``: with a -dp2
 path, K workers share each card, each given --gpu-memory-utilization / K) and ``+kvN`` (``--kv-cache-gib N``), e.g.
 ``vllm-graphs+engine-seed+bs512`` or ``vllm-graphs-dp2+engine-seed+epg2+kv40`` (two engines on one card);
+``+dpN`` (``--data-parallel-size N``: N workers, e.g. ``vllm-graphs+dp4+epg4+kv16``, four engines on one card),
 ``+nocompile`` (``--no-torch-compile``: CUDA graphs of decode steps without torch.compile) and ``+inproc`` (the engine
 core in this process, as vllm-inproc), e.g. ``vllm-graphs+nocompile+inproc`` (start-up).
 vLLM paths are skipped (noted in the table) when vllm cannot be imported.
@@ -91,13 +92,15 @@ def modifiers(label: str) -> tuple[str, dict]:
             kw["engines_per_gpu"] = int(m[3:])
         elif m.startswith("kv") and m[2:].isdigit() and int(m[2:]) > 0:
             kw["kv_cache_gib"] = float(m[2:])
+        elif m.startswith("dp") and m[2:].isdigit() and int(m[2:]) > 1:
+            kw["data_parallel_size"] = int(m[2:])  # as the -dp2 path, with N workers (with +epgK: sharing cards)
         elif m == "nocompile":
             kw["torch_compile"] = False
         elif m == "inproc":
             kw["in_process"] = True  # not a Generator argument: run_one sets the environment for it
         else:
-            raise ValueError(f"unknown modifier {m!r} of {label!r}: +engine-seed, +bsN, +epgK, +kvN, +nocompile "
-                             "or +inproc")
+            raise ValueError(f"unknown modifier {m!r} of {label!r}: +engine-seed, +bsN, +epgK, +kvN, +dpN, "
+                             "+nocompile or +inproc")
     if mods and not path.startswith("vllm"):
         raise ValueError(f"{label!r}: modifiers apply to the vllm paths only")
     return path, kw
@@ -132,11 +135,11 @@ def run_one(a, label: str, workload: str) -> dict:
             kw["data_parallel_size"] = 2
     if "engines_per_gpu" in mod_kw:  # K engines on one card: each its share of the memory
         kw["gpu_memory_utilization"] = a.gpu_memory_utilization / mod_kw["engines_per_gpu"]
-    gen = Generator(model, **kw, **{k: v for k, v in mod_kw.items() if k != "in_process"})
+    gen = Generator(model, **{**kw, **{k: v for k, v in mod_kw.items() if k != "in_process"}})  # +dpN over -dp2
     chunk = chunk or gen.default_chunk_size
     convs = [it["messages"] for it in items]
     texts: list[list[str]] = []
-    if path.endswith("-dp2"):  # the workers load their own engines: load time is inside the generation time
+    if gen.data_parallel_size > 1:  # the workers load their own engines: load time is inside the generation time
         import tempfile
 
         from alice.generation import generate_resumable
@@ -320,6 +323,8 @@ def main() -> None:
                 proc.communicate()
                 err = f"timeout after {a.timeout}s"
             wall = time.perf_counter() - t0
+            if out:  # the path's own output (vLLM's start-up phases: weights, compile, graph capture, KV cache)
+                one.with_suffix(".log").write_text(out)
             if err:
                 notes.append(f"{label} {w}: FAILED: {err.strip().splitlines()[-1] if err.strip() else '?'}")
                 print(err, flush=True)

@@ -55,3 +55,19 @@ def test_bench_vllm_modifiers_reach_the_engine(tiny_models, offline_data, tmp_pa
     assert r["generator_settings"]["seeding"] == "engine" and r["generator_settings"]["batch_size"] == 2
     assert r["generator_settings"]["kv_cache_gib"] == 1.0 and r["generator_settings"]["torch_compile"] is False
     assert r["generator_settings"]["in_process"] is True
+
+
+def test_bench_path_modifiers_parse():
+    """``PATH+mod+...``: each modifier is the Generator setting it names; +dpN over the -dp2 path; bad ones refused."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_generation_gpu", REPO / "bench" / "bench_generation_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.modifiers("vllm-graphs+dp4+epg4+kv16+engine-seed#2") == (
+        "vllm-graphs", {"data_parallel_size": 4, "engines_per_gpu": 4, "kv_cache_gib": 16.0, "seeding": "engine"})
+    assert bench.modifiers("vllm-graphs-dp2+nocompile+inproc+bs64") == (
+        "vllm-graphs-dp2", {"torch_compile": False, "in_process": True, "batch_size": 64})
+    for bad in ("vllm-graphs+dp1", "vllm-graphs+epg0", "vllm-graphs+kv", "hf-padded+engine-seed"):
+        with pytest.raises(ValueError):
+            bench.modifiers(bad)

@@ -33,6 +33,10 @@ def test_gsm8k_parsed_flag_and_gold():
     assert grade("gsm8k", "#### 7", "72").parsed is True
     assert grading.gsm8k_gold("48/2 = <<48/2=24>>24\n#### 1,000") == "1000"
     assert grading.normalize_number("-$3.") == "-3"
+    # more digits than decimal's 28 of precision (a sampled answer on the H200 crashed the grader with InvalidOperation)
+    big = "1" * 40
+    assert grading.normalize_number(big + ".0") == big and grading.normalize_number("100.00") == "100"
+    assert grade("gsm8k", f"\\boxed{{{big}}}", "72").correct is False and grade("gsm8k", f"#### {big}", big).correct
     assert grading.extract_boxed("\\boxed{\\frac{1}{2}} and \\boxed{5}") == "5"
 
 
