@@ -6,7 +6,9 @@ import pytest
 
 from alice import prompts
 
-SEED = Path("/work/seed")
+# The seed's prompt-defining lines, copied byte for byte from github.com/ShujinWu-0814/Alice (each file's header
+# names its path and commit), so that the templates are compared with the seed's source in every run.
+SEED = Path(__file__).parent / "fixtures" / "seed_prompts"
 # sha256 (first 16 hex digits) of the seed's template strings: W2SG_pipeline/ours/new_weak_to_strong_uncertainty.py
 # (template_to_generate_uncertainty, ...2), new_weak_to_strong_final.py (prompt_to_student, ..._gsm8k, ..._arc),
 # cot/cot_generate_filter.py (the QA suffix after '{question}', the ARC prefix before it)
@@ -20,11 +22,11 @@ SEED_SHA256 = {
     "COT_ARC": "cc6dcd6b40a7c974",
 }
 SEED_NAMES = {
-    "UNCERTAINTY_QA": ("W2SG_pipeline/ours/new_weak_to_strong_uncertainty.py", "template_to_generate_uncertainty"),
-    "UNCERTAINTY_GSM8K": ("W2SG_pipeline/ours/new_weak_to_strong_uncertainty.py", "template_to_generate_uncertainty2"),
-    "STUDENT_FINAL_QA": ("W2SG_pipeline/ours/new_weak_to_strong_final.py", "prompt_to_student"),
-    "STUDENT_FINAL_GSM8K": ("W2SG_pipeline/ours/new_weak_to_strong_final.py", "prompt_to_student_gsm8k"),
-    "STUDENT_FINAL_ARC": ("W2SG_pipeline/ours/new_weak_to_strong_final.py", "prompt_to_student_arc"),
+    "UNCERTAINTY_QA": ("new_weak_to_strong_uncertainty.py.txt", "template_to_generate_uncertainty"),
+    "UNCERTAINTY_GSM8K": ("new_weak_to_strong_uncertainty.py.txt", "template_to_generate_uncertainty2"),
+    "STUDENT_FINAL_QA": ("new_weak_to_strong_final.py.txt", "prompt_to_student"),
+    "STUDENT_FINAL_GSM8K": ("new_weak_to_strong_final.py.txt", "prompt_to_student_gsm8k"),
+    "STUDENT_FINAL_ARC": ("new_weak_to_strong_final.py.txt", "prompt_to_student_arc"),
 }
 
 
@@ -37,7 +39,6 @@ def test_templates_are_the_seeds_byte_for_byte(name):
     assert _sha(getattr(prompts, name)) == SEED_SHA256[name]
 
 
-@pytest.mark.skipif(not SEED.is_dir(), reason="the seed code is not at /work/seed")
 @pytest.mark.parametrize("name", list(SEED_NAMES))
 def test_templates_equal_the_seed_source(name):
     path, var = SEED_NAMES[name]
@@ -45,6 +46,17 @@ def test_templates_equal_the_seed_source(name):
     found = [n.value.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
              and any(isinstance(t, ast.Name) and t.id == var for t in n.targets)]
     assert found == [getattr(prompts, name)]
+
+
+def test_cot_templates_equal_the_seed_source():
+    # the seed builds the CoT prompts as  <ARC prefix> + question.strip()  and  question.strip() + <QA suffix>
+    tree = ast.parse((SEED / "cot_generate_filter.py.txt").read_text())
+    joins = [n for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add)]
+    prefixes = [n.left.value for n in joins if isinstance(n.left, ast.Constant)]
+    suffixes = [n.right.value for n in joins if isinstance(n.right, ast.Constant)]
+    assert prompts.COT_ARC.endswith("{question}") and prompts.COT_QA.startswith("{question}")
+    assert prefixes == [prompts.COT_ARC.removesuffix("{question}")]
+    assert suffixes == [prompts.COT_QA.removeprefix("{question}")]
 
 
 def test_cot_prompts():
