@@ -596,6 +596,7 @@ def test_final_script_takes_final_tries(tmp_path, capsys):
         script.main(["--data", "gsm8k", "--model", "custom", "--teacher", "x/t", "--student", "x/s", "--final-tries", "0"])
 
 
+@pytest.mark.slow
 def test_final_on_fixture_models_drops_bare_answers(tiny_models, tmp_path):
     """A real (tiny) student on the hf backend: one that always answers a bare ' #### 72' gets every 'new' question
     dropped; one that writes runs of words keeps only answers of >= 40 non-space characters (hotpotqa)."""

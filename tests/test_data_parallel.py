@@ -86,6 +86,7 @@ def test_flag_and_gpu_assignment(monkeypatch):
         dp.run_shards(g2, items(), SAMPLING, "/nonexistent/x.jsonl", desc="d", chunk_size=None)
 
 
+@pytest.mark.slow
 def test_merged_output_equals_one_process_and_resumes_from_shards(spiky, tmp_path, capsys, monkeypatch):
     one = generate_resumable(gen(spiky, 1), items(), SAMPLING, tmp_path / "one.jsonl", chunk_size=2)
 
@@ -164,6 +165,7 @@ def test_a_killed_run_continues_and_its_workers_stop(spiky, tmp_path):
     assert sorted(keys(partial(out))) == sorted(set(keys(partial(out)))) and len(keys(partial(out))) == 80
 
 
+@pytest.mark.slow
 def test_alice_sampling_stage_data_parallel_equals_single(spiky, tmp_path):
     """The cluster stage (the teacher samples N answers per question) with --data-parallel-size 2 writes the same
     rows in the same order as with one process."""
@@ -189,6 +191,7 @@ def test_alice_sampling_stage_data_parallel_equals_single(spiky, tmp_path):
         cache_path(files[1]).name + ".partial").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_worker_is_named_with_its_log(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -75,6 +75,7 @@ def test_sampling_n_seeded_and_capped(spiky, monkeypatch):
     assert not g.loaded
 
 
+@pytest.mark.slow
 def test_hf_sampling_is_seeded_per_row(spiky):
     """Padded batching samples each (prompt, k) from its own seeded stream: the same texts whatever the batch size,
     the order or the other prompts of the call (what makes resumed and data-parallel runs equal to one run)."""
@@ -107,6 +108,7 @@ class Boom(Generator):
         raise AssertionError("nothing should be generated")
 
 
+@pytest.mark.slow
 def test_generate_resumable(spiky, tmp_path):
     items = [{"id": f"q{i}", "messages": m} for i, m in enumerate(convs(5))]
     out = tmp_path / "stage.jsonl"
@@ -175,6 +177,7 @@ def _record_generate_calls(g):
     return calls
 
 
+@pytest.mark.slow
 def test_padded_batches_honour_batch_size_sorted_by_length(spiky):
     """Padded batching: generate() calls of exactly --batch-size sequences (n samples count), longest prompts first;
     results in input order whatever the batch size."""
@@ -191,6 +194,7 @@ def test_padded_batches_honour_batch_size_sorted_by_length(spiky):
     assert [one.generate([c], s)[0] for c in convs(6)] == out  # batched greedy == unbatched greedy, in input order
 
 
+@pytest.mark.slow
 def test_continuous_batching_greedy_and_n_samples(spiky):
     """transformers' continuous batching: greedy equals padded batches, n seeded samples per prompt in input order."""
     cb = Generator(spiky, backend="hf", hf_batching="continuous", batch_size=3)
@@ -250,6 +254,7 @@ def test_static_cache_option(spiky):
     assert all(length % 64 == 0 for _, length in calls)
     assert out == Generator(spiky, backend="hf", hf_batching="padded", batch_size=4).generate(convs(2), s)
 
+@pytest.mark.slow
 def test_engine_pool_reuses_one_engine_per_model(spiky, tiny_models, tmp_path, capsys):
     import shutil
 

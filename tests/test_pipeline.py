@@ -456,6 +456,7 @@ def test_a_library_logger_made_in_one_step_does_not_write_to_its_closed_log_late
         lib.handlers.clear()
 
 
+@pytest.mark.slow
 def test_sigterm_unwinds_the_run_and_shuts_the_pooled_engines_down(tiny_models, tmp_path):
     """A SIGTERM to the pipeline during an in-process step unwinds the run: the pooled engine is freed (vLLM's engine
     processes outlived a terminated demo, generating, before this), the console gets its output back, exit 143."""

@@ -275,7 +275,7 @@ def test_diagnostics_say_missing_never_crash(tmp_path, capsys):
 
 
 def test_results_file_from_a_packed_gpu_run(tmp_path):
-    """bench/real_results_json.py: a tarball as gpu_real_results.sh packs it -> results JSON/MD/PNG with provenance."""
+    """bench/oneoff/real_results_json.py: a tarball as gpu_real_results.sh packs it -> results JSON/MD/PNG with provenance."""
     import tarfile
 
     run_root = tmp_path / "run"
@@ -304,7 +304,7 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
         for p in run_root.iterdir():
             tf.add(p, arcname=p.name)
     shutil.rmtree(run_root)  # as on the GPU machine: the paths the summaries recorded do not exist here
-    mod = load_script("bench/real_results_json.py")
+    mod = load_script("bench/oneoff/real_results_json.py")
     out = tmp_path / "results"
     rep = mod.main([str(tarball), "--out-dir", str(out), "--data-dir", data_dir])
     saved = json.load(open(out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.json"))  # the size's ".5B" is kept in the name
@@ -324,9 +324,9 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
 
 
 def test_final_answer_format_counts_bare_and_boxed_answers(tmp_path):
-    """bench/final_answer_format.py: bare '#### N' answers (no worked solution) and \\boxed answers without the
+    """bench/oneoff/final_answer_format.py: bare '#### N' answers (no worked solution) and \\boxed answers without the
     '####' line, in Alice's training rows and in each model's test answers, with the accuracy of each group."""
-    mod = load_script("bench/final_answer_format.py")
+    mod = load_script("bench/oneoff/final_answer_format.py")
     worked = "Each sandwich needs 3 slices of bread, so 5 sandwiches need 3*5=<<3*5=15>>15 slices.\n#### 15"
     assert mod.bare("#### 15") and mod.bare("  #### 15\n") and not mod.bare(worked)
     assert mod.boxed_without_marker("so it takes \\(\\boxed{8}\\) minutes") and not mod.boxed_without_marker(worked)

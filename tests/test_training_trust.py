@@ -111,6 +111,7 @@ def test_divergence_guard_stops_at_the_first_nonfinite_step_and_saves_nothing(ti
     assert not sft.is_finished(out) and not (out / "train_config.json").exists()
 
 
+@pytest.mark.slow
 def test_one_nonfinite_gradient_skips_its_step_and_training_finishes(tiny_models, tmp_path, capsys):
     """A single non-finite gradient norm (finite loss) skips that optimizer step, as mixed-precision training skips an
     overflowing step: no weight moves in it, training goes on, the saved model is finite and the record names the

@@ -1,8 +1,8 @@
 """Issue 14's diagnosis of a gsm8k run: how Alice's training answers and each model's test answers are written.
 
-    python bench/final_answer_format.py real_gsm8k.tar.gz [--out results/gsm8k_final_answer_format.json]
+    python bench/oneoff/final_answer_format.py real_gsm8k.tar.gz [--out results/gsm8k_final_answer_format.json]
 
-The tarball is what ``bench/gpu_real_results.sh pack`` brings back (a --root without weights). For the student's
+The tarball is what ``bench/oneoff/gpu_real_results.sh pack`` brings back (a --root without weights). For the student's
 proactive answers (the 'new' rows of Alice's training file) and for every evaluated model's test answers it counts:
 
 - ``bare``: nothing but the final line: fewer than ``grading.MIN_REASONING_CHARS`` non-space characters before the
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
             tf.extractall(tmp, filter="data")
         res = analyse(Path(tmp))
         res["source"] = a.tarball.name
-        res["command"] = "python bench/final_answer_format.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        res["command"] = "python bench/oneoff/final_answer_format.py " + " ".join(argv if argv is not None else sys.argv[1:])
         for name in ("commit.txt", "device.txt", "command.txt"):
             p = Path(tmp) / name
             if p.exists():

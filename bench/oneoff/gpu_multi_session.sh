@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Issues 15 and 13 on a 2-GPU machine in one hold, after provisioning (bench/README.md): the runs go on in the
 # background, so each device call stays short and the hold is not lost between calls.
-#   bash bench/gpu_multi_session.sh launch DATA_DIR [PLAN]   # start PLAN (default sft, below) in the background
-#   bash bench/gpu_multi_session.sh wait SECONDS      # follow it (returns early when it is done)
-#   bash bench/gpu_multi_session.sh pack              # $OUT/gpu_multi_session.tar.gz: the JSONs and logs
+#   bash bench/oneoff/gpu_multi_session.sh launch DATA_DIR [PLAN]   # start PLAN (default sft, below) in the background
+#   bash bench/oneoff/gpu_multi_session.sh wait SECONDS      # follow it (returns early when it is done)
+#   bash bench/oneoff/gpu_multi_session.sh pack              # $OUT/gpu_multi_session.tar.gz: the JSONs and logs
 # Plan sft (session 6), one step after another (each figure from a card nothing else uses):
 #   1. bench/multi_gpu_sft.py --eval: SFT of the 0.5B on 1 GPU, ZeRO-2 and FSDP on 2; each saved model evaluated
 #   2. bench/bench_generation_gpu.py sampling (0.5B, N=16, 1,000 questions): vllm-graphs on 1 GPU, then over 2 (DP)
@@ -77,5 +77,5 @@ wait)
 pack)
   tar czf "$OUT/gpu_multi_session.tar.gz" -C "$W" --exclude='sft/one' --exclude='sft/zero2' --exclude='sft/fsdp' \
     --exclude='*.parts' --exclude=repo . && ls -la "$OUT";;
-*) echo "usage: bash bench/gpu_multi_session.sh launch DATA_DIR | wait SECONDS | pack" >&2; exit 2;;
+*) echo "usage: bash bench/oneoff/gpu_multi_session.sh launch DATA_DIR | wait SECONDS | pack" >&2; exit 2;;
 esac

@@ -2,10 +2,10 @@
 # Issue 14 on the GPU machine: the project's one command (python -m alice.pipeline) per dataset, in the background,
 # so that several datasets share the card and the run outlives the 10-minute call (bench/README.md: "Real results").
 #
-#   bash bench/gpu_real_results.sh launch gsm8k arc_challenge   # start one pipeline per dataset (setsid, detached)
-#   bash bench/gpu_real_results.sh status                       # each pipeline's last lines and exit code
-#   bash bench/gpu_real_results.sh wait SECONDS                 # status every 30 s until all ended or SECONDS passed
-#   bash bench/gpu_real_results.sh pack                         # $OUT/real_<data>.tar.gz.part*: stage JSONL, evaluations,
+#   bash bench/oneoff/gpu_real_results.sh launch gsm8k arc_challenge   # start one pipeline per dataset (setsid, detached)
+#   bash bench/oneoff/gpu_real_results.sh status                       # each pipeline's last lines and exit code
+#   bash bench/oneoff/gpu_real_results.sh wait SECONDS                 # status every 30 s until all ended or SECONDS passed
+#   bash bench/oneoff/gpu_real_results.sh pack                         # $OUT/real_<data>.tar.gz.part*: stage JSONL, evaluations,
 #                                                               # report, logs, training records (no weights)
 # Run from the checkout root after `source .carry/kit/on_device.sh env` (models by hub id, offline) with the data
 # under .gpu_data/ (both copied to /tmp/real/{code,gpu_data} at the first launch). Each dataset runs under

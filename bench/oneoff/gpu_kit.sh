@@ -3,8 +3,8 @@
 # 2.11.0+cu130, transformers 5.17) lacks for `import vllm` + a Qwen2 model through vllm.LLM, and pack it, with the
 # offline Qwen2.5-Coder pair, into parts of one call each (../shared/gpu/pack.sh --extra).
 #
-#   bash bench/gpu_kit.sh [--download-only] [pack.sh options]   # in the checkout root: .whl/ (wheels), .carry/ (parts)
-#   e.g. bash bench/gpu_kit.sh --part-mib 60 --models "Qwen/Qwen2.5-Coder-0.5B-Instruct Qwen/Qwen2.5-Coder-1.5B-Instruct sentence-transformers/all-MiniLM-L6-v2"
+#   bash bench/oneoff/gpu_kit.sh [--download-only] [pack.sh options]   # in the checkout root: .whl/ (wheels), .carry/ (parts)
+#   e.g. bash bench/oneoff/gpu_kit.sh --part-mib 60 --models "Qwen/Qwen2.5-Coder-0.5B-Instruct Qwen/Qwen2.5-Coder-1.5B-Instruct sentence-transformers/all-MiniLM-L6-v2"
 #
 # Why this set: vllm 0.26.0 is built for CUDA 13 (its .so files need libcudart.so.13, sm_90a included) and pins
 # torch==2.11.0, the image's. Of its Requires-Dist, the image already has torch, transformers, numpy, regex,

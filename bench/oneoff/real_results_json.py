@@ -1,6 +1,6 @@
-"""Issue 14: turn what `bench/gpu_real_results.sh pack` brought back into the committed results file.
+"""Issue 14: turn what `bench/oneoff/gpu_real_results.sh pack` brought back into the committed results file.
 
-    python bench/real_results_json.py /work/.device/<n>/real_gsm8k.tar.gz --data-dir ../shared/offline/data
+    python bench/oneoff/real_results_json.py real_gsm8k.tar.gz --data-dir ../shared/offline/data
     # -> results/gsm8k_qwen2.5-coder_0.5B_to_1.5B.json (+ .md and .png beside it)
 
 The tarball holds one dataset's --root (stage JSONL, evaluations, logs, training records, no weights) and the run's
@@ -25,7 +25,7 @@ from alice import report
 from alice.evaluate import regrade
 from alice.paths import Layout
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _read(root: Path, name: str) -> str | None:

@@ -6,10 +6,10 @@ Every number comes from the project's own commands (``evaluation.py``, ``trainin
 this script only orders them, measures the weight change and collects the files into one JSON.
 
 Phases (each fits one device call; they share --root, so run them in one hold, in order):
-    python bench/sft_gpu.py untrained --root /tmp/sftgpu --data-dir .gpu_data        # eval 0.5B + 1.5B as published
-    python bench/sft_gpu.py train --size 0.5B --root /tmp/sftgpu --data-dir .gpu_data  # SFT (mixed + pure), deltas, eval
-    python bench/sft_gpu.py train --size 1.5B ...
-    python bench/sft_gpu.py collect --root /tmp/sftgpu --out results/sft_gpu.json      # one JSON (+ loss plot)
+    python bench/oneoff/sft_gpu.py untrained --root /tmp/sftgpu --data-dir .gpu_data        # eval 0.5B + 1.5B as published
+    python bench/oneoff/sft_gpu.py train --size 0.5B --root /tmp/sftgpu --data-dir .gpu_data  # SFT (mixed + pure), deltas, eval
+    python bench/oneoff/sft_gpu.py train --size 1.5B ...
+    python bench/oneoff/sft_gpu.py collect --root /tmp/sftgpu --out results/sft_gpu.json      # one JSON (+ loss plot)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAMILY, DATA = "qwen2.5-coder", "gsm8k"
 
 

@@ -4,9 +4,9 @@
 # two (--data-parallel-size 2: one engine per GPU, questions dealt round-robin) and tensor parallel over two
 # (--tensor-parallel-size 2). Writes $OUT/multi_gpu_generation.json (summaries + wall times) and the logs.
 #
-#   bash bench/multi_gpu_generation.sh DATA_DIR      # after provisioning (bench/README.md), models by hub id, offline
+#   bash bench/oneoff/multi_gpu_generation.sh DATA_DIR      # after provisioning (bench/README.md), models by hub id, offline
 set -uo pipefail
-DATA_DIR=${1:?usage: bash bench/multi_gpu_generation.sh DATA_DIR}
+DATA_DIR=${1:?usage: bash bench/oneoff/multi_gpu_generation.sh DATA_DIR}
 OUT=${OUT:-/tmp/multi_gpu_out}; mkdir -p "$OUT"
 export VLLM_ALLREDUCE_USE_SYMM_MEM=0  # no symmetric-memory all-reduce (NVLink multicast stays off on shared hosts)
 MODEL_ARGS="--model qwen2.5-coder --data gsm8k --data-dir $DATA_DIR --student 1.5B --method naive --backend vllm

@@ -1,6 +1,6 @@
 """Measure what the grading choices change, on stored evaluation predictions (no model).
 
-    python bench/grading_effects.py PRED.jsonl [PRED.jsonl ...] --data gsm8k [--data-dir DIR] --out results/grading_effects.json
+    python bench/oneoff/grading_effects.py PRED.jsonl [PRED.jsonl ...] --data gsm8k [--data-dir DIR] --out results/grading_effects.json
 
 For each predictions file (``model_outputs/eval/<data>/<run>.jsonl`` written by evaluation.py) it regrades every
 stored response: the project's grader (gsm8k: the FIRST ``####``), the same grader reading the LAST ``####``
@@ -75,7 +75,7 @@ def main(argv=None):
               f"{s['accuracy']:8.4f} ({s['correct']}/{s['denominator']})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": " ".join(["python", "bench/grading_effects.py", *sys.argv[1:]]),
+    out.write_text(json.dumps({"command": " ".join(["python", "bench/oneoff/grading_effects.py", *sys.argv[1:]]),
                                "data": args.data, "results": results}, indent=1) + "\n")
     print(f"-> {out}")
 
