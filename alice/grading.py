@@ -336,7 +336,7 @@ def seed_grade(data: str, response: str, gold, *, method: str | None = None,
 # 40 is the shortest worked solution among the 7,473 gsm8k train references (non-space characters before '####'), and
 # about one short sentence ("Each sandwich needs 3 slices, so 3*5=15 slices."); a bare "#### 15", "\\boxed{15}" or
 # "The answer is 15." falls short. Measured motivation (README, Alice stage;
-# results/gsm8k_final_answer_format.before_final_check.json):
+# results/archive/gsm8k_final_answer_format.before_final_check.json):
 # the untrained 1.5B student wrote 269 of 746 final answers as a bare "#### 15", 113 as a copy of the prompt's example.
 MIN_REASONING_CHARS = 40
 

@@ -134,7 +134,7 @@ STUDENT_FINAL_QA = '''
 
 # The example response each format-asking final prompt shows (the templates below end with it, as the seed's do).
 # A small student sometimes writes the example instead of its answer (measured: 113 of 746 'new' gsm8k rows on an
-# H200, results/gsm8k_final_answer_format.before_final_check.json); the final stage's well-formedness check
+# H200, results/archive/gsm8k_final_answer_format.before_final_check.json); the final stage's well-formedness check
 # (grading.well_formed) rejects a response that reproduces it.
 FINAL_EXAMPLE_GSM8K = "Each sandwich needs 3 slices of bread for a total of 3*5=<<3*5=15>>15 slices of bread\n#### 15"
 FINAL_EXAMPLE_ARC = ("The Moon's constant rotation (lunar phases) completes in the same amount of time it takes to orbit the "
