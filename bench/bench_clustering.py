@@ -1,6 +1,6 @@
 """Embedding clustering of 100 responses per question: the seed's re-encoding loop vs encode-once.
 
-    HF_HUB_OFFLINE=1 python bench/bench_clustering.py [--questions 8] [--samples 100] [--data-dir ../shared/offline/data]
+    HF_HUB_OFFLINE=1 python bench/bench_clustering.py --data-dir DIR [--questions 8] [--samples 100]   (default DIR: $ALICE_DATA_DIR)
 
 Responses are synthesized per HotpotQA question (offline copy) to look like a teacher's 100 samples: the gold
 answer and three other answers, each phrased in several ways (bare answer, sentence, with a reason, restating
@@ -79,14 +79,20 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--model", default=DEFAULT_EMBEDDING_MODEL)
-    ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "offline" / "data"))
+    ap.add_argument("--data-dir", default=os.environ.get("ALICE_DATA_DIR"),
+                    help="a local data folder with hotpotqa/train.jsonl (default: $ALICE_DATA_DIR)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "clustering.json"))
     args = ap.parse_args()
+    if not args.data_dir:
+        ap.error("pass --data-dir DIR (a folder with hotpotqa/train.jsonl) or set ALICE_DATA_DIR")
 
     import torch
     from sentence_transformers import SentenceTransformer
 
-    rows = [json.loads(line) for line in open(Path(args.data_dir) / "hotpotqa" / "train.jsonl")]
+    root = Path(args.data_dir)
+    if not (root / "hotpotqa").is_dir() and (root / "data" / "hotpotqa").is_dir():
+        root = root / "data"  # a folder holding data/ (like the offline copy), as --data-dir of the stages
+    rows = [json.loads(line) for line in open(root / "hotpotqa" / "train.jsonl")]
     rng = random.Random(0)
     picked = rng.sample(rows, args.questions)
     model = SentenceTransformer(args.model, device="cuda" if torch.cuda.is_available() else "cpu")

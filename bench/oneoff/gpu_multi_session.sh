@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issues 15 and 13 on a 2-GPU machine in one hold, after provisioning (bench/README.md): the runs go on in the
-# background, so each device call stays short and the hold is not lost between calls.
+# Issues 15 and 13 on a 2-GPU machine in one hold, after provisioning (docs/benchmarks.md, "A GPU session"): the
+# runs go on in the background, so each device call stays short and the hold is not lost between calls.
 #   bash bench/oneoff/gpu_multi_session.sh launch DATA_DIR [PLAN]   # start PLAN (default sft, below) in the background
 #   bash bench/oneoff/gpu_multi_session.sh wait SECONDS      # follow it (returns early when it is done)
 #   bash bench/oneoff/gpu_multi_session.sh pack              # $OUT/gpu_multi_session.tar.gz: the JSONs and logs

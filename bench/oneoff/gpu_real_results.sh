@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 14 on the GPU machine: the project's one command (python -m alice.pipeline) per dataset, in the background,
-# so that several datasets share the card and the run outlives the 10-minute call (bench/README.md: "Real results").
+# so that several datasets share the card and the run outlives the 10-minute call
+# (docs/benchmarks.md: "The weak-to-strong results runs on a GPU").
 #
 #   bash bench/oneoff/gpu_real_results.sh launch gsm8k arc_challenge   # start one pipeline per dataset (setsid, detached)
 #   bash bench/oneoff/gpu_real_results.sh status                       # each pipeline's last lines and exit code

@@ -4,7 +4,7 @@
 # two (--data-parallel-size 2: one engine per GPU, questions dealt round-robin) and tensor parallel over two
 # (--tensor-parallel-size 2). Writes $OUT/multi_gpu_generation.json (summaries + wall times) and the logs.
 #
-#   bash bench/oneoff/multi_gpu_generation.sh DATA_DIR      # after provisioning (bench/README.md), models by hub id, offline
+#   bash bench/oneoff/multi_gpu_generation.sh DATA_DIR      # after provisioning (docs/benchmarks.md, "A GPU session"), models by hub id, offline
 set -uo pipefail
 DATA_DIR=${1:?usage: bash bench/oneoff/multi_gpu_generation.sh DATA_DIR}
 OUT=${OUT:-/tmp/multi_gpu_out}; mkdir -p "$OUT"
