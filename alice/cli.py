@@ -33,7 +33,8 @@ def parser(description: str, roles: tuple[str, ...] = ROLES) -> argparse.Argumen
     }
     for role in roles:
         p.add_argument(f"--{role}", default=None, help=helps[role])
-    p.add_argument("--data-dir", default=None, help=f"local data folder (layout of shared/offline/data); default ${data_mod.DATA_DIR_ENV}, else the Hub")
+    p.add_argument("--data-dir", default=None,
+                   help=f"local data folder (layout of shared/offline/data); default ${data_mod.DATA_DIR_ENV}, else the Hub")
     p.add_argument("--root", default=None, help="folder holding data/ and model_outputs/ (default $ALICE_ROOT, else .)")
     return p
 
@@ -99,7 +100,8 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
                         "engine is bound by its host loop and leaves the card mostly idle")
     g.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization, help="vLLM GPU memory fraction")
     g.add_argument("--enforce-eager", action="store_true",
-                   help="vLLM on a GPU: no torch.compile / CUDA graphs (measured on an H200: 54 s instead of 93 s of start-up, results/generation_gpu.json)")
+                   help="vLLM on a GPU: no torch.compile / CUDA graphs (measured on an H200: 54 s instead of 93 s of "
+                        "start-up, results/generation_gpu.json)")
     g.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
                    help="vLLM on a GPU: CUDA graphs of whole decode steps without vLLM's torch.compile (prefill steps "
                         "run eager). Measured on an H200, the 1.5B on 1,319 gsm8k questions: start-up 56 s (the default: "

@@ -64,7 +64,9 @@ class GenerationOptions:
 
 # ---- Alice ------------------------------------------------------------------------------------------
 DEFAULT_NUM_SAMPLES = 100  # the paper's N answers per question
-DEFAULT_THRESHOLD = 0.9  # cosine above which two answers are the same: the seed's (instructor-large); for MiniLM see results/threshold_calibration.json
+# cosine above which two answers are the same: the seed's (instructor-large); for MiniLM see
+# results/threshold_calibration.json
+DEFAULT_THRESHOLD = 0.9
 # Alice's final stage: samples per question, the first well-formed one kept (grading.well_formed); a question with
 # none is dropped from the training file. Not in the seed (it kept its one sample, whatever its form): see README.
 FINAL_TRIES = 4

@@ -21,7 +21,6 @@ teacher's, its own zero-shot one, both, neither) and the accuracy of the origina
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path

@@ -167,7 +167,8 @@ def main() -> None:
                "--data", a.data] + (["--tiny"] if a.tiny else [])
         try:
             p = subprocess.run(cmd, timeout=a.timeout if v != "plain" else 240, capture_output=True, text=True)
-            print("\n".join(l for l in (p.stdout + p.stderr).splitlines() if l.startswith("[bench_generation]")), flush=True)
+            print("\n".join(ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("[bench_generation]")),
+                  flush=True)
             if p.returncode == 0 and tmp.exists():
                 results += json.loads(tmp.read_text())
             else:
@@ -177,7 +178,8 @@ def main() -> None:
             errors.append({"variant": v, "error": f"timeout after {a.timeout}s"})
             if tmp.exists():
                 results += json.loads(tmp.read_text())
-            print(f"[bench_generation] {v}: timeout; partial output:\n{(e.stdout or b'')[-1500:] if isinstance(e.stdout, bytes) else e.stdout}", flush=True)
+            partial = (e.stdout or b"")[-1500:] if isinstance(e.stdout, bytes) else e.stdout
+            print(f"[bench_generation] {v}: timeout; partial output:\n{partial}", flush=True)
 
     bw = env.get("copy_bw_rw_bytes_per_s")
     for r in results:

@@ -364,7 +364,8 @@ def main() -> None:
         roof = r.get("fraction_of_roofline")
         roof_s = f"{roof:.1%}" if roof is not None else "n/a"
         print(f"{r['workload']:9s} {r['path']:16s} {r['questions']:>5d}x{r['n']:<3d} {r['tokens_per_s']:9.0f} "
-              f"{r['tokens_per_s_wall']:10.0f} {r['wall_s']:7.1f} {_f(r['load_s']):>7s} {r['gen_s']:7.1f} {roof_s:>11s} {r['accuracy']:6.3f} {eq_s:>9s}")
+              f"{r['tokens_per_s_wall']:10.0f} {r['wall_s']:7.1f} {_f(r['load_s']):>7s} {r['gen_s']:7.1f} "
+              f"{roof_s:>11s} {r['accuracy']:6.3f} {eq_s:>9s}")
     print("targets: " + "; ".join(f"{w}: {t}" for w, t in TARGETS.items()))
     print("roofline: " + out["roofline"])
     for n in notes:

@@ -252,8 +252,9 @@ def main() -> None:
             res = {"name": v["name"], "error": f"timeout after {v.get('timeout', 240)}s"}
         res["wall_s"] = time.perf_counter() - t0
         results.append(res)
-        print(f"[bench_sft] {v['name']}: " + (f"{res['tokens_per_s']:.0f} tok/s, MFU {res['mfu_vs_989']:.1%}" if "error" not in res else "ERROR " + res["error"]),
-              flush=True)
+        summary = (f"{res['tokens_per_s']:.0f} tok/s, MFU {res['mfu_vs_989']:.1%}" if "error" not in res
+                   else "ERROR " + res["error"])
+        print(f"[bench_sft] {v['name']}: " + summary, flush=True)
         if "error" in res and "log_tail" in res:
             print(res["log_tail"], flush=True)
 
@@ -269,7 +270,8 @@ def main() -> None:
     Path(a.out).write_text(json.dumps(out, indent=1))
 
     print(f"\ndevice: {env_info.get('device_name', 'cpu')}; matmul 8192^3 bf16: {ceiling or float('nan'):.0f} TFLOP/s; peak 989")
-    hdr = f"{'variant':44s} {'tok/s':>8s} {'x seed':>6s} {'s/step':>7s} {'tok/step':>8s} {'pad%':>5s} {'TFLOP/s':>7s} {'MFU':>6s} {'MFU/ceil':>8s} {'mem GiB':>7s} {'loss':>11s}"
+    hdr = (f"{'variant':44s} {'tok/s':>8s} {'x seed':>6s} {'s/step':>7s} {'tok/step':>8s} {'pad%':>5s} "
+           f"{'TFLOP/s':>7s} {'MFU':>6s} {'MFU/ceil':>8s} {'mem GiB':>7s} {'loss':>11s}")
     print(hdr)
     for r in results:
         if "error" in r:

@@ -2,7 +2,6 @@
 
 import json
 import os
-from pathlib import Path
 import shutil
 
 import pytest
@@ -25,7 +24,8 @@ def data_dir(tmp_path):
     for split, n in (("train", 8), ("test", 5)):
         with open(d / "gsm8k" / f"{split}.jsonl", "w") as f:
             for i in range(n):
-                f.write(json.dumps({"question": f"Natalia sold {i} clips and {i + 2} more. How many?", "answer": f"{i}+{i + 2}={2 * i + 2}\n#### {2 * i + 2}"}) + "\n")
+                f.write(json.dumps({"question": f"Natalia sold {i} clips and {i + 2} more. How many?",
+                                    "answer": f"{i}+{i + 2}={2 * i + 2}\n#### {2 * i + 2}"}) + "\n")
     (d / "triviaqa").mkdir()
     with open(d / "triviaqa" / "validation.jsonl", "w") as f:
         for i in range(3):

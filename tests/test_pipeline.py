@@ -345,7 +345,7 @@ def test_plan_prerequisites_are_earlier_steps_and_chain_alice():
 
 # A teacher that agrees with itself only partly: shares of its samples giving no readable answer, and, of the readable
 # ones, its most common answer and its second (the rest: an empty "####"). The unreadable share is the one measured
-# for the 0.5B teacher on the demo's 4 questions (7 of 32 samples, bench/README.md); the split of the readable ones
+# for the 0.5B teacher on the demo's 4 questions (7 of 32 samples, docs/lab-notes.md); the split of the readable ones
 # is an assumption (that run had 2 questions with one cluster, 1 with several, 1 with none).
 DEMO_TEACHER_ANSWERS = {" 72": 0.6, " 3": 0.25}
 DEMO_TEACHER_UNREADABLE = 7 / 32

@@ -78,7 +78,6 @@ def pure_dir(a, size: str) -> Path:
 
 def weight_change(base_id: str, trained: Path) -> dict:
     """||W_trained - W_0|| / ||W_0|| over all weights, and the share of elements that changed at all, both as saved."""
-    import torch
     from huggingface_hub import snapshot_download
     from safetensors.torch import load_file
 
