@@ -34,7 +34,7 @@ WHEELS=(
   cachetools cbor2 blake3 typing-extensions
   "llguidance>=1.7.0,<1.8.0" "xgrammar>=0.2.1,<1.0.0" "apache-tvm-ffi>=0.1.11"
 )
-EXTRA=()  # more NAME==VERSION wheels if an import on the GPU machine asks for them
+EXTRA=(compressed-tensors loguru)  # more NAME==VERSION wheels if an import on the GPU machine asks for them
 dl() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
