@@ -167,6 +167,19 @@ class Setting:
         return rows[: self.limit] if self.limit else rows
 
 
+def setting_from_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None):
+    """The ``Setting`` of an Alice stage script's parsed flags (``stage_parser``); a missing
+    or unknown model size is a parser error."""
+    for role in ("teacher", "student"):
+        cli.resolve(p, args, role)
+    if args.method == "cascade":
+        cli.resolve(p, args, "midlevel")
+    return Setting(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
+                   method=args.method, midlevel=args.midlevel, layout=Layout.default(args.root),
+                   data_dir=args.data_dir, limit=args.limit, overwrite=args.overwrite,
+                   argv=fresh.command_line(argv))
+
+
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------

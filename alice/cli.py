@@ -149,23 +149,6 @@ def generation_options(args: argparse.Namespace) -> GenerationOptions:
     return options(GenerationOptions, args)
 
 
-def alice_setting(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None):
-    """The ``alice_stages.Setting`` of an Alice stage script's parsed flags (``alice_stages.stage_parser``); a missing
-    or unknown model size is a parser error."""
-    from . import fresh
-    from .alice_stages import Setting
-    from .paths import Layout
-
-    for role in ("teacher", "student"):
-        resolve(p, args, role)
-    if args.method == "cascade":
-        resolve(p, args, "midlevel")
-    return Setting(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
-                   method=args.method, midlevel=args.midlevel, layout=Layout.default(args.root),
-                   data_dir=args.data_dir, limit=args.limit, overwrite=args.overwrite,
-                   argv=fresh.command_line(argv))
-
-
 def main_guard(fn):
     """Run ``fn``; errors a user can cause (``AliceError``) print one line and exit 2 instead of a traceback."""
 

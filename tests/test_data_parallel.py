@@ -1,4 +1,4 @@
-"""Data-parallel generation (``--data-parallel-size``, ``alice.data_parallel``) on the hf backend on the CPU: worker
+"""Data-parallel generation (``--data-parallel-size``, ``alice.generation.data_parallel``) on the hf backend on the CPU: worker
 processes with a tiny fixture model; the merged output equals one process's, a killed run continues from its shard
 checkpoints, a rerun adds nothing, a failing worker is named with its log."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from alice import alice_stages as st
-from alice import data_parallel as dp
+from alice.generation import data_parallel as dp
 from alice.generation import GenerationError, Generator, Sampling, cache_path, generate_resumable
 from alice.jsonl import read_jsonl
 from alice.options import GenerationOptions

@@ -191,7 +191,7 @@ def test_triviaqa_ids_and_aliases(tiny_models, data_dir, tmp_path):
 
 
 def test_unavailable_backend_is_a_parser_error(tiny_models, data_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(generation, "vllm_available", lambda: False)
+    monkeypatch.setattr(generation.common, "vllm_available", lambda: False)
     argv = common(tiny_models, data_dir, tmp_path, "--student", str(tiny_models["qwen_small"]), "--method", "naive")
     argv[argv.index("hf")] = "vllm"
     with pytest.raises(SystemExit) as e:

@@ -14,13 +14,13 @@ def convs(k=6):
 
 
 def test_backend_resolution(monkeypatch):
-    monkeypatch.setattr(generation, "_cuda_available", lambda: False)
+    monkeypatch.setattr(generation.common, "_cuda_available", lambda: False)
     assert generation.resolve_backend("auto") == "hf"
     assert generation.resolve_backend("hf") == "hf"
-    monkeypatch.setattr(generation, "_cuda_available", lambda: True)
-    monkeypatch.setattr(generation, "vllm_available", lambda: True)
+    monkeypatch.setattr(generation.common, "_cuda_available", lambda: True)
+    monkeypatch.setattr(generation.common, "vllm_available", lambda: True)
     assert generation.resolve_backend("auto") == "vllm"
-    monkeypatch.setattr(generation, "vllm_available", lambda: False)
+    monkeypatch.setattr(generation.common, "vllm_available", lambda: False)
     assert generation.resolve_backend("auto") == "hf"
     with pytest.raises(generation.GenerationError, match="--backend hf"):
         generation.resolve_backend("vllm")
@@ -61,8 +61,8 @@ def test_greedy_is_batch_independent_and_ordered(spiky):
 
 def test_sampling_n_seeded_and_capped(spiky, monkeypatch):
     lengths = []
-    until_stop = generation._until_stop
-    monkeypatch.setattr(generation, "_until_stop", lambda ids, stop: lengths.append(len(until_stop(ids, stop))) or until_stop(ids, stop))
+    until_stop = generation.hf._until_stop
+    monkeypatch.setattr(generation.hf, "_until_stop", lambda ids, stop: lengths.append(len(until_stop(ids, stop))) or until_stop(ids, stop))
     g = Generator(spiky, backend="hf", batch_size=5)
     s = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=10, n=3, seed=1)
     a = g.generate(convs(3), s)
@@ -91,8 +91,8 @@ def test_hf_sampling_is_seeded_per_row(spiky):
 def test_stops_at_end_of_turn(spiky, monkeypatch):
     """Generation stops at any stop token, which is not part of the returned text."""
     seen = []
-    until_stop = generation._until_stop
-    monkeypatch.setattr(generation, "_until_stop", lambda ids, stop: seen.append(until_stop(ids, stop)) or until_stop(ids, stop))
+    until_stop = generation.hf._until_stop
+    monkeypatch.setattr(generation.hf, "_until_stop", lambda ids, stop: seen.append(until_stop(ids, stop)) or until_stop(ids, stop))
     g = Generator(spiky, backend="hf")
     conv = convs(1)
     g.generate(conv, Sampling(max_new_tokens=12))
@@ -232,9 +232,9 @@ def test_continuous_batching_falls_back_to_padded(spiky, capsys):
 def test_hf_batching_defaults(spiky, monkeypatch):
     g = Generator(spiky, backend="hf", batch_size=100)
     assert g.hf_batching == "auto"
-    monkeypatch.setattr(generation, "_cuda_available", lambda: True)
+    monkeypatch.setattr(generation.common, "_cuda_available", lambda: True)
     assert g.default_chunk_size == generation.CB_CHUNK  # continuous batching on a GPU: many requests in flight
-    monkeypatch.setattr(generation, "_cuda_available", lambda: False)
+    monkeypatch.setattr(generation.common, "_cuda_available", lambda: False)
     assert g.default_chunk_size == 100  # padded on a CPU: at least one whole --batch-size batch
     g._load()
     assert g.hf_batching == "padded"  # CPU: padded batches by default
@@ -291,7 +291,7 @@ def test_engine_pool_reuses_one_engine_per_model(spiky, tiny_models, tmp_path, c
     # outside a pool, close() frees the engine and nothing is kept
     with Generator(spiky, backend="hf") as g:
         g.generate(convs(1), s)
-    assert generation._POOL is None and not g.loaded
+    assert generation.pool._POOL is None and not g.loaded
 
 
 def test_engine_pool_frees_everything_on_exit_even_after_an_error(spiky):
@@ -303,4 +303,4 @@ def test_engine_pool_frees_everything_on_exit_even_after_an_error(spiky):
                 assert generation.pooled_keys() == [g.pool_key()]
             assert generation.pooled_keys() == [g.pool_key()]
             raise RuntimeError("a step failed")
-    assert generation._POOL is None and generation.pooled_keys() == []
+    assert generation.pool._POOL is None and generation.pooled_keys() == []

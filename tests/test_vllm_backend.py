@@ -68,7 +68,7 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
     for var in ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_FLASHINFER_SAMPLER", "VLLM_BATCH_INVARIANT"):
         monkeypatch.setenv(var, "")
         monkeypatch.delenv(var)
-    monkeypatch.setattr(generation, "_cuda_available", lambda: True)
+    monkeypatch.setattr(generation.common, "_cuda_available", lambda: True)
     monkeypatch.setattr(vllm, "LLM", FakeLLM)
     p = argparse.ArgumentParser()
     cli.add_generation_args(p)
@@ -117,13 +117,13 @@ def test_gpu_engine_settings_reach_vllm(spiky, monkeypatch):
     assert os.environ["VLLM_BATCH_INVARIANT"] == "1"
     # ... which are GPU kernels: on a CPU, a one-line error before any engine starts
     monkeypatch.delenv("VLLM_BATCH_INVARIANT")
-    monkeypatch.setattr(generation, "_cuda_available", lambda: False)
+    monkeypatch.setattr(generation.common, "_cuda_available", lambda: False)
     with pytest.raises(generation.GenerationError, match="--batch-invariant needs vLLM on a CUDA GPU"):
         generation.Generator.from_options(str(spiky), inv_opts := cli.generation_options(
             p.parse_args(["--backend", "vllm", "--batch-invariant"])))._load()
     assert inv_opts.recorded() == {"batch_invariant": True} and "VLLM_BATCH_INVARIANT" not in os.environ
     # --batch-size is max_num_seqs; --seeding engine seeds the engine with --seed and is recorded with the output
-    monkeypatch.setattr(generation, "_cuda_available", lambda: True)
+    monkeypatch.setattr(generation.common, "_cuda_available", lambda: True)
     eng_opts = cli.generation_options(p.parse_args(["--backend", "vllm", "--batch-size", "32", "--seeding", "engine",
                                                     "--seed", "7"]))
     eng = generation.Generator.from_options(str(spiky), eng_opts)

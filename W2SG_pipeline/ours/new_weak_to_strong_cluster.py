@@ -5,7 +5,7 @@ its W2S part and they are clustered -> data/ours[_cascade_halfhalf]/<data>/*_sam
 """
 
 from alice import cli
-from alice.alice_stages import run_cluster, stage_parser
+from alice.alice_stages import run_cluster, setting_from_args, stage_parser
 from alice.clustering import DEFAULT_EMBEDDING_MODEL, INSTRUCTION_MODES
 from alice.options import DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD
 
@@ -23,7 +23,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.num_samples < 2:
         p.error("--num-samples must be at least 2 (a cluster needs two answers)")
-    run_cluster(cli.alice_setting(p, args, argv), cli.generation_options(args), num_samples=args.num_samples, threshold=args.similarity_threshold,
+    run_cluster(setting_from_args(p, args, argv), cli.generation_options(args), num_samples=args.num_samples, threshold=args.similarity_threshold,
                 embedding_model=args.embedding_model, embedding_instruction=args.embedding_instruction)
 
 

@@ -5,7 +5,7 @@
 """
 
 from alice import cli
-from alice.alice_stages import run_final, stage_parser
+from alice.alice_stages import run_final, setting_from_args, stage_parser
 from alice.options import FINAL_TRIES
 
 
@@ -16,7 +16,7 @@ def main(argv=None):
                    help="answers sampled per question; the first well-formed one (the required final-answer format, "
                         "reasoning before it) is kept, a question with none is dropped")
     args = p.parse_args(argv)
-    run_final(cli.alice_setting(p, args, argv), cli.generation_options(args), final_tries=args.final_tries)
+    run_final(setting_from_args(p, args, argv), cli.generation_options(args), final_tries=args.final_tries)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ summarizer LLM states the teacher's uncertainty -> *_uncertainty.jsonl
 """
 
 from alice import cli
-from alice.alice_stages import run_uncertainty, stage_parser
+from alice.alice_stages import run_uncertainty, setting_from_args, stage_parser
 from alice.registry import SUMMARIZER_HUB_ID, SUMMARIZER_LOCAL_DIR
 
 
@@ -16,7 +16,7 @@ def main(argv=None):
                    help=f"LLM that writes the uncertainty statements (default {SUMMARIZER_LOCAL_DIR} when present, "
                         f"else {SUMMARIZER_HUB_ID})")
     args = p.parse_args(argv)
-    run_uncertainty(cli.alice_setting(p, args, argv), cli.generation_options(args), summarizer=args.summarizer_model)
+    run_uncertainty(setting_from_args(p, args, argv), cli.generation_options(args), summarizer=args.summarizer_model)
 
 
 if __name__ == "__main__":

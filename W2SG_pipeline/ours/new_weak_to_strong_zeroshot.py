@@ -4,14 +4,14 @@
 """
 
 from alice import cli
-from alice.alice_stages import run_zeroshot, stage_parser
+from alice.alice_stages import run_zeroshot, setting_from_args, stage_parser
 
 
 @cli.main_guard
 def main(argv=None):
     p = stage_parser(__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
-    run_zeroshot(cli.alice_setting(p, args, argv), cli.generation_options(args))
+    run_zeroshot(setting_from_args(p, args, argv), cli.generation_options(args))
 
 
 if __name__ == "__main__":

