@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from . import data as data_mod
-from . import artifacts, registry
+from . import artifacts, datasets, registry
 from .errors import AliceError
 from .options import DEFAULT_MAX_NEW_TOKENS, GenerationOptions
 
@@ -19,7 +19,7 @@ FAMILY_CHOICES = tuple(registry.FAMILIES) + ("custom",)
 def parser(description: str, roles: tuple[str, ...] = ROLES) -> argparse.ArgumentParser:
     """An ArgumentParser with --data, --model, the given model roles, --data-dir and --root."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True, choices=tuple(data_mod.DATASETS), help="dataset")
+    p.add_argument("--data", required=True, choices=tuple(datasets.DATASETS), help="dataset")
     p.add_argument(
         "--model",
         required=True,

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, grading, prompts
+from . import artifacts, datasets, grading, prompts
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
 from .jsonl import read_jsonl, require_trained, write_json, write_jsonl
 from .options import SAMPLING
@@ -102,6 +102,7 @@ def evaluate(generator: Generator, rows: list[dict], data: str, pred_path, summa
     write_jsonl(pred_path, preds)
     summary = summarize(preds)
     summary.update(meta)
+    summary["dataset_version"] = datasets.spec(data).version  # what graded it (alice.datasets.<name>)
     summary["settings"] = dict(summary.get("settings", {}), max_new_tokens=max_new_tokens, temperature=GREEDY.temperature,
                                backend=generator.backend)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -123,7 +124,7 @@ def regrade(data: str, summary: dict, rows: list[dict], summary_path) -> dict:
     preds = read_jsonl(pred_path)
     new = [dict(p, **grade_prediction(data, p["response"], by_id.get(p["id"]) or dict(p, answer=str(p["gold"])),
                                        summary.get("method"), summary.get("original_wts_type"))) for p in preds]
-    fresh = dict(summary, **summarize(new))
+    fresh = dict(summary, **summarize(new), dataset_version=datasets.spec(data).version)
     if new != preds or fresh != summary:
         write_jsonl(pred_path, new)
         write_json(summary_path, fresh)

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, cli, fresh, generation, registry
+from . import artifacts, cli, datasets, fresh, generation, registry
 from . import data as data_mod
 from .alice_stages import Setting, final_samples_path, originals_path
 from .paths import Layout
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=DEMO["model"], choices=cli.FAMILY_CHOICES,
                    help="model family (see README), or 'custom' with folders/ids")
-    p.add_argument("--data", default=DEMO["data"], choices=tuple(data_mod.DATASETS))
+    p.add_argument("--data", default=DEMO["data"], choices=tuple(datasets.DATASETS))
     p.add_argument("--teacher", default=DEMO["teacher"])
     p.add_argument("--student", default=DEMO["student"])
     p.add_argument("--midlevel", default=None, help="mid-level size: adds cascade Alice")

@@ -10,21 +10,11 @@ from __future__ import annotations
 import os
 import re
 
+from . import models
 from .errors import AliceError
 
-# family -> size -> hub id. The paper's settings are qwen2.5 (1.5B/3B teach 3B/7B) and
-# llama3 (1B/3B teach 3B/8B); the others are small families useful on modest hardware.
-FAMILIES: dict[str, dict[str, str]] = {
-    "qwen2.5": {s: f"Qwen/Qwen2.5-{s}-Instruct" for s in ("0.5B", "1.5B", "3B", "7B", "14B", "32B", "72B")},
-    "llama3": {
-        "1B": "meta-llama/Llama-3.2-1B-Instruct",
-        "3B": "meta-llama/Llama-3.2-3B-Instruct",
-        "8B": "meta-llama/Llama-3.1-8B-Instruct",
-        "70B": "meta-llama/Llama-3.1-70B-Instruct",
-    },
-    "qwen2.5-coder": {s: f"Qwen/Qwen2.5-Coder-{s}-Instruct" for s in ("0.5B", "1.5B", "3B", "7B")},
-    "smollm2": {s: f"HuggingFaceTB/SmolLM2-{s}-Instruct" for s in ("135M", "360M", "1.7B")},
-}
+# family -> size -> hub id (each family's spec: alice.models)
+FAMILIES: dict[str, dict[str, str]] = {name: dict(f.hub_ids) for name, f in models.FAMILIES.items()}
 
 # The paper's helper LLM that writes uncertainty statements. The seed README asks users to place it in
 # ./Meta-Llama-3-70B-Instruct; that folder is preferred when present.

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from alice import data
+from alice.datasets import arc_challenge
 
 # Row counts of shared/offline/data (its README)
 OFFLINE_COUNTS = {
@@ -109,7 +110,7 @@ def test_process_arc_row_matches_processed_format():
         "choices": {"label": ["1", "2", "3", "4"], "text": ["shark", "whale", "trout", "eel"]},
         "answerKey": "2",
     }
-    out = data.process_arc_row(row)
+    out = arc_challenge.process_arc_row(row)
     assert out == {"question": "Which is a mammal?\nA. shark\nB. whale\nC. trout\nD. eel", "answer": "B. whale"}
 
 
@@ -139,7 +140,7 @@ def test_garbage_line_and_wrong_fields_are_one_line_errors(tmp_path):
 def test_arc_from_the_hub_writes_nothing_into_the_repository(tmp_path, monkeypatch):
     import datasets
 
-    monkeypatch.setattr(data, "ARC_PROCESSED_DIR", tmp_path / "arc_challenge_processed")
+    monkeypatch.setattr(arc_challenge, "ARC_PROCESSED_DIR", tmp_path / "arc_challenge_processed")
     raw = [{"question": f"Q{i}?", "choices": {"label": ["A", "B"], "text": ["x", f"y{i}"]}, "answerKey": "B"} for i in range(3)]
     seen = []
 

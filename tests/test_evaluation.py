@@ -1,12 +1,14 @@
 """evaluation.py end to end on tiny fixture models and a tiny local data folder (hf backend)."""
 
+import dataclasses
 import json
 import os
 import shutil
 
 import pytest
 
-from alice import generation
+from alice import datasets, generation
+from alice.datasets import gsm8k
 from alice.evaluate import summarize, target, wilson
 from alice.paths import Layout
 from alice.testing import load_script
@@ -74,6 +76,7 @@ def test_naive_end_to_end_and_rerun(tiny_models, data_dir, tmp_path, capsys, mon
     summary = json.load(open(L.eval_summary("gsm8k", "custom_qwen_small_naive")))
     assert summary["n"] == 5 and summary["model"] == student and summary["method"] == "naive"
     assert summary["settings"]["backend"] == "hf" and len(summary["ci95"]) == 2 and s["accuracy"] == summary["accuracy"]
+    assert summary["dataset_version"] == gsm8k.VERSION  # what graded it
     assert "accuracy" in capsys.readouterr().out
     assert not list((tmp_path / "model_outputs" / "eval" / "gsm8k").glob("*.gen*"))  # checkpoint cleared
 
@@ -114,6 +117,8 @@ def test_both_metrics_and_grading_seed(tiny_models, data_dir, tmp_path, capsys, 
         for p, r in zip(preds, responses):
             f.write(json.dumps(dict(p, response=r)) + "\n")
     monkeypatch.setattr(generation.Generator, "_load", lambda self: pytest.fail("model loaded"))
+    # a new version of the dataset's grading: the regraded summary records it
+    monkeypatch.setitem(datasets.DATASETS, "gsm8k", dataclasses.replace(datasets.spec("gsm8k"), version="2"))
     capsys.readouterr()
     s = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--grading", "seed"))
     assert (s["correct"], s["n"], s["accuracy"]) == (3, 5, 0.6)
@@ -122,6 +127,7 @@ def test_both_metrics_and_grading_seed(tiny_models, data_dir, tmp_path, capsys, 
     assert "(seed's metric): accuracy 0.333 (1/3 counted of 5" in out and "project's grading 0.600" in out
     saved = json.load(open(Layout(tmp_path).eval_summary("gsm8k", "custom_qwen_small_naive")))
     assert saved["seed"]["denominator"] == 3 and saved["correct"] == 3  # regraded summary written back
+    assert saved["dataset_version"] == "2"
     assert [json.loads(x)["seed_counted"] for x in open(path)] == [True, True, False, True, False]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from alice import alice_stages as st
 from alice import data as data_mod
+from alice import datasets
 from alice import grading, pipeline, prompts, sft
 from alice.jsonl import read_jsonl
 from alice.paths import Layout
@@ -27,7 +28,7 @@ def _toy_grade(response, gold, question=None):
 
 
 # ---- the one block a newcomer writes -------------------------------------------------------------------
-TOY = data_mod.DatasetSpec(
+TOY = datasets.DatasetSpec(
     name="toycapitals",
     normalize=lambda split, i, raw: {"id": f"toy-{split}-{i}", "question": raw["q"], "answer": f"Answer: {raw['a']}",
                                      "gold": raw["a"]},
@@ -44,8 +45,8 @@ TOY = data_mod.DatasetSpec(
 
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_mod, "DATASETS", dict(data_mod.DATASETS))  # the registration ends with the test
-    data_mod.register_dataset(TOY)
+    monkeypatch.setattr(datasets, "DATASETS", dict(datasets.DATASETS))  # the registration ends with the test
+    datasets.register_dataset(TOY)
     folder = tmp_path / "data_in" / "toycapitals"
     folder.mkdir(parents=True)
     for split, n in (("train", 40), ("dev", 6)):

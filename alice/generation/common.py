@@ -10,11 +10,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import models
 from ..errors import AliceError
 from ..options import DEFAULT_MAX_NEW_TOKENS, GenerationOptions
 
 # End-of-turn tokens of common chat formats, used as extra stop tokens when the tokenizer knows them.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|eom_id|>")
+END_OF_TURN_TOKENS = models.END_OF_TURN_TOKENS
 BACKENDS = ("auto", "vllm", "hf")
 SEEDING = ("request", "engine")  # vLLM sampling: a seed per request (the default) or the engine's one RNG
 HF_BATCHING = ("auto", "continuous", "padded")  # auto: continuous on a GPU (when transformers has it), else padded

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 
@@ -21,7 +22,7 @@ def last_marker_grade(data: str, response: str, row: dict) -> bool:
 
     if data == "gsm8k" and "####" in response:
         pred = grading.normalize_number(response.split("####")[-1])
-        return pred is not None and grading.Decimal(pred) == grading.Decimal(grading.normalize_number(row["gold"]) or "nan")
+        return pred is not None and Decimal(pred) == Decimal(grading.normalize_number(row["gold"]) or "nan")
     return grading.grade(data, response, row["gold"], row["question"]).correct
 
 
