@@ -13,13 +13,10 @@ the same settings prints the stored result, a killed run continues where it stop
 
 from __future__ import annotations
 
-from alice import cli, fresh
+from alice import cli, fresh, methods
 from alice import data as data_mod
 from alice.evaluate import (
     GRADINGS,
-    METHODS,
-    ORIGINAL_WTS_TYPES,
-    OURS_WTS_TYPES,
     evaluate,
     load_summary,
     model_inputs,
@@ -35,10 +32,10 @@ from alice.paths import Layout
 
 def build_parser():
     p = cli.parser("Evaluate a model on the test split of a dataset.", roles=("teacher", "student"))
-    p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--original-wts-type", choices=ORIGINAL_WTS_TYPES, default=None,
+    p.add_argument("--method", required=True, choices=methods.eval_methods())
+    p.add_argument("--original-wts-type", choices=methods.eval_types("--original-wts-type"), default=None,
                    help="with --method original-wts (cascade: pass the mid-level as --teacher)")
-    p.add_argument("--ours-wts-type", choices=OURS_WTS_TYPES, default=None,
+    p.add_argument("--ours-wts-type", choices=methods.eval_types("--ours-wts-type"), default=None,
                    help="with --method ours-wts (cascade: pass the mid-level as --teacher)")
     p.add_argument("--grading", choices=GRADINGS, default="project",
                    help="which metric to print: the project's graders over every question (default), or the seed's "
@@ -53,16 +50,16 @@ def main(argv=None) -> dict:
     p = build_parser()
     args = p.parse_args(argv)
     student_id = cli.resolve(p, args, "student")
-    if args.method == "original-wts" and not args.original_wts_type:
-        p.error("--method original-wts needs --original-wts-type qa|cot|cascade")
-    if args.method == "ours-wts" and not args.ours_wts_type:
-        p.error("--method ours-wts needs --ours-wts-type singleturn|cascade")
-    if args.method in ("original-wts", "ours-wts"):
+    try:  # the registry entry these flags name (alice.methods): a wrong pair is a usage error naming the choices
+        m = methods.by_eval_flags(args.method, args.original_wts_type, args.ours_wts_type)
+    except methods.MethodError as e:
+        p.error(str(e))
+    if m.trains == "student" and m.eval_type_flag:  # a weak-to-strong student: its run is named by its teacher
         cli.resolve(p, args, "teacher")
     layout = Layout.default(args.root)
-    t = target(layout, args.method, args.model, args.data, args.student, student_id, args.teacher,
-               args.original_wts_type if args.method == "original-wts" else None,
-               args.ours_wts_type if args.method == "ours-wts" else None, data_dir=args.data_dir)
+    otype, utype = (m.eval[1] if m.eval_type_flag == f else None for f in ("--original-wts-type", "--ours-wts-type"))
+    t = target(layout, args.method, args.model, args.data, args.student, student_id, args.teacher, otype, utype,
+               data_dir=args.data_dir)
     pred_path, summary_path = layout.eval_predictions(args.data, t.run), layout.eval_summary(args.data, t.run)
     max_new = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
     settings = {"limit": args.limit, "max_new_tokens": max_new, "seed": args.seed, **cli.generation_options(args).recorded()}

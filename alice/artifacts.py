@@ -5,11 +5,10 @@ and the stage script + flags that make it. Everything that needs "what makes X" 
 hints of every stage (``jsonl.require``: "run `...` first"), SFT's job resolution, evaluation's targets, the original
 W2S labeller's plan and the pipeline's plan (``alice.pipeline``), which runs exactly these commands.
 
-Types have one spelling inside the library: ``qa``, ``cot``, ``singleturn``, and a cascade hop as ``cascade1`` /
-``cascade2`` (``canonical_type``). The user-facing flags keep the paper's spellings, so each artifact writes its
-flag value as its script expects: ``original_weak_to_strong.py --type cascade_1|cascade_2``,
-``SFT.py --ours-wts-type cascade1|cascade2``, ``SFT.py --original-wts-type cascade`` (the baseline cascade's
-students), ``evaluation.py --ours-wts-type cascade`` / ``--original-wts-type cascade`` (the last hop's student).
+A trained model is one entry of the method registry (``alice.methods``): ``trained`` makes its artifact, the folder
+declared there and the command in the paper's flag spellings (``SFT.py --method ours-wts-stage2 --ours-wts-type
+cascade1``). Label types have one spelling inside the library (``cascade1`` / ``cascade2``); the original labeller's
+flag keeps the paper's ``--type cascade_1|cascade_2`` (``methods.canonical_label_type``).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import methods
 from .paths import Layout, eval_run_name
 
 # The stage scripts, relative to the repository root.
@@ -29,13 +29,7 @@ EVAL = "evaluation.py"
 REPORT = "report.py"
 ALICE_STAGES = ("cluster", "uncertainty", "zeroshot", "final")
 
-# The paper's flag spellings of one type, folded into the library's one spelling.
-_ALIASES = {"cascade_1": "cascade1", "cascade_2": "cascade2"}
-
-
-def canonical_type(type_: str | None) -> str | None:
-    """``cascade_1`` -> ``cascade1`` (the original labeller's flag spelling); every other type as it is."""
-    return _ALIASES.get(type_, type_)
+canonical_type = methods.canonical_label_type
 
 
 def location(root=None, data_dir=None) -> list[str]:
@@ -79,34 +73,44 @@ def cot(L: Layout, model: str, data: str, teacher: str) -> Artifact:
     return _a(L.cot_correct(model, teacher, data), COT, model, data, "--teacher", teacher)
 
 
-# ---- trained models ---------------------------------------------------------------------------------------
+# ---- trained models: one registry entry each (alice.methods) --------------------------------------------
+def trained(L: Layout, method, model: str, data: str, teacher: str | None = None,
+            student: str | None = None) -> Artifact:
+    """The model ``method`` (a ``methods.Method`` or its key) trains: its folder and ``SFT.py`` command, the flags in
+    the paper's spellings (``--teacher``/``--student`` as its folder name uses them, ``--method``, the type flag)."""
+    m = methods.get(method) if isinstance(method, str) else method
+    flags = []
+    if "{teacher}" in m.name:
+        flags += ["--teacher", teacher]
+    if "{student}" in m.name:
+        flags += ["--student", student]
+    flags += ["--method", m.sft[0]]
+    if m.sft_type_flag:
+        flags += [m.sft_type_flag, m.sft[1]]
+    return _a(L.trained(m, model, data, teacher, student), SFT, model, data, *flags)
+
+
 def base_model(L: Layout, model: str, data: str, student: str) -> Artifact:
     """A model trained on the ground truth of the W2S part (the weak and strong baselines)."""
-    return _a(L.base_model(model, student, data), SFT, model, data, "--student", student, "--method", "base")
+    return trained(L, "base", model, data, student=student)
 
 
 def teacher_model(L: Layout, model: str, data: str, teacher: str, type_: str) -> Artifact:
     """The stage-1 teacher trained on CoT (``cot``: also Alice's sampler) or on q-a pairs (``qa``)."""
-    if type_ == "qa":
-        return _a(L.teacher_qa_model(model, teacher, data), SFT, model, data, "--teacher", teacher,
-                  "--method", "original-wts-stage1", "--original-wts-type", "qa")
-    return _a(L.teacher_cot_model(model, teacher, data), SFT, model, data, "--teacher", teacher,
-              "--method", "ours-wts-stage1", "--ours-wts-type", "singleturn")
+    return trained(L, "teacher_qa" if type_ == "qa" else "teacher_cot", model, data, teacher=teacher)
 
 
 def original_student(L: Layout, model: str, data: str, teacher: str, student: str, type_: str) -> Artifact:
     """A student trained on original-W2S labels: ``qa``/``cot`` labels of the W2S part, or ``cascade`` (a hop of the
     baseline cascade; ``teacher`` is that hop's labeller)."""
-    return _a(L.original_student_model(model, teacher, student, data, type_), SFT, model, data, "--teacher", teacher,
-              "--student", student, "--method", "original-wts-stage2", "--original-wts-type", type_)
+    return trained(L, methods.by_sft_flags("original-wts-stage2", original_type=type_), model, data, teacher, student)
 
 
 def alice_student(L: Layout, model: str, data: str, teacher: str, student: str, type_: str = "singleturn") -> Artifact:
     """A student trained on an Alice training file: ``singleturn``, or the cascade's ``cascade1`` (teacher -> mid-level:
     ``student`` is the mid-level) / ``cascade2`` (mid-level -> student: ``teacher`` is the mid-level)."""
-    type_ = canonical_type(type_)
-    return _a(L.ours_student_model(model, teacher, student, data, type_), SFT, model, data, "--teacher", teacher,
-              "--student", student, "--method", "ours-wts-stage2", "--ours-wts-type", type_)
+    return trained(L, methods.by_sft_flags("ours-wts-stage2", ours_type=canonical_type(type_)), model, data, teacher,
+                   student)
 
 
 # ---- original W2S labels ----------------------------------------------------------------------------------
@@ -178,10 +182,7 @@ def evaluated_model(L: Layout, model: str, data: str, student: str, method: str,
                     original_wts_type: str | None = None, ours_wts_type: str | None = None) -> Artifact | None:
     """The trained model an evaluation scores (None for ``naive``: the untrained hub model). For the cascade types
     ``teacher`` is the mid-level model (the last hop's teacher)."""
-    if method == "naive":
+    m = methods.by_eval_flags(method, original_wts_type, ours_wts_type)
+    if m.trains is None:
         return None
-    if method == "base":
-        return base_model(L, model, data, student)
-    if method == "original-wts":
-        return original_student(L, model, data, teacher, student, original_wts_type)
-    return alice_student(L, model, data, teacher, student, "singleturn" if ours_wts_type == "singleturn" else "cascade2")
+    return trained(L, m, model, data, teacher, student)

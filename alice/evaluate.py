@@ -10,16 +10,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, datasets, grading, prompts
+from . import artifacts, datasets, grading, methods, prompts
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
 from .jsonl import read_jsonl, require_trained, write_json, write_jsonl
 from .options import SAMPLING
 from .paths import Layout, eval_run_name
 
 GREEDY = SAMPLING["eval"]
-METHODS = ("naive", "base", "original-wts", "ours-wts")
-ORIGINAL_WTS_TYPES = ("qa", "cot", "cascade")
-OURS_WTS_TYPES = ("singleturn", "cascade")
+# evaluation.py's choices: the paper's spellings of the method registry's evaluated entries (alice.methods)
+METHODS = methods.eval_methods()
+ORIGINAL_WTS_TYPES = methods.eval_types("--original-wts-type")
+OURS_WTS_TYPES = methods.eval_types("--ours-wts-type")
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -51,8 +52,8 @@ def target(layout: Layout, method: str, model: str, data: str, student: str, stu
     original-wts / ours-wts: the student trained on a teacher's labels. For the cascade types ``teacher`` is the
     mid-level model (the last hop's teacher), as in the seed: ``--teacher 3B --student 7B`` for 1.5B -> 3B -> 7B.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method not in methods.eval_methods():
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(methods.eval_methods())}")
     run = eval_run_name(model, student, method, teacher, original_wts_type, ours_wts_type)
     trained = artifacts.evaluated_model(layout, model, data, student, method, teacher, original_wts_type, ours_wts_type)
     if trained is None:

@@ -9,6 +9,7 @@ clusters gsm8k/arc samples by. The datasets' own functions are re-exported under
 
 from __future__ import annotations
 
+from . import methods
 from .datasets import spec as _spec
 from .datasets.arc_challenge import (DIGITS, LETTERS, arc_final_marker, arc_gold_label, arc_options,  # noqa: F401
                                      extract_arc, grade_arc, seed_gold_arc, seed_grade_arc)
@@ -23,7 +24,10 @@ from .datasets.triviaqa import grade_triviaqa, seed_gold_triviaqa  # noqa: F401
 def seed_arc_reads_choice(method: str | None, original_wts_type: str | None) -> bool:
     """The seed parsed ``My choice is`` (and dropped responses without it) only for models trained on
     CoT-style targets: ``--original-wts-type cot`` or ``--method ours-wts``; other runs split the whole response."""
-    return original_wts_type == "cot" or method == "ours-wts"
+    try:
+        return methods.by_eval_flags(method, original_wts_type).seed_reads_choice
+    except methods.MethodError:  # no type given (ours-wts): what every entry of the method does
+        return bool(method) and any(m.seed_reads_choice for m in methods.METHODS.values() if m.eval and m.eval[0] == method)
 
 
 def grade(data: str, response: str, gold, question: str | None = None) -> Grade:

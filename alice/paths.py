@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import methods
 from .registry import model_tag
 
 ROOT_ENV = "ALICE_ROOT"
@@ -71,17 +72,26 @@ class Layout:
         """The student's training file: 'original' rows (one cluster) and 'new' rows (proactive answers)."""
         return self._ours_dir(data, cascade) / f"{model}_{_tag(teacher)}_to_{_tag(student)}_{data}.jsonl"
 
-    # ---- trained models -------------------------------------------------------------------------------
+    # ---- trained models: each method's folder is declared in its registry entry (alice.methods) -------------
+    def trained(self, method, model: str, data: str, teacher: str | None = None, student: str | None = None) -> Path:
+        """The folder ``method`` (a ``methods.Method`` or its key) trains into: ``model_outputs/<folder>/<name>``."""
+        m = methods.get(method) if isinstance(method, str) else method
+        if m.folder is None:
+            raise ValueError(f"method {m.key!r} trains no model")
+        name = m.name.format(model=model, data=data, teacher=_tag(teacher) if teacher else "",
+                             student=_tag(student) if student else "", type=m.sft[1] if m.sft else "")
+        return self.models / m.folder / name
+
     def base_model(self, model: str, student: str, data: str) -> Path:
-        return self.models / "base" / f"{model}_{_tag(student)}_{data}"
+        return self.trained("base", model, data, student=student)
 
     def teacher_qa_model(self, model: str, teacher: str, data: str) -> Path:
         """original-wts-stage1 --original-wts-type qa."""
-        return self.models / "original" / f"{model}_{_tag(teacher)}_{data}"
+        return self.trained("teacher_qa", model, data, teacher=teacher)
 
     def teacher_cot_model(self, model: str, teacher: str, data: str) -> Path:
         """ours-wts-stage1 (also the 'cot' teacher of the original W2S baseline)."""
-        return self.models / "ours" / f"{model}_{_tag(teacher)}_{data}"
+        return self.trained("teacher_cot", model, data, teacher=teacher)
 
     def teacher_model(self, model: str, teacher: str, data: str, type_: str) -> Path:
         """The stage-1 teacher trained on ``type_`` ('qa' or 'cot')."""
@@ -91,14 +101,11 @@ class Layout:
 
     def original_student_model(self, model: str, teacher: str, student: str, data: str, type_: str) -> Path:
         """original-wts-stage2: ``type_`` in qa, cot, cascade."""
-        if type_ == "cascade":
-            return self.models / "original_cascade" / f"{model}_{_tag(teacher)}_to_{_tag(student)}_{data}"
-        return self.models / "original" / f"{model}_{_tag(teacher)}_to_{_tag(student)}_{data}_{type_}teacher"
+        return self.trained(methods.by_sft_flags("original-wts-stage2", original_type=type_), model, data, teacher, student)
 
     def ours_student_model(self, model: str, teacher: str, student: str, data: str, type_: str = "singleturn") -> Path:
         """ours-wts-stage2: singleturn, or cascade1 (teacher -> mid) / cascade2 (mid -> student)."""
-        sub = "ours" if type_ == "singleturn" else "ours_cascade_halfhalf"
-        return self.models / sub / f"{model}_{_tag(teacher)}_to_{_tag(student)}_{data}"
+        return self.trained(methods.by_sft_flags("ours-wts-stage2", ours_type=type_), model, data, teacher, student)
 
     # ---- evaluation and report ------------------------------------------------------------------------
     def eval_dir(self, data: str) -> Path:

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, cli, datasets, fresh, generation, registry
+from . import artifacts, cli, datasets, fresh, generation, methods, registry
 from . import data as data_mod
 from .alice_stages import Setting, final_samples_path, originals_path
 from .paths import Layout
@@ -318,6 +318,16 @@ def plan(args: PipelineOptions) -> list[Step]:
     final = alice(T, S, cascade=False, sampler_step=teacher["cot"])
     trained = step(f"alice student {T}->{S}", A.alice_student(L, M, D, T, S, "singleturn"), sft_extra, after=[final])
     ev("alice", S, "ours-wts", T, utype="singleturn", after=[trained])
+    # 4b. method variants beyond the paper's (alice.methods entries with paper=False): trained on their input, evaluated
+    made = {"ground_truth": None, "cot": cot, "cot_qa": cot, "alice_final": final}
+    for m in methods.METHODS.values():
+        if m.paper or m.input not in made:
+            continue
+        who = S if m.trains == "student" else T
+        trained = step(f"{m.key} {T}->{who}", A.trained(L, m, M, D, T, S), sft_extra, after=[made[m.input]])
+        if m.eval:
+            otype, utype = (m.eval[1] if m.eval_type_flag == f else None for f in ("--original-wts-type", "--ours-wts-type"))
+            ev(m.key, who, m.eval[0], T, otype, utype, after=[trained])
     if MID:
         final = alice(T, MID, cascade=False, sampler_step=teacher["cot"])
         mid = step(f"cascade mid {T}->{MID}", A.alice_student(L, M, D, T, MID, "cascade1"), sft_extra, after=[final])

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
-from . import fresh, grading
+from . import fresh, grading, methods
 from .alice_stages import Setting
 from .evaluate import load_correct, load_summary, wilson
 from .jsonl import JsonlError, read_jsonl, write_json
@@ -45,24 +45,20 @@ class Entry:
 
 
 def entries(model: str, teacher: str, student: str, midlevel: str | None = None) -> list[Entry]:
-    """The rows of the report for one setting, in display order."""
-    def run(method, t, o=None, a=None):
-        return eval_run_name(model, student, method, t, o, a)
-
-    need_mid = "needs --midlevel"
-    return [
-        Entry("naive_weak", f"naive weak ({teacher}, untrained)", eval_run_name(model, teacher, "naive"), False),
-        Entry("naive_strong", f"naive strong ({student}, untrained)", eval_run_name(model, student, "naive"), False),
-        Entry("weak", f"weak ({teacher} on ground truth)", eval_run_name(model, teacher, "base"), False),
-        Entry("strong", f"strong ({student} on ground truth)", eval_run_name(model, student, "base"), False),
-        Entry("original_qa", "original W2S, qa teacher", run("original-wts", teacher, o="qa"), True),
-        Entry("original_cot", "original W2S, cot teacher", run("original-wts", teacher, o="cot"), True),
-        Entry("original_cascade", f"original W2S cascade (via {midlevel})" if midlevel else "original W2S cascade",
-              run("original-wts", midlevel, o="cascade") if midlevel else None, True, "" if midlevel else need_mid),
-        Entry("alice", "Alice", run("ours-wts", teacher, a="singleturn"), True),
-        Entry("alice_cascade", f"cascade Alice (via {midlevel})" if midlevel else "cascade Alice",
-              run("ours-wts", midlevel, a="cascade") if midlevel else None, True, "" if midlevel else need_mid),
-    ]
+    """The rows of the report for one setting, in display order: each method's report rows (``alice.methods``)."""
+    sizes = {"teacher": teacher, "student": student, "midlevel": midlevel}
+    out = []
+    for m in methods.METHODS.values():
+        for r in m.report:
+            label = r.label if midlevel or r.via != "midlevel" else r.label.replace(" (via {midlevel})", "")
+            label = label.format(**{k: v or "" for k, v in sizes.items()})
+            if r.via == "midlevel" and not midlevel:  # cannot exist in this setting
+                out.append(Entry(r.key, label, None, m.pgr, "needs --midlevel"))
+                continue
+            otype, utype = (m.eval[1] if m.eval_type_flag == f else None for f in ("--original-wts-type", "--ours-wts-type"))
+            run = eval_run_name(model, sizes[r.evaluated], m.eval[0], sizes[r.via] if r.via else None, otype, utype)
+            out.append(Entry(r.key, label, run, m.pgr))
+    return out
 
 
 def _pgr(acc: float, weak: float, strong: float) -> float | None:

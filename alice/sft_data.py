@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import data as data_mod
-from . import artifacts, prompts, registry
+from . import artifacts, methods, prompts, registry
 from .jsonl import JsonlError, read_jsonl
 from .paths import Layout
 from .sft_config import SFTError
 
-METHODS = ("base", "ours-wts-stage1", "original-wts-stage1", "original-wts-stage2", "ours-wts-stage2")
-OURS_TYPES = {"ours-wts-stage1": ("singleturn",), "ours-wts-stage2": ("singleturn", "cascade1", "cascade2")}
-ORIGINAL_TYPES = {"original-wts-stage1": ("qa",), "original-wts-stage2": ("qa", "cot", "cascade")}
+# training/SFT.py's choices, the paper's spellings of the method registry's entries (alice.methods)
+METHODS = methods.sft_methods()
+OURS_TYPES = {m: methods.sft_types("--ours-wts-type", m) for m in METHODS if methods.sft_types("--ours-wts-type", m)}
+ORIGINAL_TYPES = {m: methods.sft_types("--original-wts-type", m) for m in METHODS
+                  if methods.sft_types("--original-wts-type", m)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -40,21 +42,17 @@ class Job:
     input_file: Path | None = None  # the stage file the rows come from (None: a dataset split)
 
 
+def method_entry(method: str, ours_type: str | None, original_type: str | None) -> methods.Method:
+    """The registry entry of ``--method`` and its type flag (checked: a wrong pair is one line naming the choices)."""
+    try:
+        return methods.by_sft_flags(method, ours_type, original_type)
+    except methods.MethodError as e:
+        raise SFTError(str(e)) from None
+
+
 def method_type(method: str, ours_type: str | None, original_type: str | None) -> str | None:
-    """The type flag that applies to ``method`` (checked), or None for ``base``."""
-    if method == "base":
-        return None
-    table, flag, given = (
-        (OURS_TYPES, "--ours-wts-type", ours_type) if method.startswith("ours") else (ORIGINAL_TYPES, "--original-wts-type", original_type)
-    )
-    choices = table[method]
-    if given is None:
-        if len(choices) == 1:
-            return choices[0]
-        raise SFTError(f"--method {method} needs {flag} (one of {', '.join(choices)})")
-    if given not in choices:
-        raise SFTError(f"--method {method} takes {flag} {' or '.join(choices)}, not {given!r}")
-    return given
+    """The type flag's value that applies to ``method`` (checked), or None for ``base``."""
+    return method_entry(method, ours_type, original_type).sft[1]
 
 
 def _file_rows(path: Path, made_by: str) -> list[dict]:
@@ -102,11 +100,9 @@ def resolve_job(
     load_rows: bool = True,
 ) -> Job:
     """Which model ``method`` trains, on which rows, into which folder. Missing inputs name the command that makes them."""
-    if method not in METHODS:
-        raise SFTError(f"unknown --method {method!r}; choose from {', '.join(METHODS)}")
-    type_ = method_type(method, ours_type, original_type)
-    role = "teacher" if method.endswith("stage1") else "student"
-    needed = ("student",) if method == "base" else (("teacher",) if role == "teacher" else ("teacher", "student"))
+    m = method_entry(method, ours_type, original_type)
+    type_, role = m.sft[1], m.trains
+    needed = [r for r in ("teacher", "student") if "{" + r + "}" in m.name]  # the roles its folder is named by
     for r in needed:
         if {"teacher": teacher, "student": student}[r] is None:
             hint = " (the trained model; the weak baseline is --student <teacher size>)" if method == "base" else ""
@@ -115,53 +111,16 @@ def resolve_job(
     model_id = registry.resolve_model(model, size)
     M, D, T, S, L = model, data, teacher, student, layout
     where = dict(root=L.root, data_dir=data_dir)  # --data-dir / --root of the hinted commands
-    path = None
-
-    if method == "base":
-        out, source = artifacts.base_model(L, M, D, S).path, f"{D} train split: W2S part (ground truth)"
-        load = lambda: data_mod.load_subset(D, "w2s_part", data_dir)  # noqa: E731
-    elif method == "ours-wts-stage1":
-        out = artifacts.teacher_model(L, M, D, T, "cot").path
-        if not data_mod.spec(D).ships_cot:
-            cot = artifacts.cot(L, M, D, T)
-            path, made_by, source = cot.path, cot.command(**where), str(cot.path)
-            load = lambda: _file_rows(path, made_by)  # noqa: E731
-        else:  # gsm8k ships its own worked solutions
-            source = f"{D} train split: teacher half (ground-truth worked solutions)"
-            load = lambda: data_mod.load_subset(D, "teacher_half", data_dir)  # noqa: E731
-    elif method == "original-wts-stage1":
-        out = artifacts.teacher_model(L, M, D, T, "qa").path
-        if not data_mod.spec(D).ships_cot:  # as the seed: the questions whose CoT was correct, with their short answer
-            cot = artifacts.cot(L, M, D, T)
-            path, made_by = cot.path, cot.command(**where)
-            source = f"{path} (questions with a correct CoT; target: the ground-truth short answer)"
-            load = lambda: qa_rows_from_cot(path, made_by)  # noqa: E731
-        else:  # gsm8k: the whole teacher half, target '#### N'
-            source = f"{D} train split: teacher half (short answers)"
-            load = lambda: [dict(r, answer=qa_target(D, r)) for r in data_mod.load_subset(D, "teacher_half", data_dir)]  # noqa: E731
-    elif method == "original-wts-stage2":
-        out = artifacts.original_student(L, M, D, T, S, type_).path
-        if type_ == "cascade":
-            # hop 1 (teacher -> mid): labels by the teacher; hop 2 (mid -> student): labels by the mid-level model
-            hop1, hop2 = (artifacts.original_labels(L, M, D, T, "cascade1"),
-                          artifacts.original_labels(L, M, D, "<teacher>", "cascade2", midlevel=T))
-            path, made_by = hop1.path, f"{hop1.command(**where)}` (hop 1), or `{hop2.command(**where)}"
-        else:
-            labels = artifacts.original_labels(L, M, D, T, type_)
-            path, made_by = labels.path, labels.command(**where)
-        source = str(path)
-        load = lambda: _file_rows(path, made_by)  # noqa: E731
-    else:  # ours-wts-stage2
-        out = artifacts.alice_student(L, M, D, T, S, type_).path
-        # the Alice final stage of this very setting (it names its own missing inputs in turn)
-        final = (artifacts.alice_stage(L, "final", M, D, "<teacher>", S, midlevel=T) if type_ == "cascade2"
-                 else artifacts.alice_stage(L, "final", M, D, T, S))
-        path, made_by, source = final.path, final.command(**where), str(final.path)
-        if type_ == "cascade1":
-            source += f" (rows whose id is in the cascade's first half of the {D} W2S part)"
-            load = lambda: cascade_first_rows(_file_rows(path, made_by), path, D, data_dir, made_by)  # noqa: E731
-        else:
-            load = lambda: _file_rows(path, made_by)  # noqa: E731
+    out = artifacts.trained(L, m, M, D, T, S).path
+    path, made_by, source, load = _input(m, M, D, T, S, L, data_dir, where)
+    if m.rows == "cascade_first":
+        source += f" (rows whose id is in the cascade's first half of the {D} W2S part)"
+        read = load
+        load = lambda: cascade_first_rows(read(), path, D, data_dir, made_by)  # noqa: E731
+    elif m.rows and m.rows.startswith("label:"):
+        label = m.rows.split(":", 1)[1]
+        source += f" (its '{label}' rows)"
+        load = lambda: _labelled_rows(path, made_by, label)  # noqa: E731
 
     job = Job(method, type_, role, size, model_id, Path(output_dir) if output_dir else out, source,
               input_file=Path(path) if path is not None else None)
@@ -170,6 +129,51 @@ def resolve_job(
         if not job.rows:
             raise SFTError(f"no training rows in {source}")
     return job
+
+
+def _input(m: methods.Method, M, D, T, S, L: Layout, data_dir, where):
+    """Where the rows of ``m`` come from (its ``input``, ``methods.INPUTS``): (file or None, the command that makes it,
+    a description, a loader)."""
+    path = made_by = None
+    if m.input == "ground_truth":
+        return None, None, f"{D} train split: W2S part (ground truth)", lambda: data_mod.load_subset(D, "w2s_part", data_dir)
+    if m.input in ("cot", "cot_qa") and data_mod.spec(D).ships_cot:  # gsm8k ships its own worked solutions
+        if m.input == "cot":
+            return (None, None, f"{D} train split: teacher half (ground-truth worked solutions)",
+                    lambda: data_mod.load_subset(D, "teacher_half", data_dir))
+        return (None, None, f"{D} train split: teacher half (short answers)",  # the whole teacher half, target '#### N'
+                lambda: [dict(r, answer=qa_target(D, r)) for r in data_mod.load_subset(D, "teacher_half", data_dir)])
+    if m.input in ("cot", "cot_qa"):
+        cot = artifacts.cot(L, M, D, T)
+        path, made_by = cot.path, cot.command(**where)
+        if m.input == "cot":
+            return path, made_by, str(path), lambda: _file_rows(path, made_by)
+        # as the seed: the questions whose CoT was correct, with their short answer
+        return (path, made_by, f"{path} (questions with a correct CoT; target: the ground-truth short answer)",
+                lambda: qa_rows_from_cot(path, made_by))
+    if m.input == "original_cascade_labels":
+        # hop 1 (teacher -> mid): labels by the teacher; hop 2 (mid -> student): labels by the mid-level model
+        hop1, hop2 = (artifacts.original_labels(L, M, D, T, "cascade1"),
+                      artifacts.original_labels(L, M, D, "<teacher>", "cascade2", midlevel=T))
+        path, made_by = hop1.path, f"{hop1.command(**where)}` (hop 1), or `{hop2.command(**where)}"
+    elif m.input == "original_labels":
+        labels = artifacts.original_labels(L, M, D, T, m.sft[1])
+        path, made_by = labels.path, labels.command(**where)
+    elif m.input == "alice_cascade_final":  # the Alice final stage of this very setting (it names its own inputs)
+        final = artifacts.alice_stage(L, "final", M, D, "<teacher>", S, midlevel=T)
+        path, made_by = final.path, final.command(**where)
+    elif m.input == "alice_final":
+        final = artifacts.alice_stage(L, "final", M, D, T, S)
+        path, made_by = final.path, final.command(**where)
+    else:
+        raise SFTError(f"method {m.key!r}: training reads no input {m.input!r}")
+    return path, made_by, str(path), lambda: _file_rows(path, made_by)
+
+
+def _labelled_rows(path: Path, made_by: str, label: str) -> list[dict]:
+    """The rows of an Alice training file whose 'label' is ``label`` (``original`` / ``new``)."""
+    keep = {r.get("id") for r in read_jsonl(path, made_by=made_by) if r.get("label") == label}
+    return [r for r in _file_rows(path, made_by) if r["id"] in keep]
 
 
 def cascade_first_rows(rows: list[dict], path: Path, data: str, data_dir: str | None,

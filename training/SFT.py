@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from alice import cli
-from alice import fresh, sft
+from alice import fresh, methods, sft
 from alice.paths import Layout
 
 P = sft.PAPER
@@ -22,11 +22,11 @@ P = sft.PAPER
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(__doc__.split("\n")[0], roles=("teacher", "student"))
-    p.add_argument("--method", required=True, choices=sft.METHODS)
-    p.add_argument("--ours-wts-type", default=None, choices=("singleturn", "cascade1", "cascade2"),
+    p.add_argument("--method", required=True, choices=methods.sft_methods())
+    p.add_argument("--ours-wts-type", default=None, choices=methods.sft_types("--ours-wts-type"),
                    help="ours-wts-stage1: singleturn; ours-wts-stage2: singleturn, cascade1 (teacher -> mid: pass the "
                         "mid-level as --student), cascade2 (mid -> student: pass the mid-level as --teacher)")
-    p.add_argument("--original-wts-type", default=None, choices=("qa", "cot", "cascade"),
+    p.add_argument("--original-wts-type", default=None, choices=methods.sft_types("--original-wts-type"),
                    help="original-wts-stage1: qa; original-wts-stage2: qa, cot or cascade (--teacher = the labeler)")
     p.add_argument("--output-dir", default=None, help="train into this folder instead of the paper's model_outputs path")
     cli.add_overwrite(p)
