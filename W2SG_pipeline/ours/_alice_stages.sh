@@ -6,12 +6,12 @@ MODEL=${MODEL:-qwen2.5}
 STUDENT=${STUDENT:-7B}
 GPUS=${GPUS:-}                          # CUDA_VISIBLE_DEVICES for every stage (the paper: 1,2,3,4); empty: unchanged
 TP=${TP:-1}                             # vLLM tensor parallel size of the sampler and the student
-NUM_SAMPLES=${NUM_SAMPLES:-100}         # answers sampled per question
+NUM_SAMPLES=${NUM_SAMPLES:-}            # answers sampled per question; empty: the cluster stage's default (alice/options.py)
 BACKEND=${BACKEND:-auto}                # auto | vllm | hf
 SUMMARIZER=${SUMMARIZER:-}              # empty: ./Meta-Llama-3-70B-Instruct when present, else meta-llama/Meta-Llama-3-70B-Instruct
 SUMMARIZER_TP=${SUMMARIZER_TP:-$TP}     # the 70B summarizer needs several GPUs (the paper: 4)
 EMBEDDING_MODEL=${EMBEDDING_MODEL:-}    # empty: the cluster stage's default (sentence-transformers/all-MiniLM-L6-v2)
-THRESHOLD=${THRESHOLD:-0.9}             # cosine similarity above which two answers cluster (hotpotqa, triviaqa)
+THRESHOLD=${THRESHOLD:-}                # cosine similarity above which two answers cluster (hotpotqa, triviaqa); empty: its default
 FINAL_TRIES=${FINAL_TRIES:-}            # final stage: answers sampled per question, first well-formed kept; empty: its default (4)
 PYTHON=${PYTHON:-python}
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"  # extra flags for every stage
@@ -41,7 +41,10 @@ done
 if [[ -n "$GPUS" ]]; then export CUDA_VISIBLE_DEVICES="$GPUS"; fi
 COMMON=(--data "$DATA" --model "$MODEL" --teacher "$TEACHER" --student "$STUDENT" --method "$METHOD" --backend "$BACKEND")
 if [[ "$METHOD" == cascade ]]; then COMMON+=(--midlevel "$MIDLEVEL"); fi
-CLUSTER=(--num-samples "$NUM_SAMPLES" --similarity-threshold "$THRESHOLD")
+# defaults live in one place, the stage scripts' flags (alice/options.py): a flag is passed only when it was set here
+CLUSTER=()
+if [[ -n "$NUM_SAMPLES" ]]; then CLUSTER+=(--num-samples "$NUM_SAMPLES"); fi
+if [[ -n "$THRESHOLD" ]]; then CLUSTER+=(--similarity-threshold "$THRESHOLD"); fi
 if [[ -n "$EMBEDDING_MODEL" ]]; then CLUSTER+=(--embedding-model "$EMBEDDING_MODEL"); fi
 UNCERTAINTY=()
 if [[ -n "$SUMMARIZER" ]]; then UNCERTAINTY+=(--summarizer-model "$SUMMARIZER"); fi
@@ -49,7 +52,7 @@ FINAL=()
 if [[ -n "$FINAL_TRIES" ]]; then FINAL+=(--final-tries "$FINAL_TRIES"); fi
 
 set -x
-"$PYTHON" "$HERE/new_weak_to_strong_cluster.py" "${COMMON[@]}" --tensor-parallel-size "$TP" "${CLUSTER[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
+"$PYTHON" "$HERE/new_weak_to_strong_cluster.py" "${COMMON[@]}" --tensor-parallel-size "$TP" ${CLUSTER[@]+"${CLUSTER[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
 "$PYTHON" "$HERE/new_weak_to_strong_uncertainty.py" "${COMMON[@]}" --tensor-parallel-size "$SUMMARIZER_TP" ${UNCERTAINTY[@]+"${UNCERTAINTY[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
 "$PYTHON" "$HERE/new_weak_to_strong_zeroshot.py" "${COMMON[@]}" --tensor-parallel-size "$TP" ${EXTRA[@]+"${EXTRA[@]}"}
 "$PYTHON" "$HERE/new_weak_to_strong_final.py" "${COMMON[@]}" --tensor-parallel-size "$TP" ${FINAL[@]+"${FINAL[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
