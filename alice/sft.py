@@ -20,10 +20,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import fresh
+from . import fresh, sft_memory
 from .generation import end_of_turn_token
 from .jsonl import write_json
 from .sft_config import (  # noqa: F401  (re-exported: alice.sft.<name>)
+    AUTO,
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
     PAPER,
@@ -365,7 +366,9 @@ def finish_saved_folder(folder: Path, dtype=None, end_of_turn: str | None = None
 
 
 # options that change how a run is logged or checkpointed, not the trained weights
-_NOT_SETTINGS = ("save_steps", "logging_steps", "report_to", "keep_checkpoints")
+# (gradient checkpointing and the micro-batch are where the memory plan and the OOM retries put the run: the same
+# weights, so not settings either; the effective batch is)
+_NOT_SETTINGS = ("save_steps", "logging_steps", "report_to", "keep_checkpoints", "gradient_checkpointing", "memory_plan")
 
 
 def fresh_settings(job: Job, batch: BatchSettings, opts: TrainOptions) -> tuple[dict, list]:
@@ -436,13 +439,37 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
 
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(job.model_id, rows, out, batch, opts)
-    resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if is_main_process():
-        fresh.record(ckpt_dir, made_with, inputs)  # the settings its checkpoints are made with (resume check)
-    if resume:
-        log(f"resuming from {resume}")
-    trainer.train(resume_from_checkpoint=resume)
+    from transformers import AutoTokenizer
+
+    batch, opts, mem_plan = sft_memory.plan_run(job.model_id, AutoTokenizer.from_pretrained(job.model_id), rows,
+                                                batch, opts, log=log)
+    if mem_plan is not None and (batch.per_device, batch.grad_accum) != (mem_plan.per_device, mem_plan.grad_accum):
+        raise AssertionError("the memory plan was not applied")
+    if mem_plan is not None:
+        log(batch.describe())
+    tried: list[dict] = []  # the attempts that ran out of memory, in order
+    while True:
+        trainer = build_trainer(job.model_id, rows, out, batch, opts)
+        resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        if is_main_process():
+            fresh.record(ckpt_dir, made_with, inputs)  # the settings its checkpoints are made with (resume check)
+        if resume:
+            log(f"resuming from {resume}")
+        try:
+            trainer.train(resume_from_checkpoint=resume)
+            break
+        except Exception as e:  # noqa: BLE001 - only an out-of-memory error is retried; anything else re-raised
+            if not sft_memory.is_oom(e):
+                raise
+            tried.append(dict(sft_memory.rung_of(batch, opts), error=str(e).strip().splitlines()[0][:300]))
+            del trainer
+            _free_accelerator_memory()
+            nxt = sft_memory.next_rung(batch, opts) if batch.world_size == 1 else None
+            if nxt is None:
+                raise sft_memory.out_of_memory(out, tried, batch.world_size) from None
+            batch, opts = nxt
+            log(f"out of memory at {sft_memory.describe_rung(tried[-1])}: retrying at "
+                f"{sft_memory.describe_rung(sft_memory.rung_of(batch, opts))} (same effective batch {batch.effective})")
     # the trained weights' dtype, read before the save (a LoRA save merges the adapters away and casts the model)
     trained_dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad})
     _save_final(trainer, out, opts.lora)
@@ -482,6 +509,9 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
         "trained_weights_dtype": trained_dtypes,
         "packing": opts.packing,
         "gradient_checkpointing": opts.gradient_checkpointing,
+        "memory_plan": mem_plan.to_dict() if mem_plan is not None else None,
+        "out_of_memory_retries": sft_memory.read_oom(out) + tried,  # a launcher's relaunches, then in-process retries
+        "peak_gpu_memory_gib": _peak_gpu_gib(),
         "seed": args.seed,
         "full_determinism": args.full_determinism,
         "lora": {"r": opts.lora_r, "alpha": opts.lora_alpha, "dropout": opts.lora_dropout,
@@ -495,6 +525,7 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
     if trainer.accelerator.is_main_process:
         write_json(out / "loss_log.json", trainer.state.log_history)
         write_json(out / "train_config.json", record)
+        (out / sft_memory.OOM_FILE).unlink(missing_ok=True)  # recorded above
         fresh.record(out, made_with, inputs, argv=argv)
         if not opts.keep_checkpoints and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
@@ -506,6 +537,26 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
     if dist.is_available() and dist.is_initialized():
         trainer.accelerator.wait_for_everyone()
     return record
+
+
+def _free_accelerator_memory() -> None:
+    """After an out-of-memory error: drop what the failed attempt held (its trainer, model and optimizer are
+    unreferenced by now) and return the cached blocks, so the retry starts from an empty card."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gpu_gib() -> float | None:
+    """The peak of PyTorch's allocated GPU memory in this process (None on the CPU)."""
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 1024**3, 2) if torch.cuda.is_available() else None
 
 
 def _versions() -> dict:

@@ -45,6 +45,7 @@ class TrainDefaults:
 PAPER = TrainDefaults()
 
 DEFAULT_CONFIG_FILE = "accelerate_config.yaml"
+AUTO = "auto"  # a batch key or flag left to the memory plan
 CONFIG_ENV = "ALICE_ACCELERATE_CONFIG"
 
 
@@ -75,10 +76,12 @@ def read_sft_keys(path: str | os.PathLike) -> dict[str, int]:
         key, value = m.groups()
         if key not in SFT_KEYS:
             raise SFTError(f"{path}, line {n}: unknown key sft.{key}; known: {', '.join('sft.' + k for k in SFT_KEYS)}")
+        if value == AUTO:  # the memory plan decides (alice.plan)
+            continue
         try:
             out[key] = int(value)
         except ValueError:
-            raise SFTError(f"{path}, line {n}: sft.{key} must be a whole number, not {value!r}") from None
+            raise SFTError(f"{path}, line {n}: sft.{key} must be a whole number or {AUTO}, not {value!r}") from None
         if out[key] < 1:
             raise SFTError(f"{path}, line {n}: sft.{key} must be at least 1")
     return out
@@ -156,6 +159,9 @@ class BatchSettings:
     config_file: str | None
     config_found_by: str
     sources: dict
+    # which of the two the memory plan may choose (nothing pinned them): it keeps the effective batch either way
+    auto_per_device: bool = False
+    auto_grad_accum: bool = False
 
     @property
     def effective(self) -> int:
@@ -200,18 +206,21 @@ def batch_settings(
     per_device, sources["per_device"] = _pick(
         ds_micro, "train_micro_batch_size_per_gpu", f" in {path}: set one of them",
         per_device, "--per-device-batch-size", keys, "per_device_train_batch_size", path)
+    auto_per_device = per_device is None
     if per_device is None:
-        per_device, sources["per_device"] = PAPER.per_device_batch_size, "default"
+        per_device, sources["per_device"] = PAPER.per_device_batch_size, "auto"
     grad_accum, sources["grad_accum"] = _pick(
         ds_accum, "gradient_accumulation_steps",
         f": set deepspeed_config.gradient_accumulation_steps in {path} (or accelerate launch --gradient_accumulation_steps)",
         grad_accum, "--gradient-accumulation-steps", keys, "gradient_accumulation_steps", path)
+    auto_grad_accum = grad_accum is None
     if grad_accum is None:
         grad_accum = max(1, PAPER.effective_batch // (per_device * world))
         sources["grad_accum"] = f"default: effective batch {PAPER.effective_batch}"
     if per_device < 1 or grad_accum < 1:
         raise SFTError("batch size and gradient accumulation must be at least 1")
-    return BatchSettings(per_device, grad_accum, world, str(path) if path else None, found_by, sources)
+    return BatchSettings(per_device, grad_accum, world, str(path) if path else None, found_by, sources,
+                         auto_per_device, auto_grad_accum)
 
 
 def _pick(ds_value, ds_key: str, fix: str, flag, flag_name: str, keys: dict, key: str, path):
@@ -287,6 +296,7 @@ class TrainOptions:
     pure_bf16: bool = False  # bf16 weights AND optimizer state: the old path, kept only to measure what it loses
     packing: bool = False
     gradient_checkpointing: bool = False
+    memory_plan: bool = True  # alice.plan picks the micro-batch (and checkpointing) that fits; an OOM walks its ladder
     lora: bool = False
     lora_r: int = PAPER.lora_r
     lora_alpha: int = PAPER.lora_alpha

@@ -37,8 +37,9 @@ def cfg(tmp_path):
     """An accelerate config (one process) with the project's batch lines: 2 per device x 2 accumulation."""
     p = tmp_path / "acc.yaml"
     text = (REPO / "accelerate_config.yaml").read_text()
-    text = text.replace("# sft.per_device_train_batch_size: 1", "# sft.per_device_train_batch_size: 2")
-    text = text.replace("# sft.gradient_accumulation_steps: 16", "# sft.gradient_accumulation_steps: 2")
+    text = text.replace("# sft.per_device_train_batch_size: auto", "# sft.per_device_train_batch_size: 2")
+    text = text.replace("# sft.gradient_accumulation_steps: auto", "# sft.gradient_accumulation_steps: 2")
+    assert "# sft.per_device_train_batch_size: 2" in text and "# sft.gradient_accumulation_steps: 2" in text
     p.write_text(text)
     return str(p)
 
@@ -71,9 +72,9 @@ def test_batch_settings_come_from_the_yaml_and_flags_override(cfg, tmp_path, mon
     assert "acc.yaml" in b.sources["per_device"] and "acc.yaml" in b.sources["grad_accum"]
     b = sft.batch_settings(cfg, per_device=3, grad_accum=5, world=2)
     assert (b.per_device, b.grad_accum, b.effective) == (3, 5, 30)
-    # the shipped default: 1 x 16 x 1 = the paper's 16
+    # the shipped default: auto (the memory plan picks the micro-batch), the paper's effective 16
     b = sft.batch_settings(str(REPO / "accelerate_config.yaml"))
-    assert b.effective == sft.PAPER.effective_batch == 16
+    assert b.effective == sft.PAPER.effective_batch == 16 and b.auto_per_device and b.auto_grad_accum
     # no file at all: accumulation keeps the paper's effective batch
     monkeypatch.chdir(tmp_path)
     b = sft.batch_settings(None, per_device=2, world=2)
@@ -109,7 +110,7 @@ def test_deepspeed_micro_batch_and_json_file_are_honoured(tmp_path, monkeypatch)
     assert (b.per_device, b.grad_accum, b.effective) == (1, 4, 16)
     (tmp_path / "ds.json").write_text('{"gradient_accumulation_steps": "auto", "train_micro_batch_size_per_gpu": "auto"}')
     b = sft.batch_settings(str(viajson), world=4)
-    assert (b.per_device, b.grad_accum, b.sources["per_device"]) == (1, 4, "default")
+    assert (b.per_device, b.grad_accum, b.sources["per_device"]) == (1, 4, "auto")
 
 
 def test_sft_lines_are_checked(tmp_path):

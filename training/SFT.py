@@ -59,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config-file", default=None,
                    help=f"accelerate config to read the batch keys from (default: ${sft.CONFIG_ENV}, the launcher's "
                         f"--config_file, else ./{sft.DEFAULT_CONFIG_FILE})")
-    b.add_argument("--per-device-batch-size", type=int, default=None)
-    b.add_argument("--gradient-accumulation-steps", type=int, default=None)
+    b.add_argument("--per-device-batch-size", type=_int_or_auto, default=None,
+                   help="rows per micro-batch; auto (or unset in the config file): the memory plan's")
+    b.add_argument("--gradient-accumulation-steps", type=_int_or_auto, default=None)
+    b.add_argument("--memory-plan", action=argparse.BooleanOptionalAction, default=True,
+                   help="pick the micro-batch (and gradient checkpointing) that fits the GPU from the model's shape and "
+                        "the longest row, keeping the effective batch (docs/scale.md); --no-memory-plan: as given")
 
     lo = p.add_argument_group("LoRA (peft); the saved folder holds the merged weights")
     lo.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all weights")
@@ -69,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--lora-dropout", type=float, default=P.lora_dropout)
     lo.add_argument("--lora-target-modules", default=P.lora_target_modules, help="'all-linear' or a comma list")
     return p
+
+
+def _int_or_auto(text: str) -> int | None:
+    """argparse type: a whole number >= 1, or auto (None: the memory plan decides)."""
+    return None if text == sft.AUTO else cli.positive_int(text)
 
 
 @cli.main_guard

@@ -1,0 +1,551 @@
+"""Resource plan per step, computed before anything runs: memory per GPU, number of GPUs, micro-batch x accumulation,
+gradient checkpointing and ZeRO / FSDP for training; weights + KV cache and tensor parallelism for generation.
+
+    python -m alice.plan train Qwen/Qwen2.5-7B-Instruct --gpus 4 --gpu-memory-gib 80   # what a training step needs
+    python -m alice.plan tp meta-llama/Meta-Llama-3-70B-Instruct                       # the TP a model needs here
+
+The model's shape comes from its config (a local folder, the HF cache, or the committed real-shape configs in
+``alice/shapes/`` for the paper's models, so a plan needs no download); the parameter count from an empty (meta-device)
+model built by transformers from that config. The estimate (``training_memory``) is the usual bookkeeping of mixed
+precision training (fp32 master weights, gradients and AdamW's two moments: 16 bytes a trained parameter, divided by the
+GPUs under ZeRO / FSDP sharding) plus activations per token and layer and the logits; docs/scale.md gives each term and
+the GPU measurements it was checked against (results/scale_gpu.json).
+
+Training choices (``plan_training``): every GPU the run may use (``--gpus``, default all visible) trains each step
+(one: plain; several: DeepSpeed ZeRO-2, else ZeRO-3, else ZeRO-3 with CPU offload; FSDP stands in where DeepSpeed is
+not installed; LoRA: plain data parallel), the largest micro-batch that fits, accumulation making up the effective
+batch exactly, gradient checkpointing only when no micro-batch fits without it. A setting that fits nowhere is a
+``PlanError`` in one line saying what hardware it needs. An OOM at run time walks ``ladder`` (half the micro-batch and
+double accumulation, then gradient checkpointing): every retry changes something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .errors import AliceError
+
+GIB = 1024**3
+SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
+HARDWARE_ENV = "ALICE_PLAN_HARDWARE"  # e.g. "4x80" (GPUs x GiB each) or "cpu": plan for hardware other than this one
+
+# Fixed costs per GPU that the per-parameter terms miss: the CUDA context and cuBLAS/NCCL workspaces (not counted by
+# PyTorch's allocator) and the allocator's fragmentation; planned memory stays below USABLE of the card.
+USABLE = 0.92
+OVERHEAD_GIB = 1.5
+DS_BUCKETS_GIB = 2.0  # DeepSpeed's reduce / all-gather buckets (5e8 elements in bf16 each, its defaults)
+
+
+class PlanError(AliceError, ValueError):
+    """A setting that does not fit the hardware (the message says what it needs), or a model without the config
+    fields the estimate needs."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model shapes
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shape:
+    """What the estimate needs from a model's config."""
+
+    name: str
+    params: int  # all parameters, tied embeddings counted once
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    largest_layer: int  # parameters of the largest single block (ZeRO-3 / FSDP gather one at a time)
+
+    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
+
+    def linear_params(self) -> int:
+        """Parameters in the blocks' linear layers (what LoRA 'all-linear' adapts), for the adapter count."""
+        return self.layers * (self.hidden * (self.heads + 2 * self.kv_heads) * self.head_dim
+                              + self.heads * self.head_dim * self.hidden + 3 * self.hidden * self.intermediate)
+
+    def lora_params(self, r: int = 16) -> int:
+        """LoRA adapter parameters of rank ``r`` on every linear layer of the blocks."""
+        q = self.heads * self.head_dim
+        kv = self.kv_heads * self.head_dim
+        per_layer = r * ((self.hidden + q) + 2 * (self.hidden + kv) + (q + self.hidden)
+                         + 2 * (self.hidden + self.intermediate) + (self.intermediate + self.hidden))
+        return self.layers * per_layer
+
+
+def shape_file(model: str) -> Path:
+    """The committed real-shape config of a hub id (``alice/shapes/<org>--<name>.json``)."""
+    return SHAPES_DIR / (model.replace("/", "--") + ".json")
+
+
+def load_config(model: str):
+    """The transformers config of ``model``: a local folder, else the HF cache (or the Hub when online), else the
+    committed real-shape config; a ``PlanError`` naming the fix when none can be read."""
+    from transformers import AutoConfig
+
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise PlanError(f"{model} has no config.json: pass a folder saved with save_pretrained")
+        return AutoConfig.from_pretrained(str(path))
+    committed = shape_file(model)
+    try:
+        return AutoConfig.from_pretrained(model, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if committed.is_file():
+        d = json.loads(committed.read_text())
+        return AutoConfig.for_model(d.pop("model_type"), **d)
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
+        try:
+            return AutoConfig.from_pretrained(model)
+        except (OSError, ValueError) as e:
+            raise PlanError(f"cannot read the config of {model} ({str(e).splitlines()[0]}): pass a local folder or "
+                            f"add its config.json as {committed.relative_to(SHAPES_DIR.parent.parent)}") from None
+    raise PlanError(f"no config of {model} in the HF cache and HF_HUB_OFFLINE is set: download it, pass a local folder, "
+                    f"or add its config.json as {committed.relative_to(SHAPES_DIR.parent.parent)}")
+
+
+@functools.lru_cache(maxsize=64)
+def shape(model: str) -> Shape:
+    """The ``Shape`` of ``model``; the parameter count from an empty (meta-device) model of its config."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    cfg = load_config(model)
+    text = getattr(cfg, "get_text_config", lambda: cfg)()
+    need = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+    missing = [k for k in need if getattr(text, k, None) is None]
+    if missing:
+        raise PlanError(f"the config of {model} lacks {', '.join(missing)}: the memory plan needs them (a causal LM config)")
+    try:
+        with init_empty_weights():
+            m = AutoModelForCausalLM.from_config(cfg)
+        m.tie_weights()  # from_config leaves a tied head untied until weights load
+    except (ValueError, KeyError) as e:
+        raise PlanError(f"{model} is not a causal LM transformers can build ({str(e).splitlines()[0]})") from None
+    params = sum(p.numel() for p in m.parameters())
+    blocks = [mod for mod in m.modules() if mod.__class__.__name__.endswith("DecoderLayer")]
+    largest = max((sum(p.numel() for p in b.parameters()) for b in blocks), default=params // max(text.num_hidden_layers, 1))
+    heads = text.num_attention_heads
+    return Shape(
+        name=model, params=params, layers=text.num_hidden_layers, hidden=text.hidden_size,
+        intermediate=getattr(text, "intermediate_size", None) or 4 * text.hidden_size, heads=heads,
+        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+        head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads, vocab=text.vocab_size,
+        largest_layer=largest,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hardware
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hardware:
+    gpus: int  # 0: the CPU
+    gpu_gib: float  # memory of the smallest GPU
+    cpu_gib: float
+    name: str = ""
+    assumed: bool = False  # not this machine's: from --gpus/--gpu-memory-gib or $ALICE_PLAN_HARDWARE
+
+    def describe(self) -> str:
+        if not self.gpus:
+            return f"CPU ({self.cpu_gib:.0f} GiB RAM)"
+        what = f"{self.gpus} x {self.name + ' ' if self.name else ''}{self.gpu_gib:.0f} GiB"
+        return what + (" (assumed)" if self.assumed else "")
+
+
+def _cpu_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+
+
+def _visible_gpus() -> list[tuple[str, float]]:
+    """(name, GiB) of each GPU this process may use (``CUDA_VISIBLE_DEVICES`` respected), read with nvidia-smi so that
+    the planning process never creates a CUDA context; torch when nvidia-smi is missing."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout
+            rows = [[c.strip() for c in line.split(",")] for line in out.strip().splitlines() if line.strip()]
+            cards = [(r[0], r[1], r[2], float(r[3]) / 1024) for r in rows]
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if visible is not None:
+                keep = [v.strip() for v in visible.split(",") if v.strip()]
+                cards = [next(c for c in cards if v in (c[0], c[1])) for v in keep
+                         if any(v in (c[0], c[1]) for c in cards)]
+            return [(c[2], c[3]) for c in cards]
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return [(torch.cuda.get_device_name(i), torch.cuda.get_device_properties(i).total_memory / GIB)
+                    for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no usable CUDA is "no GPU" for a plan
+        pass
+    return []
+
+
+def parse_hardware(text: str) -> Hardware:
+    """``"4x80"`` (GPUs x GiB each), ``"80"`` (one GPU) or ``"cpu"``."""
+    t = text.strip().lower()
+    if t == "cpu":
+        return Hardware(0, 0.0, _cpu_gib(), assumed=True)
+    try:
+        n, gib = t.split("x") if "x" in t else ("1", t)
+        n, gib = int(n), float(gib)
+        if n < 1 or gib <= 0:
+            raise ValueError
+    except ValueError:
+        raise PlanError(f"hardware {text!r}: write GPUSxGIB, e.g. 4x80, or cpu") from None
+    return Hardware(n, gib, _cpu_gib(), assumed=True)
+
+
+def detect_hardware(gpus: int | None = None, gpu_memory_gib: float | None = None) -> Hardware:
+    """The hardware a run plans for: this machine's visible GPUs (or $ALICE_PLAN_HARDWARE), limited to ``gpus``;
+    ``gpu_memory_gib`` plans for cards of that size (with ``gpus``: hardware this machine need not have)."""
+    env = os.environ.get(HARDWARE_ENV)
+    if env:
+        hw = parse_hardware(env)
+    else:
+        cards = _visible_gpus()
+        hw = Hardware(len(cards), min((c[1] for c in cards), default=0.0), _cpu_gib(),
+                      name=cards[0][0] if cards else "")
+    if gpu_memory_gib is not None:
+        return Hardware(gpus if gpus is not None else max(hw.gpus, 1), gpu_memory_gib, hw.cpu_gib, assumed=True)
+    if gpus is not None:
+        if gpus > hw.gpus:
+            raise PlanError(f"--gpus {gpus}: only {hw.gpus} GPU(s) visible here"
+                            + ("" if hw.gpus else " (add --gpu-memory-gib G to plan for GPUs this machine lacks)"))
+        hw = replace(hw, gpus=gpus)
+    return hw
+
+
+def deepspeed_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------
+STRATEGIES = {
+    "single": "one process",
+    "ddp": "data parallel, weights on every GPU (LoRA)",
+    "zero2": "DeepSpeed ZeRO-2: optimizer state and gradients sharded",
+    "zero3": "DeepSpeed ZeRO-3: weights, gradients and optimizer state sharded",
+    "zero3-offload": "DeepSpeed ZeRO-3, optimizer state and fp32 weights in CPU memory",
+    "fsdp-grad-op": "FSDP, gradients and optimizer state sharded (ZeRO-2's equivalent)",
+    "fsdp": "FSDP full shard (ZeRO-3's equivalent)",
+    "fsdp-offload": "FSDP full shard with weights and optimizer state in CPU memory",
+    "cpu": "the CPU",
+}
+_FSDP_FOR = {"zero2": "fsdp-grad-op", "zero3": "fsdp", "zero3-offload": "fsdp-offload"}
+
+
+def activation_bytes_per_token(s: Shape, checkpointing: bool) -> float:
+    """Activations kept for the backward pass, per token (bf16 autocast, SDPA attention: no sequence-squared term).
+
+    Per block and token about 36 x hidden + 8 x intermediate bytes (the fp32 residual stream and norm outputs, the
+    bf16 inputs each linear layer saves, q / k / v / attention output, the MLP's gate, up, activation and product);
+    with checkpointing only each block's fp32 input is kept, and one block is recomputed at a time."""
+    block = 36 * s.hidden + 8 * s.intermediate
+    if checkpointing:
+        return s.layers * 4 * s.hidden + block
+    return s.layers * block
+
+
+def logits_bytes_per_token(s: Shape) -> float:
+    """The logits and the loss over them: bf16 logits, their fp32 copy, log-softmax and its gradient (16 bytes a
+    vocabulary entry at the peak of the backward pass)."""
+    return 16 * s.vocab
+
+
+def training_memory(s: Shape, *, strategy: str, gpus: int, micro_batch: int, tokens: int, checkpointing: bool,
+                    lora: bool = False, lora_r: int = 16) -> dict[str, float]:
+    """Bytes per GPU of one training process, by part (``weights``, ``gradients``, ``optimizer``, ``activations``,
+    ``logits``, ``overhead``), and ``cpu`` (CPU memory the offloading strategies need, all processes together)."""
+    n = s.params
+    g = max(gpus, 1)
+    trained = s.lora_params(lora_r) if lora else n
+    parts = dict.fromkeys(("weights", "gradients", "optimizer", "activations", "logits", "overhead", "cpu"), 0.0)
+    if lora:  # bf16 frozen base (replicated), fp32 adapters with their gradients and AdamW moments
+        parts["weights"] = 2 * n + 4 * trained
+        parts["gradients"] = 4 * trained
+        parts["optimizer"] = 8 * trained
+    elif strategy in ("single", "cpu", "ddp"):  # fp32 weights + grads + AdamW; autocast's cached bf16 copies
+        parts["weights"] = 4 * n + 2 * n
+        parts["gradients"] = 4 * n
+        parts["optimizer"] = 8 * n
+    elif strategy in ("zero2", "fsdp-grad-op"):  # bf16 working weights replicated; fp32 master + moments + grads sharded
+        parts["weights"] = 2 * n + 4 * n / g
+        parts["gradients"] = 2 * n / g + 4 * n / g
+        parts["optimizer"] = 8 * n / g
+    elif strategy in ("zero3", "fsdp"):  # everything sharded; the gathered blocks in bf16 (current + prefetched)
+        parts["weights"] = 2 * n / g + 4 * n / g + 2 * 2 * s.largest_layer + 2 * s.vocab * s.hidden
+        parts["gradients"] = 2 * n / g + 4 * n / g
+        parts["optimizer"] = 8 * n / g
+    elif strategy in ("zero3-offload", "fsdp-offload"):  # GPU: gathered blocks only; CPU: masters, moments, grads
+        parts["weights"] = 2 * 2 * s.largest_layer + 2 * s.vocab * s.hidden
+        parts["gradients"] = 2 * 2 * s.largest_layer
+        parts["cpu"] = (2 + 4 + 4 + 8) * n
+    else:
+        raise PlanError(f"unknown training strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    t = micro_batch * tokens
+    parts["activations"] = t * activation_bytes_per_token(s, checkpointing)
+    parts["logits"] = t * logits_bytes_per_token(s)
+    parts["overhead"] = OVERHEAD_GIB * GIB + (DS_BUCKETS_GIB * GIB if strategy.startswith("zero") and g > 1 else 0)
+    return parts
+
+
+def gpu_bytes(parts: dict[str, float]) -> float:
+    return sum(v for k, v in parts.items() if k != "cpu")
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    model: str
+    lora: bool
+    hardware: str
+    gpus: int  # processes (GPUs); 0 on the CPU
+    strategy: str
+    per_device: int
+    grad_accum: int
+    gradient_checkpointing: bool
+    tokens: int  # the longest row (tokens): every micro-batch is planned as if padded to it
+    effective_batch: int
+    estimate_gib: float  # per GPU (CPU: of RAM)
+    capacity_gib: float  # what the plan lets one GPU use
+    parts_gib: dict = field(default_factory=dict)
+    cpu_gib: float = 0.0  # CPU memory the offloading strategies need
+    note: str = ""
+
+    @property
+    def launched(self) -> bool:
+        """Several processes: the step runs under ``accelerate launch``."""
+        return self.gpus > 1
+
+    def describe(self) -> str:
+        where = "CPU" if self.strategy == "cpu" else f"{self.gpus} GPU{'s' if self.gpus > 1 else ''}, {self.strategy}"
+        ckpt = ", gradient checkpointing" if self.gradient_checkpointing else ""
+        return (f"{where}, {self.per_device} x {self.grad_accum}{f' x {self.gpus}' if self.gpus > 1 else ''} "
+                f"(effective {self.effective_batch}){ckpt}, rows up to {self.tokens} tokens: "
+                f"~{self.estimate_gib:.1f} GiB per {'process' if self.strategy == 'cpu' else 'GPU'}"
+                + (f" of {self.capacity_gib:.0f}" if self.strategy != "cpu" else "")
+                + (f" (+{self.cpu_gib:.0f} GiB CPU)" if self.cpu_gib else "") + (f"; {self.note}" if self.note else ""))
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), describe=self.describe())
+
+
+def _divisors_desc(n: int, cap: int | None = None) -> list[int]:
+    """Micro-batches to try: the divisors of ``n`` (so accumulation makes the effective batch exactly), largest
+    first, at most ``cap``."""
+    return [d for d in range(n, 0, -1) if n % d == 0 and (cap is None or d <= cap)]
+
+
+def _strategies(gpus: int, lora: bool) -> list[str]:
+    if gpus <= 1:
+        return ["single", "zero3-offload"] if not lora else ["single"]
+    if lora:
+        return ["ddp"]
+    order = ["zero2", "zero3", "zero3-offload"]
+    return order if deepspeed_available() else [_FSDP_FOR[x] for x in order]
+
+
+def _fits(parts: dict, capacity: float, hw: Hardware) -> bool:
+    return gpu_bytes(parts) <= capacity and (not parts["cpu"] or parts["cpu"] <= 0.8 * hw.cpu_gib * GIB)
+
+
+def plan_training(model: str, *, lora: bool, effective_batch: int, tokens: int, hw: Hardware,
+                  per_device: int | None = None, strategy: str | None = None, processes: int | None = None,
+                  lora_r: int = 16) -> TrainPlan:
+    """The plan of one training step (see the module's doc); ``per_device``: a requested micro-batch (the plan keeps
+    it when it fits, else lowers it); ``strategy`` / ``processes``: already decided (a run under accelerate launch)."""
+    s = shape(model)
+    if hw.gpus == 0:  # the CPU: no padding waste (1 row a micro-batch) unless asked; nothing to shard
+        b = per_device or 1
+        world = processes or 1
+        if effective_batch % (b * world):
+            raise PlanError(f"micro-batch {b} x {world} process(es) does not divide the effective batch {effective_batch}")
+        parts = training_memory(s, strategy="cpu", gpus=1, micro_batch=b, tokens=tokens, checkpointing=False, lora=lora,
+                                lora_r=lora_r)
+        return TrainPlan(model, lora, hw.describe(), 0, "cpu", b, effective_batch // (b * world), False, tokens,
+                         effective_batch, gpu_bytes(parts) / GIB, hw.cpu_gib, _gib(parts))
+    capacity = USABLE * hw.gpu_gib * GIB - 0.0
+    counts = [processes] if processes else [g for g in _gpu_counts(hw.gpus) if effective_batch % g == 0]
+    tried = []
+    for g in counts:
+        for strat in ([strategy] if strategy else _strategies(g, lora)):
+            if strat.endswith("offload") and not (strategy or deepspeed_available() or strat.startswith("fsdp")):
+                continue
+            for ckpt in (False, True):
+                for b in _divisors_desc(effective_batch // g, per_device):
+                    parts = training_memory(s, strategy=strat, gpus=g, micro_batch=b, tokens=tokens, checkpointing=ckpt,
+                                            lora=lora, lora_r=lora_r)
+                    if _fits(parts, capacity, hw):
+                        note = f"micro-batch {per_device} lowered to {b}" if per_device and b < per_device else ""
+                        return TrainPlan(model, lora, hw.describe(), g, strat, b, effective_batch // (b * g), ckpt,
+                                         tokens, effective_batch, round(gpu_bytes(parts) / GIB, 1),
+                                         round(capacity / GIB, 1), _gib(parts), round(parts["cpu"] / GIB, 1), note)
+            last = training_memory(s, strategy=strat, gpus=g, micro_batch=1, tokens=tokens, checkpointing=True,
+                                   lora=lora, lora_r=lora_r)
+            tried.append(f"{g} x {strat} {gpu_bytes(last) / GIB:.0f} GiB")
+    raise PlanError(_needs(s, lora, effective_batch, tokens, hw, tried, lora_r))
+
+
+def _gpu_counts(n: int) -> list[int]:
+    return [n]
+
+
+def _gib(parts: dict) -> dict:
+    return {k: round(v / GIB, 2) for k, v in parts.items() if v}
+
+
+def _needs(s: Shape, lora: bool, effective_batch: int, tokens: int, hw: Hardware, tried: list[str], lora_r: int) -> str:
+    """The one line of a training step that fits nowhere here: what it would need."""
+    what = f"{'LoRA' if lora else 'full'} fine-tuning of {s.name} ({s.params / 1e9:.2f}B parameters, rows up to {tokens} tokens)"
+    capacity = USABLE * hw.gpu_gib * GIB
+    for g in (2, 4, 8, 16):
+        if g <= hw.gpus or effective_batch % g:
+            continue
+        for strat in (["ddp"] if lora else ["zero2", "zero3"]):
+            parts = training_memory(s, strategy=strat, gpus=g, micro_batch=1, tokens=tokens, checkpointing=True,
+                                    lora=lora, lora_r=lora_r)
+            if gpu_bytes(parts) <= capacity:
+                alt = "" if lora else "; or --lora"
+                return (f"{what} does not fit {hw.describe()} (tried {'; '.join(tried)}): it needs {g} GPUs of "
+                        f"{hw.gpu_gib:.0f} GiB ({strat.replace('zero', 'ZeRO-')}){alt}")
+    return f"{what} does not fit {hw.describe()} (tried {'; '.join(tried)}); use larger GPUs{'' if lora else ' or --lora'}"
+
+
+def ladder_rungs(per_device: int, effective_batch: int, world: int, checkpointing: bool) -> list[tuple[int, int, bool]]:
+    """The retries left after an out-of-memory error at ``per_device`` (and ``checkpointing``), in order, as
+    (micro-batch, accumulation, checkpointing): the next smaller micro-batch that divides the effective batch, with
+    accumulation making up the same effective batch, down to 1; then 1 with gradient checkpointing. Each rung differs
+    from the one before it (a retry of the same failure would fail the same way)."""
+    world = max(world, 1)
+    rungs = []
+    if not checkpointing:
+        rungs += [(b, effective_batch // (b * world), False) for b in _divisors_desc(effective_batch // world)
+                  if b < per_device]
+    rungs += [(1, effective_batch // world, True)] if not checkpointing or per_device > 1 else []
+    return rungs
+
+
+def ladder(plan: TrainPlan) -> list[TrainPlan]:
+    """``ladder_rungs`` of a plan, as plans."""
+    return [replace(plan, per_device=b, grad_accum=a, gradient_checkpointing=c, note="after an out-of-memory error")
+            for b, a, c in ladder_rungs(plan.per_device, plan.effective_batch, plan.gpus, plan.gradient_checkpointing)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generation
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GenPlan:
+    model: str
+    hardware: str
+    tensor_parallel_size: int
+    weights_gib: float  # per GPU
+    kv_cache_gib: float  # per GPU, what is left for it
+    min_kv_gib: float  # per GPU, room for ``sequences`` of ``max_tokens``
+    sequences: int
+    max_tokens: int
+    quantization: str | None = None
+
+    def describe(self) -> str:
+        tp = f"tensor parallel {self.tensor_parallel_size}" if self.tensor_parallel_size > 1 else "1 GPU"
+        q = f" {self.quantization}" if self.quantization else ""
+        return (f"{tp}: weights{q} ~{self.weights_gib:.1f} GiB per GPU, KV cache ~{self.kv_cache_gib:.0f} GiB per GPU "
+                f"(needs {self.min_kv_gib:.1f} for {self.sequences} sequences of {self.max_tokens} tokens)")
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), describe=self.describe())
+
+
+GEN_OVERHEAD_GIB = 3.0  # vLLM's activations, CUDA graphs and sampler buffers beside weights and KV cache
+
+
+def plan_generation(model: str, hw: Hardware, *, max_tokens: int = 4096, sequences: int = 8,
+                    utilization: float = 0.9, quantization: str | None = None) -> GenPlan:
+    """The smallest tensor parallel size (a power of two dividing the attention heads) at which the weights and room
+    for ``sequences`` sequences of ``max_tokens`` fit ``utilization`` of each GPU (vLLM's gpu_memory_utilization)."""
+    s = shape(model)
+    wbytes = 1 if quantization == "fp8" else 2
+    if hw.gpus == 0:
+        return GenPlan(model, hw.describe(), 1, s.params * wbytes / GIB, 0.0, 0.0, sequences, max_tokens, quantization)
+    tp = 1
+    while True:
+        weights = s.params * wbytes / tp
+        kv_left = utilization * hw.gpu_gib * GIB - weights - GEN_OVERHEAD_GIB * GIB
+        need = sequences * max_tokens * s.kv_bytes_per_token() / min(tp, s.kv_heads)
+        if kv_left >= need:
+            return GenPlan(model, hw.describe(), tp, round(weights / GIB, 1), round(kv_left / GIB, 1),
+                           round(need / GIB, 2), sequences, max_tokens, quantization)
+        tp *= 2
+        if tp > hw.gpus or s.heads % tp:
+            break
+    for g in (2, 4, 8, 16):
+        if s.heads % g == 0 and utilization * hw.gpu_gib * GIB - s.params * wbytes / g - GEN_OVERHEAD_GIB * GIB >= \
+                sequences * max_tokens * s.kv_bytes_per_token() / min(g, s.kv_heads):
+            raise PlanError(f"generating with {s.name} ({s.params / 1e9:.1f}B parameters, {s.params * wbytes / GIB:.0f} GiB "
+                            f"of weights) needs {g} GPUs of {hw.gpu_gib:.0f} GiB (tensor parallel {g}); "
+                            f"{hw.describe()} here")
+    raise PlanError(f"generating with {s.name} does not fit GPUs of {hw.gpu_gib:.0f} GiB even at tensor parallel 16")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line: python -m alice.plan train|tp MODEL
+# ----------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m alice.plan", description="What a training or generation step needs.")
+    sub = p.add_subparsers(dest="what", required=True)
+    for name, helptext in (("train", "plan one training step"), ("tp", "print the tensor parallel size generation needs"),
+                           ("generate", "plan generation with a model")):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("model", help="hub id or local folder")
+        q.add_argument("--gpus", type=int, default=None, help="GPUs the step may use (default: all visible)")
+        q.add_argument("--gpu-memory-gib", type=float, default=None, help="plan for GPUs of this size")
+        if name == "train":
+            q.add_argument("--lora", action="store_true")
+            q.add_argument("--tokens", type=int, default=2048, help="longest row in tokens")
+            q.add_argument("--effective-batch", type=int, default=16)
+        else:
+            q.add_argument("--max-tokens", type=int, default=4096, help="prompt + new tokens of a sequence")
+            q.add_argument("--sequences", type=int, default=8)
+            q.add_argument("--quantization", default=None, choices=(None, "fp8"))
+    a = p.parse_args(argv)
+    try:
+        hw = detect_hardware(a.gpus, a.gpu_memory_gib)
+        if a.what == "train":
+            plan = plan_training(a.model, lora=a.lora, effective_batch=a.effective_batch, tokens=a.tokens, hw=hw)
+            print(json.dumps(plan.to_dict(), indent=1) if os.environ.get("ALICE_PLAN_JSON") else plan.describe())
+        else:
+            gp = plan_generation(a.model, hw, max_tokens=a.max_tokens, sequences=a.sequences, quantization=a.quantization)
+            print(gp.tensor_parallel_size if a.what == "tp" else gp.describe())
+    except AliceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
