@@ -35,7 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, cli, datasets, fresh, generation, methods, registry
+from . import artifacts, cli, datasets, fresh, generation, launch, methods, registry
+from . import plan as plan_mod
 from . import data as data_mod
 from .alice_stages import Setting, final_samples_path, originals_path
 from .paths import Layout
@@ -82,6 +83,9 @@ class Step:
     argv: list[str]
     outputs: list[Path] = field(default_factory=list)  # all exist, made by this command from unchanged inputs -> done
     after: tuple[str, ...] = ()  # the steps (names) whose outputs this one reads: --jobs starts it once they succeeded
+    model: str | None = None  # the model it trains or generates with (hub id / folder of its architecture): the plan's
+    launcher: list[str] = field(default_factory=list)  # a training step on several GPUs: the command it runs under
+    resources: str = ""  # the plan of this step, as --dry-run prints it
 
     def done(self) -> bool:
         if not self.outputs or not all(_exists(p) for p in self.outputs):
@@ -92,6 +96,13 @@ class Step:
             if meta is None or flags not in meta.get("argvs", []) or not fresh.inputs_unchanged(meta):
                 return False
         return True
+
+    def command(self, overwrite: bool = False) -> list[str]:
+        """What runs: the step's command (with ``--overwrite``), under its launcher when it has one."""
+        argv = self.argv + (["--overwrite"] if overwrite else [])
+        if not self.launcher:
+            return argv
+        return [*self.launcher, str((REPO / argv[1]).resolve()), *argv[2:]]
 
     @property
     def script(self) -> str | None:
@@ -151,7 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "on an H200: byte-identical weights twice, at the same speed; results/determinism_gpu.json)")
     p.add_argument("--extra-sft-args", default="", help="extra flags for every training/SFT.py call (quoted)")
     p.add_argument("--extra-gen-args", default="", help="extra flags for every generating stage (quoted)")
-    p.add_argument("--dry-run", action="store_true", help="print the commands of every step without running them")
+    p.add_argument("--gpus", type=cli.positive_int, default=None,
+                   help="GPUs the run may use (default: all visible); several: training steps run on all of them "
+                        "(DeepSpeed ZeRO-2, or ZeRO-3 / CPU offload when that does not fit; docs/scale.md)")
+    p.add_argument("--gpu-memory-gib", type=cli.positive_float, default=None,
+                   help="plan for GPUs of this size (with --gpus: hardware this machine need not have, e.g. for "
+                        "--dry-run); default: the visible GPUs' memory")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every step's command and resource plan (memory per GPU, GPUs, strategy) without running")
     p.add_argument("--subprocess", action="store_true",
                    help="run every step as its own process (each loads its model) instead of in this process")
     p.add_argument("--jobs", type=cli.positive_int, default=1,
@@ -195,6 +213,8 @@ class PipelineOptions:
     dry_run: bool
     subprocess: bool
     jobs: int
+    gpus: int | None = None
+    gpu_memory_gib: float | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "PipelineOptions":
@@ -254,7 +274,7 @@ def plan(args: PipelineOptions) -> list[Step]:
 
     steps: list[Step] = []
 
-    def step(name, art: artifacts.Artifact, extra=(), outputs=None, after=()):
+    def step(name, art: artifacts.Artifact, extra=(), outputs=None, after=(), model=None):
         """A step running the command that makes ``art`` (the artifact table), with this run's extra flags; ``after``:
         the steps whose outputs it reads (None entries: steps this run does not have). A step writing a file an
         earlier step writes (two students' Alice chains share the sampler's clusters) comes after that step too: it
@@ -262,7 +282,7 @@ def plan(args: PipelineOptions) -> list[Step]:
         outs = [art.path] if outputs is None else outputs
         shared = [st.name for st in steps if set(st.outputs) & set(outs)]
         steps.append(Step(name, art.argv(args.python, where, list(extra)), outs,
-                          tuple(dict.fromkeys(a for a in (*after, *shared) if a))))
+                          tuple(dict.fromkeys(a for a in (*after, *shared) if a)), model=_model_of(M, model)))
         return name
 
     A = artifacts
@@ -270,33 +290,35 @@ def plan(args: PipelineOptions) -> list[Step]:
     # Each trained model is evaluated right after its training step (the untrained ones last): a run cut short
     # (a GPU hold that ends, a kill) has evaluated every model it finished.
     def ev(name, student, method, teacher=None, otype=None, utype=None, after=()):
-        step(f"eval {name}", A.evaluation(L, M, D, student, method, teacher, otype, utype), eval_gen, after=after)
+        step(f"eval {name}", A.evaluation(L, M, D, student, method, teacher, otype, utype), eval_gen, after=after,
+             model=student)
 
     # 1. baselines: weak (teacher size) and strong (student size) trained on ground truth
-    ev(f"weak {T}", T, "base", after=[step(f"base {T}", A.base_model(L, M, D, T), sft_extra)])
-    ev(f"strong {S}", S, "base", after=[step(f"base {S}", A.base_model(L, M, D, S), sft_extra)])
+    ev(f"weak {T}", T, "base", after=[step(f"base {T}", A.base_model(L, M, D, T), sft_extra, model=T)])
+    ev(f"strong {S}", S, "base", after=[step(f"base {S}", A.base_model(L, M, D, S), sft_extra, model=S)])
     # 2. CoT (gsm8k ships its own), teacher stage 1 on CoT and on q-a pairs
-    cot = None if data_mod.spec(D).ships_cot else step("cot", A.cot(L, M, D, T), train_gen)
-    teacher = {"cot": step("teacher stage1 cot", A.teacher_model(L, M, D, T, "cot"), sft_extra, after=[cot])}
+    cot = None if data_mod.spec(D).ships_cot else step("cot", A.cot(L, M, D, T), train_gen, model=T)
+    teacher = {"cot": step("teacher stage1 cot", A.teacher_model(L, M, D, T, "cot"), sft_extra, after=[cot], model=T)}
     if s["original"]:  # the qa teacher serves only original W2S; it trains on the questions the CoT step kept
-        teacher["qa"] = step("teacher stage1 qa", A.teacher_model(L, M, D, T, "qa"), sft_extra, after=[cot])
+        teacher["qa"] = step("teacher stage1 qa", A.teacher_model(L, M, D, T, "qa"), sft_extra, after=[cot], model=T)
         # 3. original W2S: labels from each teacher, student stage 2
         for t in ("qa", "cot"):
-            labels = step(f"original labels {t}", A.original_labels(L, M, D, T, t), train_gen, after=[teacher[t]])
-            trained = step(f"original student {t}", A.original_student(L, M, D, T, S, t), sft_extra, after=[labels])
+            labels = step(f"original labels {t}", A.original_labels(L, M, D, T, t), train_gen, after=[teacher[t]], model=T)
+            trained = step(f"original student {t}", A.original_student(L, M, D, T, S, t), sft_extra, after=[labels],
+                           model=S)
             ev(f"original {t}", S, "original-wts", T, otype=t, after=[trained])
 
     # 3b. original W2S cascade baseline: the cot teacher labels the first W2S half, the mid-level model trained on
     #     those labels labels the second half, the student trains on those
     if MID and s["original"]:
         prev = step("original cascade labels 1", A.original_labels(L, M, D, T, "cascade1"), train_gen,
-                    after=[teacher["cot"]])
+                    after=[teacher["cot"]], model=T)
         prev = step(f"original cascade mid {T}->{MID}", A.original_student(L, M, D, T, MID, "cascade"), sft_extra,
-                    after=[prev])
+                    after=[prev], model=MID)
         prev = step("original cascade labels 2", A.original_labels(L, M, D, T, "cascade2", midlevel=MID), train_gen,
-                    after=[prev])
+                    after=[prev], model=MID)
         prev = step(f"original cascade student {MID}->{S}", A.original_student(L, M, D, MID, S, "cascade"), sft_extra,
-                    after=[prev])
+                    after=[prev], model=S)
         ev("original cascade", S, "original-wts", MID, otype="cascade", after=[prev])
 
     # 4. Alice single-turn (teacher -> student), and teacher -> mid-level for the cascade; each stage reads the one
@@ -312,11 +334,13 @@ def plan(args: PipelineOptions) -> list[Step]:
                 made = [art.path, originals_path(A.alice_stage(L, "final", M, D, T, student, MID if cascade else None).path)]
             elif stage == "final":  # + every final sample, kept or not
                 made = [art.path, final_samples_path(art.path)]
-            prev = step(f"{tag} {stage}", art, [*train_gen, *stage_extra.get(stage, [])], made, after=[prev])
+            model = {"cluster": sampler, "uncertainty": summarizer or registry.resolve_summarizer()}.get(stage, student)
+            prev = step(f"{tag} {stage}", art, [*train_gen, *stage_extra.get(stage, [])], made, after=[prev], model=model)
         return prev
 
     final = alice(T, S, cascade=False, sampler_step=teacher["cot"])
-    trained = step(f"alice student {T}->{S}", A.alice_student(L, M, D, T, S, "singleturn"), sft_extra, after=[final])
+    trained = step(f"alice student {T}->{S}", A.alice_student(L, M, D, T, S, "singleturn"), sft_extra, after=[final],
+                   model=S)
     ev("alice", S, "ours-wts", T, utype="singleturn", after=[trained])
     # 4b. method variants beyond the paper's (alice.methods entries with paper=False): trained on their input, evaluated
     made = {"ground_truth": None, "cot": cot, "cot_qa": cot, "alice_final": final}
@@ -324,16 +348,17 @@ def plan(args: PipelineOptions) -> list[Step]:
         if m.paper or m.input not in made:
             continue
         who = S if m.trains == "student" else T
-        trained = step(f"{m.key} {T}->{who}", A.trained(L, m, M, D, T, S), sft_extra, after=[made[m.input]])
+        trained = step(f"{m.key} {T}->{who}", A.trained(L, m, M, D, T, S), sft_extra, after=[made[m.input]], model=who)
         if m.eval:
             otype, utype = (m.eval[1] if m.eval_type_flag == f else None for f in ("--original-wts-type", "--ours-wts-type"))
             ev(m.key, who, m.eval[0], T, otype, utype, after=[trained])
     if MID:
         final = alice(T, MID, cascade=False, sampler_step=teacher["cot"])
-        mid = step(f"cascade mid {T}->{MID}", A.alice_student(L, M, D, T, MID, "cascade1"), sft_extra, after=[final])
+        mid = step(f"cascade mid {T}->{MID}", A.alice_student(L, M, D, T, MID, "cascade1"), sft_extra, after=[final],
+                   model=MID)
         final = alice(MID, S, cascade=True, sampler_step=mid)
         trained = step(f"cascade student {MID}->{S}", A.alice_student(L, M, D, MID, S, "cascade2"), sft_extra,
-                       after=[final])
+                       after=[final], model=S)
         ev("cascade alice", S, "ours-wts", MID, utype="cascade", after=[trained])
 
     if args.with_naive:  # the untrained models last: they depend on nothing, and matter least if a run is cut short
@@ -345,6 +370,50 @@ def plan(args: PipelineOptions) -> list[Step]:
     rep += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--root", args.root] if args.root else [])
     steps.append(Step("report", [args.python, artifacts.REPORT, *rep], [], tuple(st.name for st in steps)))
     return steps
+
+
+def _model_of(family: str, size: str | None) -> str | None:
+    """The hub id / folder of a size (the architecture a step's plan reads), or the id itself."""
+    return registry.resolve_model(family, size) if size else None
+
+
+PROMPT_TOKENS = 1024  # room for a prompt beside the new tokens (the summarizer's prompt lists a question's clusters)
+
+
+def place(steps: list[Step], args: PipelineOptions) -> tuple[plan_mod.Hardware, list[tuple[str, str]]]:
+    """Plan every step's resources on the run's hardware (``alice.plan``): a training step that needs several GPUs
+    runs under ``accelerate launch`` with the planned config (``alice.launch``, which also relaunches it one rung down
+    after an out-of-memory error); a model that does not fit one GPU generates with tensor parallelism. Returns the
+    hardware and the (step, reason) of every step that fits nowhere. A plan on a machine without GPUs (--dry-run)
+    is made for one 80 GiB card unless --gpus / --gpu-memory-gib say otherwise."""
+    hw = plan_mod.detect_hardware(args.gpus, args.gpu_memory_gib)
+    if hw.gpus == 0 and args.dry_run:
+        hw = plan_mod.Hardware(1, 80.0, hw.cpu_gib, assumed=True)
+    s = settings(args)
+    lora = s["lora"] or "--lora" in shlex.split(args.extra_sft_args)
+    max_tokens = (s["max_new_tokens"] or DEFAULT_MAX_NEW_TOKENS) + PROMPT_TOKENS
+    folder = Layout.default(args.root).models / "launch"
+    problems = []
+    for st in steps:
+        if not st.model:
+            continue
+        try:
+            if st.trains:
+                tp = plan_mod.plan_training(st.model, lora=lora, effective_batch=TRAIN_PAPER.effective_batch,
+                                            tokens=TRAIN_PAPER.max_length, hw=hw)
+                st.resources = tp.describe() + " (worst case: rows of max length; the step plans from its rows)"
+                if tp.launched:
+                    st.launcher = [args.python, "-m", "alice.launch", str(st.outputs[0]), "--",
+                                   *launch.launcher(tp.strategy, tp.gpus, folder, args.python, write=not args.dry_run)]
+            else:
+                gp = plan_mod.plan_generation(st.model, hw, max_tokens=max_tokens)
+                st.resources = gp.describe()
+                if gp.tensor_parallel_size > 1 and "--tensor-parallel-size" not in st.argv:
+                    st.argv = [*st.argv, "--tensor-parallel-size", str(gp.tensor_parallel_size)]
+        except plan_mod.PlanError as e:
+            st.resources = f"DOES NOT FIT: {e}"
+            problems.append((st.name, str(e)))
+    return hw, problems
 
 
 def _setting_name(args: PipelineOptions) -> str:
@@ -461,7 +530,7 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
             print(f"{label}: running (log: {log})", flush=True)
             t0 = time.time()
             with f:
-                if in_process and st.script and st.argv[0] == sys.executable:  # --python X: X runs each step
+                if in_process and st.script and st.argv[0] == sys.executable and not st.launcher:  # --python X: X runs each step
                     rc = _call_in_process(st, argv[2:], f)
                 else:
                     rc = _call(argv, f)
@@ -477,7 +546,7 @@ def _open_log(logs: Path, i: int, st: Step):
     """The step's command (with ``--overwrite``: a step not done redoes what was made otherwise, alice.fresh), its log
     ``logs/<i>_<name>.log`` and that log opened, the command written first (an earlier attempt's log becomes
     ``<i>_<name>.attempt<k>.log``)."""
-    argv = st.argv + (["--overwrite"] if st.outputs else [])
+    argv = st.command(overwrite=bool(st.outputs))
     log = logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
     if log.exists():  # an earlier attempt of a step not done (it failed or was killed): its log is kept, not overwritten
         k = 1
@@ -612,13 +681,23 @@ def run(args: PipelineOptions) -> int:
     steps = plan(args)
     L = Layout.default(args.root)
     logs = L.models / "logs" / _setting_name(args)
+    hw, problems = place(steps, args)
     if args.dry_run:
+        print(f"# hardware: {hw.describe()}" + ("; planned for one 80 GiB GPU (no GPU visible here; --gpus N "
+                                                "--gpu-memory-gib G plan for other hardware)" if hw.assumed and
+                                                args.gpus is None and args.gpu_memory_gib is None else ""))
         for i, st in enumerate(steps, 1):
             state = "done" if st.done() else "todo"
-            argv = ["python"] + st.argv[1:] if st.argv[0] == sys.executable else st.argv
+            argv = ["python" if a == sys.executable else a for a in st.command()]
             after = f" (after: {', '.join(st.after)})" if args.jobs > 1 and st.after and st.name != "report" else ""
-            print(f"# {i:2d}. {st.name} [{state}]{after}\n{shlex.join(argv)}")
+            plan_line = f"\n#     plan: {st.resources}" if st.resources else ""
+            print(f"# {i:2d}. {st.name} [{state}]{after}{plan_line}\n{shlex.join(argv)}")
         return 0
+    if problems:
+        name, why = problems[0]
+        more = f" (and {len(problems) - 1} more steps)" if len(problems) > 1 else ""
+        print(f"error: step '{name}'{more}: {why}", file=sys.stderr)
+        return 2
     if args.jobs > 1:
         rc = execute_parallel(steps, logs, args.jobs, report_note=smoke_note(args))
     else:
@@ -700,7 +779,11 @@ def _main(argv: list[str] | None = None) -> int:
             registry.resolve_model(args.model, size)
         except registry.RegistryError as e:
             p.error(f"--{role}: {e}")
-    return run(PipelineOptions.from_args(args))
+    try:
+        return run(PipelineOptions.from_args(args))
+    except plan_mod.PlanError as e:  # --gpus beyond what is visible, a model the plan cannot read
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

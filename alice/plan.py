@@ -407,7 +407,8 @@ def plan_training(model: str, *, lora: bool, effective_batch: int, tokens: int, 
                                          round(capacity / GIB, 1), _gib(parts), round(parts["cpu"] / GIB, 1), note)
             last = training_memory(s, strategy=strat, gpus=g, micro_batch=1, tokens=tokens, checkpointing=True,
                                    lora=lora, lora_r=lora_r)
-            tried.append(f"{g} x {strat} {gpu_bytes(last) / GIB:.0f} GiB")
+            tried.append(f"{g} x {strat} {gpu_bytes(last) / GIB:.0f} GiB per GPU"
+                         + (f" + {last['cpu'] / GIB:.0f} GiB of CPU memory (of {hw.cpu_gib:.0f})" if last["cpu"] else ""))
     raise PlanError(_needs(s, lora, effective_batch, tokens, hw, tried, lora_r))
 
 
