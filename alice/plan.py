@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -159,6 +158,7 @@ class Hardware:
     cpu_gib: float
     name: str = ""
     assumed: bool = False  # not this machine's: from --gpus/--gpu-memory-gib or $ALICE_PLAN_HARDWARE
+    free_gib: float | None = None  # free memory of the fullest GPU when read (another step's engine on the card)
 
     def describe(self) -> str:
         if not self.gpus:
@@ -174,28 +174,29 @@ def _cpu_gib() -> float:
         return 0.0
 
 
-def _visible_gpus() -> list[tuple[str, float]]:
-    """(name, GiB) of each GPU this process may use (``CUDA_VISIBLE_DEVICES`` respected), read with nvidia-smi so that
-    the planning process never creates a CUDA context; torch when nvidia-smi is missing."""
+def _visible_gpus() -> list[tuple[str, float, float | None]]:
+    """(name, GiB, free GiB) of each GPU this process may use (``CUDA_VISIBLE_DEVICES`` respected), read with
+    nvidia-smi so that the planning process never creates a CUDA context; torch when nvidia-smi is missing."""
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
+            out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,name,memory.total,memory.free",
+                                  "--format=csv,noheader,nounits"],
                                  capture_output=True, text=True, timeout=30, check=True).stdout
             rows = [[c.strip() for c in line.split(",")] for line in out.strip().splitlines() if line.strip()]
-            cards = [(r[0], r[1], r[2], float(r[3]) / 1024) for r in rows]
+            cards = [(r[0], r[1], r[2], float(r[3]) / 1024, float(r[4]) / 1024) for r in rows]
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             if visible is not None:
                 keep = [v.strip() for v in visible.split(",") if v.strip()]
                 cards = [next(c for c in cards if v in (c[0], c[1])) for v in keep
                          if any(v in (c[0], c[1]) for c in cards)]
-            return [(c[2], c[3]) for c in cards]
+            return [(c[2], c[3], c[4]) for c in cards]
         except (OSError, subprocess.SubprocessError, ValueError, IndexError):
             pass
     try:
         import torch
 
         if torch.cuda.is_available():
-            return [(torch.cuda.get_device_name(i), torch.cuda.get_device_properties(i).total_memory / GIB)
+            return [(torch.cuda.get_device_name(i), torch.cuda.get_device_properties(i).total_memory / GIB, None)
                     for i in range(torch.cuda.device_count())]
     except Exception:  # noqa: BLE001 - no usable CUDA is "no GPU" for a plan
         pass
@@ -225,8 +226,9 @@ def detect_hardware(gpus: int | None = None, gpu_memory_gib: float | None = None
         hw = parse_hardware(env)
     else:
         cards = _visible_gpus()
+        free = [c[2] for c in cards if c[2] is not None]
         hw = Hardware(len(cards), min((c[1] for c in cards), default=0.0), _cpu_gib(),
-                      name=cards[0][0] if cards else "")
+                      name=cards[0][0] if cards else "", free_gib=min(free) if free else None)
     if gpu_memory_gib is not None:
         return Hardware(gpus if gpus is not None else max(hw.gpus, 1), gpu_memory_gib, hw.cpu_gib, assumed=True)
     if gpus is not None:
@@ -389,7 +391,9 @@ def plan_training(model: str, *, lora: bool, effective_batch: int, tokens: int, 
                                 lora_r=lora_r)
         return TrainPlan(model, lora, hw.describe(), 0, "cpu", b, effective_batch // (b * world), False, tokens,
                          effective_batch, gpu_bytes(parts) / GIB, hw.cpu_gib, _gib(parts))
-    capacity = USABLE * hw.gpu_gib * GIB - 0.0
+    capacity = USABLE * hw.gpu_gib * GIB
+    if hw.free_gib is not None and not hw.assumed:  # another step's engine on the card: plan within what is free
+        capacity = min(capacity, (hw.free_gib - 0.5) * GIB)
     counts = [processes] if processes else [g for g in _gpu_counts(hw.gpus) if effective_batch % g == 0]
     tried = []
     for g in counts:
@@ -522,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, helptext in (("train", "plan one training step"), ("tp", "print the tensor parallel size generation needs"),
                            ("generate", "plan generation with a model")):
         q = sub.add_parser(name, help=helptext)
-        q.add_argument("model", help="hub id or local folder")
+        q.add_argument("model", help="hub id or local folder ('summarizer': the paper's, as the uncertainty stage finds it)")
         q.add_argument("--gpus", type=int, default=None, help="GPUs the step may use (default: all visible)")
         q.add_argument("--gpu-memory-gib", type=float, default=None, help="plan for GPUs of this size")
         if name == "train":
@@ -534,6 +538,10 @@ def main(argv: list[str] | None = None) -> int:
             q.add_argument("--sequences", type=int, default=8)
             q.add_argument("--quantization", default=None, choices=(None, "fp8"))
     a = p.parse_args(argv)
+    if a.model == "summarizer":
+        from .registry import resolve_summarizer
+
+        a.model = resolve_summarizer()
     try:
         hw = detect_hardware(a.gpus, a.gpu_memory_gib)
         if a.what == "train":

@@ -200,8 +200,10 @@ def _no_final_checkpoint_callback():
     return NoFinalCheckpoint()
 
 
-def build_trainer(model_id: str, rows: list[dict], out_dir: Path, batch: BatchSettings, opts: TrainOptions):
-    """An SFTTrainer for ``rows`` (conversational prompt-completion: loss on the completion tokens only)."""
+def build_trainer(model_id: str, rows: list[dict], out_dir: Path, batch: BatchSettings, opts: TrainOptions,
+                  model=None, tokenizer=None):
+    """An SFTTrainer for ``rows`` (conversational prompt-completion: loss on the completion tokens only); ``model`` /
+    ``tokenizer``: already built (bench/scale_gpu.py trains random-weight models of real shapes), else loaded."""
     import datasets
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -209,12 +211,15 @@ def build_trainer(model_id: str, rows: list[dict], out_dir: Path, batch: BatchSe
 
     prec = precision(opts)
     bf16 = prec != "fp32"
-    tokenizer = AutoTokenizer.from_pretrained(model_id)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_id)
     if tokenizer.chat_template is None:
         raise SFTError(f"{model_id} has no chat template: SFT renders prompts with the model's own template (use an instruct model)")
     eot = end_of_turn_token(tokenizer)
-    source_dtype = getattr(AutoConfig.from_pretrained(model_id), "dtype", None)
-    model = AutoModelForCausalLM.from_pretrained(model_id, dtype=load_dtype(prec, opts.lora))
+    if model is None:
+        source_dtype = getattr(AutoConfig.from_pretrained(model_id), "dtype", None)
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=load_dtype(prec, opts.lora))
+    else:
+        source_dtype = getattr(model.config, "dtype", None)
 
     total = optimizer_steps(len(rows), batch, opts.epochs, opts.max_steps)
     config = SFTConfig(

@@ -309,3 +309,14 @@ def test_a_planned_two_gpu_step_runs_on_two_processes_and_relaunches_after_an_oo
     assert [(r["per_device"], r["grad_accum"]) for r in rec["out_of_memory_retries"]][:1] == [(4, 2)]
     assert rec["per_device_train_batch_size"] == 2 and rec["gradient_accumulation_steps"] == 4
     assert rec["memory_plan"] is None or rec["memory_plan"]["gpus"] == 2
+
+
+def test_shell_script_takes_the_summarizers_tp_from_the_plan_or_refuses_in_one_line(tmp_path):
+    """ours-wts-single.sh no longer defaults the 70B summarizer to one GPU: on one 80 GiB card it stops before any
+    stage runs, saying what the summarizer needs."""
+    env = dict(os.environ, ALICE_PLAN_HARDWARE="1x80", HF_HUB_OFFLINE="1", PYTHON=sys.executable)
+    p = subprocess.run(["bash", str(REPO / "W2SG_pipeline" / "ours" / "ours-wts-single.sh"), "--root", str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 2
+    assert "error: generating with meta-llama/Meta-Llama-3-70B-Instruct" in p.stderr and "tensor parallel 4" in p.stderr
+    assert "new_weak_to_strong" not in p.stderr and not (tmp_path / "data").exists()  # no stage started

@@ -9,7 +9,7 @@ TP=${TP:-1}                             # vLLM tensor parallel size of the sampl
 NUM_SAMPLES=${NUM_SAMPLES:-}            # answers sampled per question; empty: the cluster stage's default (alice/options.py)
 BACKEND=${BACKEND:-auto}                # auto | vllm | hf
 SUMMARIZER=${SUMMARIZER:-}              # empty: ./Meta-Llama-3-70B-Instruct when present, else meta-llama/Meta-Llama-3-70B-Instruct
-SUMMARIZER_TP=${SUMMARIZER_TP:-$TP}     # the 70B summarizer needs several GPUs (the paper: 4)
+SUMMARIZER_TP=${SUMMARIZER_TP:-}       # empty: the memory plan's (python -m alice.plan tp summarizer): 4 for the 70B on 80 GB cards
 EMBEDDING_MODEL=${EMBEDDING_MODEL:-}    # empty: the cluster stage's default (sentence-transformers/all-MiniLM-L6-v2)
 THRESHOLD=${THRESHOLD:-}                # cosine similarity above which two answers cluster (hotpotqa, triviaqa); empty: its default
 FINAL_TRIES=${FINAL_TRIES:-}            # final stage: answers sampled per question, first well-formed kept; empty: its default (4)
@@ -39,6 +39,9 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ -n "$GPUS" ]]; then export CUDA_VISIBLE_DEVICES="$GPUS"; fi
+if [[ -z "$SUMMARIZER_TP" ]]; then  # the plan for the visible GPUs, or one line saying what the summarizer needs
+  SUMMARIZER_TP=$(PYTHONPATH="$HERE/../..${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m alice.plan tp "${SUMMARIZER:-summarizer}") || exit 2
+fi
 COMMON=(--data "$DATA" --model "$MODEL" --teacher "$TEACHER" --student "$STUDENT" --method "$METHOD" --backend "$BACKEND")
 if [[ "$METHOD" == cascade ]]; then COMMON+=(--midlevel "$MIDLEVEL"); fi
 # defaults live in one place, the stage scripts' flags (alice/options.py): a flag is passed only when it was set here
