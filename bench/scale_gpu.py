@@ -192,12 +192,12 @@ def main(argv=None) -> int:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.92)
     p.add_argument("--no-vllm", action="store_true")
     p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
-    if a.config:
+    first, _ = p.parse_known_args(argv)
+    if first.config:  # the file's values are defaults: a flag on the command line overrides them
         import yaml
 
-        for k, v in (yaml.safe_load(Path(a.config).read_text()) or {}).items():
-            setattr(a, k.replace("-", "_"), v)
+        p.set_defaults(**{k.replace("-", "_"): v for k, v in (yaml.safe_load(Path(first.config).read_text()) or {}).items()})
+    a = p.parse_args(argv)
     res = {"command": "python bench/scale_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "commit": fresh.git_commit(ROOT), "device": _device(), "training": [], "generation": []}
     for m in a.train or []:
