@@ -267,21 +267,20 @@ def _clustered_order(path: Path, made_by: str) -> list[str]:
 def _locked(stage: str):
     """Run a stage holding the lock of its output (``fresh.lock``): a second run of it stops in one line."""
     def wrap(fn):
-        @functools.wraps(fn)
-        def run(s: "Setting", *a, **kw):
-            with fresh.lock(s.artifact(stage).path):
-                return fn(s, *a, **kw)
-        return run
+        return functools.wraps(fn)(lambda s, *a, **kw: _under_lock(s.artifact(stage).path, fn, s, *a, **kw))
     return wrap
+
+
+def _under_lock(path, fn, *a, **kw):
+    with fresh.lock(path):
+        return fn(*a, **kw)
 
 
 def _texts(rows: list[dict], path: Path, made_by: str, fields: tuple[str, ...]) -> None:
     """Each of ``fields`` of each row is text (a null answer is a damaged file, never an empty training row)."""
-    for n, r in enumerate(rows, 1):
-        bad = [f for f in fields if not isinstance(r.get(f), str)]
+    for n, bad in ((n, [f for f in fields if not isinstance(r.get(f), str)]) for n, r in enumerate(rows, 1)):
         if bad:
-            raise JsonlError(f"{path}, row {n}: {', '.join(repr(f) for f in bad)} is not text "
-                             f"({type(r.get(bad[0])).__name__}): run `{made_by} --overwrite`")
+            raise JsonlError(f"{path}, row {n}: {', '.join(map(repr, bad))} is not text: run `{made_by} --overwrite`")
 
 
 @_locked("cluster")

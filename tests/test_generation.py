@@ -1,7 +1,6 @@
 """The generation layer on the hf backend with tiny fixture models (the vLLM path: test_vllm_backend.py)."""
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -2,7 +2,6 @@
 refuses outputs made from other data or damaged since, the report refuses an evaluation older than its model, the
 pipeline believes a root however it is spelled, engines die with their parent, and a SIGTERM is never swallowed."""
 
-import json
 import os
 import shutil
 import signal
@@ -16,7 +15,6 @@ import pytest
 from alice import alice_stages as st
 from alice import data as data_mod
 from alice import fresh, generation, pipeline, report
-from alice.evaluate import target
 from alice.jsonl import JsonlError, read_jsonl, write_jsonl
 from alice.options import GenerationOptions
 from alice.paths import Layout, eval_run_name
