@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from . import data as data_mod
-from . import artifacts, datasets, registry
+from . import artifacts, datasets, records, registry
 from .errors import AliceError
 from .options import DEFAULT_MAX_NEW_TOKENS, GenerationOptions
 
@@ -210,8 +210,6 @@ def weak_strong_problem(model: str, weak: str | None, strong: str | None, names=
     """Why ``weak`` cannot teach ``strong`` (weak-to-strong: the teacher is the smaller model), else None. Registry
     sizes compare by their number (equal is refused too); local folders by their parameter count (a larger teacher is
     refused; equal counts pass, as the tiny test models have them)."""
-    from . import records
-
     if weak is None or strong is None:
         return None
     if not registry.is_custom_id(weak) and not registry.is_custom_id(strong):

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import datasets as registry
 from .datasets import DATA_DIR_ENV, DataError, DatasetSpec, cot_datasets, register_dataset, spec  # noqa: F401
 from .jsonl import JsonlError, read_jsonl
+from .records import rows_digest
 
 W2S_PART_FRACTION = 0.2
 
@@ -144,8 +145,6 @@ def _source_stamp(name: str, root: Path | None) -> tuple:
 def split_fingerprint(name: str, split: str, data_dir_: str | None = None) -> str:
     """A fingerprint of a split's content: the digest of its rows as ``load_split`` returns them (questions, answers,
     gold, ids), whatever folder or Hub copy they come from. Records name the data an output was made from by it."""
-    from .records import rows_digest
-
     root = data_dir(data_dir_)
     key = (name, split, str(root.resolve()) if root else None, _source_stamp(name, root))
     if key not in _FINGERPRINTS:

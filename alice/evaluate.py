@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, datasets, grading, methods, prompts
+from . import artifacts, datasets, fresh, grading, methods, prompts
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
 from .jsonl import read_jsonl, require_trained, write_json, write_jsonl
 from .options import SAMPLING
@@ -120,8 +120,6 @@ def regrade(data: str, summary: dict, rows: list[dict], summary_path, pred_path=
     Rewrites the predictions and the summary when a grade changed (or the seed's metric was missing), renewing their
     records' check of them; returns the summary. ``rows`` are the test rows (by id: their gold and the seed's gold);
     ``pred_path``: the predictions (default: the path the summary names)."""
-    from . import fresh
-
     pred_path = Path(pred_path or summary["predictions"])
     if not pred_path.exists():
         return summary

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from . import data as data_mod
 from . import records
 from .errors import AliceError
 from .jsonl import write_json
@@ -97,8 +98,6 @@ def _is_path(i) -> bool:
 def _entry(i, root: Path | None) -> dict:
     """One input as recorded: what it is (for messages), how to find it again, and its content fingerprint."""
     if isinstance(i, Data):
-        from . import data as data_mod
-
         d = data_mod.data_dir(i.data_dir)
         return {"what": f"the {i.name} {i.split} split", "data": [i.name, i.split, str(d.resolve()) if d else None],
                 "fingerprint": data_mod.split_fingerprint(i.name, i.split, i.data_dir)}
@@ -130,8 +129,6 @@ def _current(entry: dict, output) -> str | None:
     """The fingerprint an input recorded in ``entry`` has now (None: gone or unreadable)."""
     try:
         if "data" in entry:
-            from . import data as data_mod
-
             name, split, d = entry["data"]
             return data_mod.split_fingerprint(name, split, d)
         if "model" in entry:

@@ -736,6 +736,16 @@ def run(args: PipelineOptions) -> int:
         more = f" (and {len(problems) - 1} more steps)" if len(problems) > 1 else ""
         print(f"error: step '{name}'{more}: {why}", file=sys.stderr)
         return 2
+    try:  # every model loadable here (a folder holding a model; offline: in the cache), before the first step
+        for role in ("teacher", "student", "midlevel", "summarizer_model"):
+            name = getattr(args, role)
+            name = name and (name if role == "summarizer_model" else registry.resolve_model(args.model, name))
+            registry.check_loadable(name, f"--{role.replace('_', '-')}")
+        if args.embedding_model and data_mod.spec(args.data).uses_embeddings:
+            registry.check_loadable(args.embedding_model, "--embedding-model", sentence_transformers=True)
+    except registry.RegistryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.jobs > 1:
         rc = execute_parallel(steps, logs, args.jobs, report_note=smoke_note(args))
     else:
@@ -822,13 +832,12 @@ def _main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     # every input a user can get wrong is a one-line usage error here, before any step runs or any model loads
-    models = {}
     for role in ("teacher", "student", "midlevel"):
         size = getattr(args, role)
         if size is None:
             continue
         try:
-            models[role] = registry.resolve_model(args.model, size)
+            registry.resolve_model(args.model, size)
         except registry.RegistryError as e:
             p.error(f"--{role}: {e}")
     for flag in ("extra_sft_args", "extra_gen_args"):
@@ -841,14 +850,6 @@ def _main(argv: list[str] | None = None) -> int:
         problem = cli.root_problem(args.root or ".")
         if problem:
             p.error(f"--root: {problem}")
-        try:
-            for role, name in models.items():
-                registry.check_loadable(name, f"--{role}")
-            registry.check_loadable(args.summarizer_model, "--summarizer-model")
-            if args.embedding_model and data_mod.spec(args.data).uses_embeddings:
-                registry.check_loadable(args.embedding_model, "--embedding-model", sentence_transformers=True)
-        except registry.RegistryError as e:
-            p.error(str(e))
     try:
         opts = PipelineOptions.from_args(args)
         try:

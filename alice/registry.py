@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from . import models
+from . import records
 from .errors import AliceError
 
 # family -> size -> hub id (each family's spec: alice.models)
@@ -111,8 +112,6 @@ def check_loadable(name: str, what: str = "--model", sentence_transformers: bool
         return
     if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
         return  # online: the Hub says whether it exists when the model is loaded
-    from . import records
-
     candidates = [name] + ([f"sentence-transformers/{name}"] if sentence_transformers and "/" not in name else [])
     if not any(records._hub_commit(c) for c in candidates):
         raise RegistryError(f"{what} {name} is not in the local Hugging Face cache and the Hub is offline "
@@ -136,9 +135,7 @@ def model_tag(size: str) -> str:
     name = size.rstrip("/")
     local = os.path.expanduser(name)
     if os.path.isdir(local):
-        from . import records
-
-        return f"{_slug(os.path.basename(os.path.abspath(local)))[:TAG_MAX]}-{(records.fingerprint(local) or '')[:8]}"
+            return f"{_slug(os.path.basename(os.path.abspath(local)))[:TAG_MAX]}-{(records.fingerprint(local) or '')[:8]}"
     slug = _slug(name)
     if len(slug) > TAG_MAX:
         slug = f"{slug[:TAG_MAX - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"

@@ -2,6 +2,7 @@
 refuses outputs made from other data or damaged since, the report refuses an evaluation older than its model, the
 pipeline believes a root however it is spelled, engines die with their parent, and a SIGTERM is never swallowed."""
 
+import json
 import os
 import shutil
 import signal
@@ -62,6 +63,19 @@ def test_evaluation_on_other_test_questions_is_not_up_to_date(tiny_models, tmp_p
     s = evaluation.main(ev(tmp_path / "r", b, *flags, "--overwrite"))
     preds = read_jsonl(s["predictions"])
     assert [p["gold"] for p in preds] == [r["gold"] for r in data_mod.load_test("gsm8k", b)]  # B's questions, answered
+
+
+# ---- 6: damaged predictions ------------------------------------------------------------------------------------
+def test_predictions_missing_their_last_lines_are_not_regraded_into_a_smaller_n(tiny_models, tmp_path, capsys):
+    d, student = gsm8k(tmp_path / "d", n_test=6), str(tiny_models["qwen_small"])
+    flags = ["--student", student, "--method", "naive"]
+    s = evaluation.main(ev(tmp_path / "r", d, *flags))
+    pred = Path(s["predictions"])
+    pred.write_text("".join(pred.read_text().splitlines(keepends=True)[:4]))
+    line = one_line_exit(capsys, evaluation.main, ev(tmp_path / "r", d, *flags))
+    assert "it has 4 rows, its record says 6" in line and "--overwrite" in line
+    assert json.loads(Path(s["predictions"].replace(".jsonl", "_summary.json")).read_text())["n"] == 6
+    assert evaluation.main(ev(tmp_path / "r", d, *flags, "--overwrite"))["n"] == 6
 
 
 # ---- 3: data is part of every record -----------------------------------------------------------------------------
@@ -307,11 +321,12 @@ def test_pipeline_checks_root_and_models_before_its_first_step(tiny_models, tmp_
     (tmp_path / "file").write_text("x")
     line = one_line_exit(capsys, pipeline.main, ["--root", str(tmp_path / "file")])
     assert "--root" in line and "is a file" in line
-    line = one_line_exit(capsys, pipeline.main, ["--root", str(tmp_path / "r"), "--model", "custom", "--teacher",
-                                                 str(tiny_models["qwen_small"]), "--student",
-                                                 str(tiny_models["qwen_large"]), "--data", "hotpotqa",
-                                                 "--embedding-model", "no-such-embedder"])
-    assert "--embedding-model no-such-embedder is not in the local Hugging Face cache" in line
+    rc = pipeline.main(["--root", str(tmp_path / "r"), "--model", "custom", "--teacher", str(tiny_models["qwen_small"]),
+                        "--student", str(tiny_models["qwen_large"]), "--data", "hotpotqa", "--embedding-model",
+                        "no-such-embedder"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err
+    assert "--embedding-model no-such-embedder is not in the local Hugging Face cache" in err
     assert not (tmp_path / "r" / "model_outputs" / "logs").exists()
 
 
