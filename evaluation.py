@@ -13,7 +13,7 @@ the same settings prints the stored result, a killed run continues where it stop
 
 from __future__ import annotations
 
-from alice import cli, fresh, methods
+from alice import cli, fresh, methods, registry
 from alice import data as data_mod
 from alice.evaluate import (
     GRADINGS,
@@ -65,25 +65,37 @@ def main(argv=None) -> dict:
     settings = {"limit": args.limit, "max_new_tokens": max_new, "seed": args.seed, **cli.generation_options(args).recorded()}
 
     require_model(t)
-    made_with = dict(settings, model=t.model_path, data=args.data)
-    if fresh.check_fresh(summary_path, made_with, model_inputs(t), overwrite=args.overwrite,
-                         argv=fresh.command_line(argv)):
-        old = load_summary(summary_path)
-        print(f"already evaluated ({summary_path}):")
-        old = regrade(args.data, old, data_mod.load_test(args.data, args.data_dir), summary_path)  # current graders
-        print(one_line(args.data, t.run, old, args.grading))
-        return old
+    if t.made_by is None:  # an untrained hub model or folder: loadable here, before anything runs
+        registry.check_loadable(t.model_path, "--student")
+    split = data_mod.spec(args.data).test_split
+    test_rows = data_mod.load_test(args.data, args.data_dir)
+    if not test_rows:
+        raise data_mod.DataError(f"the {args.data} {split} split has no questions: nothing to evaluate (check "
+                                 f"--data-dir)")
+    rows = test_rows[: args.limit] if args.limit else test_rows
+    # what made the answers: the settings, the model (by content or hub revision) and the test rows (by content)
+    made_with = dict(settings, data=args.data, split=split)
+    inputs = [*model_inputs(t), fresh.Data(args.data, split, args.data_dir)]
+    argv_ = fresh.command_line(argv)
+    with fresh.lock(summary_path):
+        if all([fresh.check_fresh(o, made_with, inputs, overwrite=args.overwrite, argv=argv_, log=log)
+                for o, log in ((summary_path, print), (pred_path, lambda m: None))]):
+            old = load_summary(summary_path)
+            print(f"already evaluated ({summary_path}):")
+            old = regrade(args.data, old, test_rows, summary_path, pred_path)  # current graders
+            print(one_line(args.data, t.run, old, args.grading))
+            return old
 
-    rows = data_mod.load_test(args.data, args.data_dir)
-    if args.limit:
-        rows = rows[: args.limit]
-    meta = {"data": args.data, "family": args.model, "method": args.method, "run": t.run, "model": t.model_path,
-            "student": args.student, "teacher": args.teacher, "original_wts_type": args.original_wts_type,
-            "ours_wts_type": args.ours_wts_type, "split": data_mod.spec(args.data).test_split,
-            "settings": settings}
-    with Generator.from_options(t.model_path, cli.generation_options(args), p) as engine:
-        summary = evaluate(engine, rows, args.data, pred_path, summary_path, max_new_tokens=max_new, meta=meta)
-    fresh.record(summary_path, made_with, model_inputs(t), argv=fresh.command_line(argv))
+        meta = {"data": args.data, "family": args.model, "method": args.method, "run": t.run, "model": t.model_path,
+                "student": args.student, "teacher": args.teacher, "original_wts_type": args.original_wts_type,
+                "ours_wts_type": args.ours_wts_type, "split": split, "settings": settings}
+        for o in (summary_path, pred_path):  # redone: a killed redo leaves no output that looks made
+            fresh.forget(o)
+            o.unlink(missing_ok=True)
+        with Generator.from_options(t.model_path, cli.generation_options(args), p) as engine:
+            summary = evaluate(engine, rows, args.data, pred_path, summary_path, max_new_tokens=max_new, meta=meta)
+        fresh.record(pred_path, made_with, inputs, argv=argv_)
+        fresh.record(summary_path, made_with, inputs, argv=argv_)
     print(one_line(args.data, t.run, summary, args.grading))
     return summary
 

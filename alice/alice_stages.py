@@ -24,6 +24,7 @@ Every Alice stage samples with temperature 0.9 and top_p 0.95, as the paper's sc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from contextlib import closing
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from .jsonl import JsonlError, MissingInputError, read_jsonl, require, require_t
 from .options import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD, FINAL_TRIES, SAMPLING,
                       GenerationOptions)
 from .paths import Layout
+from .records import model_identity
 
 METHODS = ("singleturn", "cascade")
 TEMPERATURE, TOP_P = SAMPLING["alice"].temperature, SAMPLING["alice"].top_p
@@ -140,11 +142,13 @@ class Setting:
     def settings(self, stage: str, gen: GenerationOptions, **extra) -> dict:
         """What the content of ``stage``'s output depends on (besides its input files): recorded with it.
         cluster and uncertainty do not depend on the student (their files are shared by every student)."""
-        out = {"stage": stage, "data": self.data, "model": self.model, "method": self.method, "sampler": self.sampler,
+        # models by identity (alice.records: a folder's content, a hub id's revision), never by a path
+        out = {"stage": stage, "data": self.data, "model": self.model, "method": self.method,
+               "sampler": registry.model_tag(self.sampler),
                "limit": self.limit, "max_new_tokens": gen.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
                "seed": gen.seed or 0, "temperature": TEMPERATURE, "top_p": TOP_P}
         if stage in ("zeroshot", "final"):
-            out["student"] = self.student_model
+            out["student"] = model_identity(self.student_model)
         return dict(out, **gen.recorded(), **extra)
 
     def fresh(self, out: Path, settings: dict, inputs: list, quiet: bool = False) -> bool:
@@ -174,6 +178,7 @@ def setting_from_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv
         cli.resolve(p, args, role)
     if args.method == "cascade":
         cli.resolve(p, args, "midlevel")
+    cli.check_weak_strong(p, args.model, args.teacher, args.student, args.midlevel if args.method == "cascade" else None)
     return Setting(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
                    method=args.method, midlevel=args.midlevel, layout=Layout.default(args.root),
                    data_dir=args.data_dir, limit=args.limit, overwrite=args.overwrite,
@@ -259,6 +264,26 @@ def _clustered_order(path: Path, made_by: str) -> list[str]:
 # the stages
 # ----------------------------------------------------------------------------------------------------
 
+def _locked(stage: str):
+    """Run a stage holding the lock of its output (``fresh.lock``): a second run of it stops in one line."""
+    def wrap(fn):
+        return functools.wraps(fn)(lambda s, *a, **kw: _under_lock(s.artifact(stage).path, fn, s, *a, **kw))
+    return wrap
+
+
+def _under_lock(path, fn, *a, **kw):
+    with fresh.lock(path):
+        return fn(*a, **kw)
+
+
+def _texts(rows: list[dict], path: Path, made_by: str, fields: tuple[str, ...]) -> None:
+    """Each of ``fields`` of each row is text (a null answer is a damaged file, never an empty training row)."""
+    for n, bad in ((n, [f for f in fields if not isinstance(r.get(f), str)]) for n, r in enumerate(rows, 1)):
+        if bad:
+            raise JsonlError(f"{path}, row {n}: {', '.join(map(repr, bad))} is not text: run `{made_by} --overwrite`")
+
+
+@_locked("cluster")
 def run_cluster(s: Setting, gen: GenerationOptions, *, num_samples: int = DEFAULT_NUM_SAMPLES,
                 threshold: float = DEFAULT_THRESHOLD,
                 embedding_model: str | None = None, embedding_instruction: str = "auto",
@@ -269,7 +294,12 @@ def run_cluster(s: Setting, gen: GenerationOptions, *, num_samples: int = DEFAUL
     settings = s.settings("cluster", gen, num_samples=num_samples, threshold=threshold,
                           embedding_model=((embedding_model or DEFAULT_EMBEDDING_MODEL) if uses_embeddings(s.data) else None),
                           embedding_instruction=(embedding_instruction if uses_embeddings(s.data) else None))
-    inputs = [model]
+    embeds = uses_embeddings(s.data) and encode is None
+    inputs = [model, fresh.Data(s.data, "train", s.data_dir)] + (
+        [embedding_model or DEFAULT_EMBEDDING_MODEL] if embeds else [])
+    if embeds:  # checked before any sampling: an unknown embedding model is found now, not after hours of it
+        registry.check_loadable(embedding_model or DEFAULT_EMBEDDING_MODEL, "--embedding-model",
+                                sentence_transformers=True)
     if s.fresh(out, settings, inputs):
         return None
     questions = s.questions()
@@ -300,12 +330,15 @@ def run_cluster(s: Setting, gen: GenerationOptions, *, num_samples: int = DEFAUL
                    clusters=n_clusters, singletons=singletons, unreadable=unreadable)
 
 
+@_locked("uncertainty")
 def run_uncertainty(s: Setting, gen: GenerationOptions, *, summarizer: str | None = None,
                     make_generator: GeneratorFactory | None = None) -> dict | None:
     """Questions with one cluster -> 'original' rows; others -> the summarizer's uncertainty statement."""
     out = s.uncertainty
     summarizer_id = registry.resolve_summarizer(summarizer)
     require(s.clustered, s.command("cluster"))
+    if make_generator is None:
+        registry.check_loadable(summarizer_id, "--summarizer-model")
     settings = s.settings("uncertainty", gen, summarizer=summarizer_id)
     inputs = [s.clustered, summarizer_id]
     o_settings = s.settings("originals", gen)
@@ -334,11 +367,14 @@ def run_uncertainty(s: Setting, gen: GenerationOptions, *, summarizer: str | Non
     return _counts("uncertainty", questions=len(rows), original=len(single), uncertain=len(several))
 
 
+@_locked("zeroshot")
 def run_zeroshot(s: Setting, gen: GenerationOptions, *, make_generator: GeneratorFactory | None = None) -> dict | None:
     """The untrained student answers every uncertain question zero-shot."""
     out = s.zeroshot
     require(s.uncertainty, s.command("uncertainty"))
     settings, inputs = s.settings("zeroshot", gen), [s.uncertainty, s.student_model]
+    if make_generator is None:
+        registry.check_loadable(s.student_model, "--student")
     if s.fresh(out, settings, inputs):
         return None
     rows = _rows(s.uncertainty, s.command("uncertainty"), ("id", "question"))
@@ -352,6 +388,7 @@ def run_zeroshot(s: Setting, gen: GenerationOptions, *, make_generator: Generato
     return _counts("zeroshot", questions=len(rows))
 
 
+@_locked("final")
 def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TRIES,
               make_generator: GeneratorFactory | None = None) -> dict | None:
     """The student's proactive answers ('new') + the 'original' rows -> the training file, in question order.
@@ -368,12 +405,17 @@ def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TR
     settings = s.settings("final", gen, final_tries=final_tries, well_formed_min_chars=grading.MIN_REASONING_CHARS,
                           well_formed_rejects_example_copies=True)
     inputs = [s.clustered, s.originals, s.uncertainty, s.zeroshot, s.student_model]
+    if make_generator is None:
+        registry.check_loadable(s.student_model, "--student")
     if s.fresh(out, settings, inputs) and s.fresh(s.final_samples, settings, inputs, quiet=True):  # both outputs
         return None
     order = _clustered_order(s.clustered, s.command("cluster"))
     originals = _by_id(_rows(s.originals, s.command("uncertainty"), ("id", "question", "answer")), s.originals)
     uncertain = _rows(s.uncertainty, s.command("uncertainty"), ("id", "question", "final_response", "uncertainty"))
     zeroshot = _by_id(_rows(s.zeroshot, s.command("zeroshot"), ("id", "zero_shot_student_response")), s.zeroshot)
+    _texts(list(zeroshot.values()), s.zeroshot, s.command("zeroshot"), ("zero_shot_student_response",))
+    _texts(uncertain, s.uncertainty, s.command("uncertainty"), ("question", "final_response", "uncertainty"))
+    _texts(list(originals.values()), s.originals, s.command("uncertainty"), ("question", "answer"))
 
     missing = [r["id"] for r in uncertain if r["id"] not in zeroshot]
     if missing:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import shlex
 import sys
+import tempfile
+from pathlib import Path
 
 from . import data as data_mod
-from . import artifacts, datasets, registry
+from . import artifacts, datasets, records, registry
 from .errors import AliceError
 from .options import DEFAULT_MAX_NEW_TOKENS, GenerationOptions
 
@@ -16,9 +19,41 @@ ROLES = ("teacher", "student", "midlevel")
 FAMILY_CHOICES = tuple(registry.FAMILIES) + ("custom",)
 
 
+def root_problem(root) -> str | None:
+    """Why outputs cannot be written under ``root`` (a file, under /proc, read-only, not ours), else None. Nothing is
+    created: the nearest existing folder is tried with a temporary file."""
+    p = Path(os.path.abspath(os.path.expanduser(str(root))))
+    if p.exists() and not p.is_dir():
+        return f"{root} is a file, not a folder"
+    existing = next((q for q in (p, *p.parents) if q.exists()), None)
+    if existing is None or not existing.is_dir():
+        return f"{root} cannot be made ({existing} is not a folder)"
+    try:
+        fd, tmp = tempfile.mkstemp(dir=existing, prefix=".alice-write-check.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        return f"cannot write under {root} ({existing}: {e.strerror or e}): pass a folder you can write to"
+    return None
+
+
+class Parser(argparse.ArgumentParser):
+    """``parse_args`` plus the checks every stage script shares, each a usage error in one line before any model
+    loads: the root must be a folder that can be written."""
+
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        if "root" in vars(ns):
+            root = ns.root or os.environ.get("ALICE_ROOT") or "."
+            problem = root_problem(root)
+            if problem:
+                self.error(f"--root: {problem}")
+        return ns
+
+
 def parser(description: str, roles: tuple[str, ...] = ROLES) -> argparse.ArgumentParser:
-    """An ArgumentParser with --data, --model, the given model roles, --data-dir and --root."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """A ``Parser`` with --data, --model, the given model roles, --data-dir and --root."""
+    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, choices=tuple(datasets.DATASETS), help="dataset")
     p.add_argument(
         "--model",
@@ -60,6 +95,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v} (leave the flag out for no limit / the default)")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a seed)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+def similarity(text: str) -> float:
+    """argparse type: a cosine similarity threshold, in [-1, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not -1.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine similarity lies in [-1, 1], got {text}")
     return v
 
 
@@ -131,7 +188,7 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hf-static-cache", action="store_true", help="hf backend, padded: static KV cache + compiled decode")
     g.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens, help=f"cap on generated tokens (paper: {DEFAULT_MAX_NEW_TOKENS})")
     g.add_argument("--limit", type=positive_int, default=d.limit, help="only the first N questions (quick runs)")
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=nonnegative_int, default=d.seed)
     add_overwrite(p)
 
 
@@ -147,6 +204,45 @@ def options(cls, args: argparse.Namespace, **overrides):
 def generation_options(args: argparse.Namespace) -> GenerationOptions:
     """The generation flags (``add_generation_args``) as the typed options the library takes."""
     return options(GenerationOptions, args)
+
+
+def weak_strong_problem(model: str, weak: str | None, strong: str | None, names=("--teacher", "--student")) -> str | None:
+    """Why ``weak`` cannot teach ``strong`` (weak-to-strong: the teacher is the smaller model), else None. Registry
+    sizes compare by their number (equal is refused too); local folders by their parameter count (a larger teacher is
+    refused; equal counts pass, as the tiny test models have them)."""
+    if weak is None or strong is None:
+        return None
+    if not registry.is_custom_id(weak) and not registry.is_custom_id(strong):
+        w, s = records.size_in_params(weak), records.size_in_params(strong)
+        if w is not None and s is not None and w >= s:
+            return (f"{names[0]} {weak} is not smaller than {names[1]} {strong}: weak-to-strong trains the larger "
+                    f"model on the smaller one's labels; swap them")
+        return None
+
+    def count(x):
+        if registry.is_custom_id(x):
+            try:
+                return records.folder_params(registry.resolve_model(model, x)) if records.is_local(x) else None
+            except registry.RegistryError:
+                return None
+        return records.size_in_params(x)
+
+    w, s = count(weak), count(strong)
+    if w is not None and s is not None and w > s:
+        return (f"{names[0]} {weak} ({w:,.0f} parameters) is larger than {names[1]} {strong} ({s:,.0f}): weak-to-strong "
+                f"trains the larger model on the smaller one's labels; swap them")
+    return None
+
+
+def check_weak_strong(p: argparse.ArgumentParser, model: str, teacher, student, midlevel=None) -> None:
+    """``weak_strong_problem`` for teacher < student (and teacher < mid-level < student) as a usage error."""
+    pairs = [(teacher, student, ("--teacher", "--student"))]
+    if midlevel:
+        pairs = [(teacher, midlevel, ("--teacher", "--midlevel")), (midlevel, student, ("--midlevel", "--student"))]
+    for w, s, names in pairs:
+        problem = weak_strong_problem(model, w, s, names)
+        if problem:
+            p.error(problem)
 
 
 def main_guard(fn):

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import datasets as registry
 from .datasets import DATA_DIR_ENV, DataError, DatasetSpec, cot_datasets, register_dataset, spec  # noqa: F401
 from .jsonl import JsonlError, read_jsonl
+from .records import rows_digest
 
 W2S_PART_FRACTION = 0.2
 
@@ -116,6 +117,9 @@ def load_split(name: str, split: str, data_dir_: str | None = None) -> list[dict
     for i, r in enumerate(raw):
         try:
             rows.append(s.normalize(split, i, r))
+        except DataError as e:
+            where = f"{root / name} ({split})" if root else f"{name} ({split}) from the Hub"
+            raise DataError(f"{where}, row {i + 1}: {e}; fix the data file") from None
         except (KeyError, TypeError, AttributeError):
             where = f"{root / name} ({split})" if root else f"{name} ({split}) from the Hub"
             raise DataError(f"{where}, row {i + 1}: expected the fields question, {s.fields} "
@@ -124,6 +128,28 @@ def load_split(name: str, split: str, data_dir_: str | None = None) -> list[dict
     if len(set(ids)) != len(ids):  # ids must be unique for stages to join on them
         rows = [dict(r, id=f"{name}-{split}-{i:05d}") for i, r in enumerate(rows)]
     return rows
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def _source_stamp(name: str, root: Path | None) -> tuple:
+    """(name, size, mtime) of the files a local split is read from (empty for the Hub): a cache key."""
+    if root is None:
+        return ()
+    folder = root / name
+    files = [f for f in folder.rglob("*") if f.is_file()] if folder.is_dir() else []
+    return tuple(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+def split_fingerprint(name: str, split: str, data_dir_: str | None = None) -> str:
+    """A fingerprint of a split's content: the digest of its rows as ``load_split`` returns them (questions, answers,
+    gold, ids), whatever folder or Hub copy they come from. Records name the data an output was made from by it."""
+    root = data_dir(data_dir_)
+    key = (name, split, str(root.resolve()) if root else None, _source_stamp(name, root))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = rows_digest(load_split(name, split, data_dir_))
+    return _FINGERPRINTS[key]
 
 
 def load_train(name: str, data_dir_: str | None = None) -> list[dict]:

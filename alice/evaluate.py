@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, datasets, grading, methods, prompts
+from . import artifacts, datasets, fresh, grading, methods, prompts
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
 from .jsonl import read_jsonl, require_trained, write_json, write_jsonl
 from .options import SAMPLING
@@ -61,9 +61,10 @@ def target(layout: Layout, method: str, model: str, data: str, student: str, stu
     return EvalTarget(run, str(trained.path), trained.command(layout.root, data_dir))
 
 
-def model_inputs(t: EvalTarget) -> list[str]:
-    """The evaluated model folder, when it is a trained one (its retraining makes the summary stale)."""
-    return [t.model_path] if t.made_by is not None else []
+def model_inputs(t: EvalTarget) -> list:
+    """The evaluated model: a trained folder (its retraining makes the summary stale), or the untrained hub model /
+    folder (recorded by its revision or content)."""
+    return [Path(t.model_path)] if t.made_by is not None else [t.model_path]
 
 
 def require_model(t: EvalTarget) -> None:
@@ -113,23 +114,26 @@ def evaluate(generator: Generator, rows: list[dict], data: str, pred_path, summa
     return summary
 
 
-def regrade(data: str, summary: dict, rows: list[dict], summary_path) -> dict:
+def regrade(data: str, summary: dict, rows: list[dict], summary_path, pred_path=None) -> dict:
     """Grade a finished run's stored responses again with the current graders (both metrics), without a model.
 
-    Rewrites the predictions and the summary when a grade changed (or the seed's metric was missing); returns
-    the summary. ``rows`` are the test rows (by id: their gold and the seed's gold)."""
-    pred_path = Path(summary["predictions"])
+    Rewrites the predictions and the summary when a grade changed (or the seed's metric was missing), renewing their
+    records' check of them; returns the summary. ``rows`` are the test rows (by id: their gold and the seed's gold);
+    ``pred_path``: the predictions (default: the path the summary names)."""
+    pred_path = Path(pred_path or summary["predictions"])
     if not pred_path.exists():
         return summary
     by_id = {r["id"]: r for r in rows}
     preds = read_jsonl(pred_path)
     new = [dict(p, **grade_prediction(data, p["response"], by_id.get(p["id"]) or dict(p, answer=str(p["gold"])),
                                        summary.get("method"), summary.get("original_wts_type"))) for p in preds]
-    fresh = dict(summary, **summarize(new), dataset_version=datasets.spec(data).version)
-    if new != preds or fresh != summary:
+    regraded = dict(summary, **summarize(new), dataset_version=datasets.spec(data).version)
+    if new != preds or regraded != summary:
         write_jsonl(pred_path, new)
-        write_json(summary_path, fresh)
-    return fresh
+        write_json(summary_path, regraded)
+        fresh.rerecord(pred_path)
+        fresh.rerecord(summary_path)
+    return regraded
 
 
 def summarize(preds: list[dict]) -> dict:

@@ -66,10 +66,32 @@ def read_jsonl(path: str | os.PathLike, made_by: str | None = None, fields: tupl
     return rows
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
-    p = Path(path)
+def umask() -> int:
+    """This process's umask (read from /proc where it can be, which changes nothing; else set and put back)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _temp_beside(p: Path) -> tuple[int, str]:
+    """A temporary file in ``p``'s folder with the mode a plain ``open`` would give (``mkstemp`` makes it 0600,
+    which an atomic rename would keep: unreadable to a group sharing the results)."""
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.fchmod(fd, 0o666 & ~umask())
+    return fd, tmp
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    p = Path(path)
+    fd, tmp = _temp_beside(p)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for row in rows:
@@ -86,12 +108,16 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, p)
+    fd, tmp = _temp_beside(p)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return p
 
 

@@ -111,12 +111,20 @@ def sft_types(flag: str, method: str | None = None) -> tuple[str, ...]:
                                and (method is None or m.sft[0] == method)))
 
 
+def _no_other_type(method: str, flag: str | None, original_type: str | None, ours_type: str | None) -> None:
+    """A type flag the method does not read is a mistake (it would be ignored silently), not a no-op."""
+    for f, given in (("--original-wts-type", original_type), ("--ours-wts-type", ours_type)):
+        if given is not None and f != flag:
+            raise MethodError(f"--method {method} takes no {f}" + (f" (it takes {flag})" if flag else ""))
+
+
 def by_sft_flags(method: str, ours_type: str | None = None, original_type: str | None = None) -> Method:
     """The entry of ``training/SFT.py --method M [--ours-wts-type T | --original-wts-type T]``; a type may be left out
     when the method has only one."""
     found = [m for m in METHODS.values() if m.sft and m.sft[0] == method]
     if not found:
         raise MethodError(f"unknown --method {method!r}; choose from {', '.join(sft_methods())}")
+    _no_other_type(method, found[0].sft_type_flag, original_type, ours_type)
     if found[0].sft_type_flag is None:
         return found[0]
     flag = found[0].sft_type_flag
@@ -147,6 +155,7 @@ def by_eval_flags(method: str, original_wts_type: str | None = None, ours_wts_ty
     if not found:
         raise MethodError(f"unknown method {method!r}; choose from {', '.join(eval_methods())}")
     flag = found[0].eval_type_flag
+    _no_other_type(method, flag, original_wts_type, ours_wts_type)
     if flag is None:
         return found[0]
     given = ours_wts_type if flag == "--ours-wts-type" else original_wts_type

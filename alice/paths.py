@@ -14,6 +14,7 @@ from . import methods
 from .registry import model_tag
 
 ROOT_ENV = "ALICE_ROOT"
+TOP_FOLDERS = ("data", "model_outputs")  # every output of a root lives under one of these (Layout.data, .models)
 
 
 def _tag(size: str) -> str:
@@ -28,6 +29,17 @@ class Layout:
     def default(cls, root: str | os.PathLike | None = None) -> "Layout":
         """``root``, else $ALICE_ROOT, else the current directory."""
         return cls(Path(root or os.environ.get(ROOT_ENV) or "."))
+
+    @staticmethod
+    def root_of(path: str | os.PathLike) -> Path | None:
+        """The root an output belongs to: the parent of its nearest ``data/`` or ``model_outputs/`` folder (resolved);
+        None for a path outside any root (e.g. SFT's ``--output-dir``). Records name inputs relative to it, so a
+        moved or copied root keeps them valid."""
+        p = Path(os.path.abspath(os.path.expanduser(str(path))))
+        for parent in p.parents:
+            if parent.name in TOP_FOLDERS:
+                return Path(os.path.realpath(parent.parent))
+        return None
 
     @property
     def data(self) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import importlib.util
 import os
 import re
@@ -90,10 +91,11 @@ class Step:
     def done(self) -> bool:
         if not self.outputs or not all(_exists(p) for p in self.outputs):
             return False
-        flags = [str(a) for a in self.argv[2:]]
+        flags = fresh.command_line([str(a) for a in self.argv[2:]])  # paths resolved: a root spelled otherwise matches
         for p in self.outputs:
             meta = fresh.read_meta(p)
-            if meta is None or flags not in meta.get("argvs", []) or not fresh.inputs_unchanged(meta):
+            # believed: it checks against its record (rows, ids, weights) and its inputs are unchanged
+            if meta is None or flags not in meta.get("argvs", []) or not fresh.believed(p):
                 return False
         return True
 
@@ -426,8 +428,8 @@ REPO = Path(__file__).resolve().parent.parent  # where the stage scripts live
 _SCRIPTS: dict[str, object] = {}
 
 
-def _script_main(script: str):
-    """The ``main`` of a stage script (``training/SFT.py``: relative to the repository, or an absolute path)."""
+def _script_module(script: str):
+    """A stage script as a module (``training/SFT.py``: relative to the repository, or an absolute path)."""
     path = (REPO / script).resolve()
     if str(path) not in _SCRIPTS:
         name = "alice_step_" + script.replace("/", "_").replace(".", "_")
@@ -435,7 +437,12 @@ def _script_main(script: str):
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         _SCRIPTS[str(path)] = mod
-    return _SCRIPTS[str(path)].main
+    return _SCRIPTS[str(path)]
+
+
+def _script_main(script: str):
+    """The ``main`` of a stage script."""
+    return _script_module(script).main
 
 
 def _stream_handlers(streams) -> list:
@@ -522,6 +529,7 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
     timings = []
     with generation.engine_pool():
         for i, st in enumerate(steps, 1):
+            _check_terminated()
             label = f"[{i:2d}/{len(steps)}] {st.name}"
             if st.done():
                 print(f"{label}: done, skipped", flush=True)
@@ -534,6 +542,7 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
                     rc = _call_in_process(st, argv[2:], f)
                 else:
                     rc = _call(argv, f)
+            _check_terminated()
             dt = time.time() - t0
             timings.append((st.name, dt))
             if not _outcome(label, st, rc, dt, log, report_note):
@@ -547,7 +556,10 @@ def _open_log(logs: Path, i: int, st: Step):
     ``logs/<i>_<name>.log`` and that log opened, the command written first (an earlier attempt's log becomes
     ``<i>_<name>.attempt<k>.log``)."""
     argv = st.command(overwrite=bool(st.outputs))
-    log = logs / f"{i:02d}_{st.name.replace(' ', '_').replace('>', '').replace('/', '_')}.log"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", st.name.replace(">", "")).strip("._") or "step"
+    if len(name) > 80:  # a step named by long model paths: the log's name still fits (255 bytes)
+        name = f"{name[:70]}-{hashlib.sha256(st.name.encode()).hexdigest()[:8]}"
+    log = logs / f"{i:02d}_{name}.log"
     if log.exists():  # an earlier attempt of a step not done (it failed or was killed): its log is kept, not overwritten
         k = 1
         while log.with_suffix(f".attempt{k}.log").exists():
@@ -603,6 +615,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     label = lambda i: f"[{i + 1:2d}/{len(steps)}] {steps[i].name}"  # noqa: E731
     try:
         while True:
+            _check_terminated()
             for i, st in enumerate(steps):  # a failed prerequisite blocks its dependants (the report runs anyway)
                 if state[st.name] == "todo" and st.name != "report" and any(
                         state[d] in ("failed", "blocked") for d in st.after):
@@ -677,6 +690,31 @@ def print_worked_example(args: PipelineOptions) -> str | None:
     return text
 
 
+class _BadStep(Exception):
+    pass
+
+
+def _raise_bad(message):
+    raise _BadStep(message)
+
+
+def check_steps(steps: list[Step]) -> None:
+    """Parse every step's command line with its script's own parser before anything runs: a flag no stage takes (in
+    --extra-gen-args / --extra-sft-args) or a bad value is a ``_BadStep`` naming the step, not a failure hours in."""
+    for st in steps:
+        if not st.script:
+            continue
+        mod = _script_module(st.script)
+        if not hasattr(mod, "build_parser"):
+            continue
+        p = mod.build_parser()
+        p.error = _raise_bad
+        try:
+            p.parse_args([str(a) for a in st.argv[2:]])
+        except _BadStep as e:
+            raise _BadStep(f"step '{st.name}' ({st.script}): {e}") from None
+
+
 def run(args: PipelineOptions) -> int:
     steps = plan(args)
     L = Layout.default(args.root)
@@ -697,6 +735,16 @@ def run(args: PipelineOptions) -> int:
         name, why = problems[0]
         more = f" (and {len(problems) - 1} more steps)" if len(problems) > 1 else ""
         print(f"error: step '{name}'{more}: {why}", file=sys.stderr)
+        return 2
+    try:  # every model loadable here (a folder holding a model; offline: in the cache), before the first step
+        for role in ("teacher", "student", "midlevel", "summarizer_model"):
+            name = getattr(args, role)
+            name = name and (name if role == "summarizer_model" else registry.resolve_model(args.model, name))
+            registry.check_loadable(name, f"--{role.replace('_', '-')}")
+        if args.embedding_model and data_mod.spec(args.data).uses_embeddings:
+            registry.check_loadable(args.embedding_model, "--embedding-model", sentence_transformers=True)
+    except registry.RegistryError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.jobs > 1:
         rc = execute_parallel(steps, logs, args.jobs, report_note=smoke_note(args))
@@ -744,8 +792,19 @@ class Terminated(BaseException):
     the GPU) and data-parallel workers are stopped. Not an ``Exception``: a step cannot catch it as its own failure."""
 
 
+_TERMINATED: list[int] = []  # SIGTERMs received: the handler's exception may land in a finalizer, which swallows it
+
+
 def _raise_terminated(signum, frame):
+    _TERMINATED.append(signum)
     raise Terminated(signum)
+
+
+def _check_terminated() -> None:
+    """Raise ``Terminated`` when a SIGTERM came (its exception may have been swallowed where it landed: inside a
+    finalizer or a library's ``except BaseException``); checked between steps, so no further step starts."""
+    if _TERMINATED:
+        raise Terminated(_TERMINATED[0])
 
 
 def terminable(fn, *args) -> int:
@@ -753,6 +812,7 @@ def terminable(fn, *args) -> int:
     import threading
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
+    _TERMINATED.clear()
     try:
         return fn(*args)
     except Terminated:
@@ -771,6 +831,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    # every input a user can get wrong is a one-line usage error here, before any step runs or any model loads
     for role in ("teacher", "student", "midlevel"):
         size = getattr(args, role)
         if size is None:
@@ -779,8 +840,23 @@ def _main(argv: list[str] | None = None) -> int:
             registry.resolve_model(args.model, size)
         except registry.RegistryError as e:
             p.error(f"--{role}: {e}")
+    for flag in ("extra_sft_args", "extra_gen_args"):
+        try:
+            shlex.split(getattr(args, flag))
+        except ValueError as e:
+            p.error(f"--{flag.replace('_', '-')}: {e} in {getattr(args, flag)!r}")
+    cli.check_weak_strong(p, args.model, args.teacher, args.student, args.midlevel)
+    if not args.dry_run:
+        problem = cli.root_problem(args.root or ".")
+        if problem:
+            p.error(f"--root: {problem}")
     try:
-        return run(PipelineOptions.from_args(args))
+        opts = PipelineOptions.from_args(args)
+        try:
+            check_steps(plan(opts))
+        except _BadStep as e:
+            p.error(str(e))
+        return run(opts)
     except plan_mod.PlanError as e:  # --gpus beyond what is visible, a model the plan cannot read
         print(f"error: {e}", file=sys.stderr)
         return 2

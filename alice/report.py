@@ -264,8 +264,13 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
     for e in entries(model, teacher, student, midlevel):
         row = {"key": e.key, "label": e.label, "run": e.run, "w2s": e.w2s}
         s = load_summary(layout.eval_summary(data, e.run)) if e.run else None
+        stale = e.run and s is not None and (fresh.stale_reason(layout.eval_summary(data, e.run))  # model retrained
+                                            or fresh.stale_reason(layout.eval_predictions(data, e.run)))  # since
         if s is None:
             row.update(missing=True, note=e.note or "not evaluated")
+        elif stale:
+            row.update(missing=True, stale=stale, note=f"STALE, not shown: {stale}; rerun its evaluation.py "
+                                                       f"command with --overwrite")
         else:
             summaries[e.key] = s
             # this root's predictions file; the path the summary recorded only when that is absent (a run packed on
@@ -295,7 +300,7 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
             continue
         row["pgr_ci95"], row["pgr_ci_method"] = pgr_ci(
             summaries[row["key"]], weak, strong, correct.get(row["key"]), correct.get("weak"), correct.get("strong"))
-    warnings = []
+    warnings = [f"{r['label']}: evaluation is stale ({r['stale']}): left out" for r in rows if r.get("stale")]
     if weak is not None and strong is not None and strong["accuracy"] <= weak["accuracy"]:
         warnings.append(f"strong ({strong['accuracy']:.3f}) is not above weak ({weak['accuracy']:.3f}): "
                         "PGR divides by a gap <= 0 and is not meaningful here")

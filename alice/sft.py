@@ -377,12 +377,17 @@ _NOT_SETTINGS = ("save_steps", "logging_steps", "report_to", "keep_checkpoints",
 
 
 def fresh_settings(job: Job, batch: BatchSettings, opts: TrainOptions) -> tuple[dict, list]:
-    """What the trained weights depend on (recorded with the folder and its checkpoints), and its input paths."""
+    """What the trained weights depend on (recorded with the folder and its checkpoints), and its inputs: the
+    settings, the training rows by content (whichever file or data folder they come from), the base model by
+    identity (a folder's content, a hub id's cached revision), the input file by content (``alice.records``)."""
+    from .records import model_identity, rows_digest
+
     settings = {k: v for k, v in asdict(opts).items() if k not in _NOT_SETTINGS}
     if not opts.full_determinism:  # recorded only when on: folders trained before the option existed stay valid
         settings.pop("full_determinism")
-    settings.update(method=job.method, type=job.type_, model_id=job.model_id, source=job.source,
-                    effective_batch=batch.effective)
+    rows = job.rows[: opts.limit] if opts.limit else job.rows
+    settings.update(method=job.method, type=job.type_, model=model_identity(job.model_id),
+                    rows=rows_digest(rows) if rows else None, effective_batch=batch.effective)
     return settings, [job.input_file, job.model_id]
 
 

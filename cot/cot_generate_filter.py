@@ -10,12 +10,13 @@ ground_truth_response, correct) and ..._cot_correct.jsonl (the rows graded corre
 
 from __future__ import annotations
 
-from alice import cli, fresh, grading, prompts
+from alice import cli, fresh, grading, prompts, registry
 from alice import data as data_mod
 from alice.generation import Generator, Sampling, clear_resumable, generate_resumable
 from alice.jsonl import read_jsonl, write_jsonl
 from alice.options import SAMPLING
 from alice.paths import Layout
+from alice.records import model_identity
 
 TEMPERATURE, TOP_P = SAMPLING["cot"].temperature, SAMPLING["cot"].top_p  # the seed's sampling for CoT generation
 
@@ -51,11 +52,18 @@ def main(argv=None) -> list[dict]:
     out_all, out_correct = layout.cot(args.model, args.teacher, args.data), layout.cot_correct(args.model, args.teacher, args.data)
     gen = cli.generation_options(args)
     sampling = Sampling.from_options(gen, TEMPERATURE, TOP_P)
-    made_with = {"data": args.data, "teacher": teacher_id, "limit": args.limit,
+    made_with = {"data": args.data, "teacher": model_identity(teacher_id), "limit": args.limit,
                  "max_new_tokens": sampling.max_new_tokens, "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P,
                  **gen.recorded()}
     argv_ = fresh.command_line(argv)
-    if all([fresh.check_fresh(o, made_with, [teacher_id], overwrite=args.overwrite, argv=argv_)
+    registry.check_loadable(teacher_id, "--teacher")
+    inputs = [teacher_id, fresh.Data(args.data, "train", args.data_dir)]
+    with fresh.lock(out_correct):
+        return _make(args, p, gen, sampling, made_with, inputs, argv_, out_all, out_correct, teacher_id)
+
+
+def _make(args, p, gen, sampling, made_with, inputs, argv_, out_all, out_correct, teacher_id) -> list[dict]:
+    if all([fresh.check_fresh(o, made_with, inputs, overwrite=args.overwrite, argv=argv_)
             for o in (out_all, out_correct)]):
         rows, kept = read_jsonl(out_all), read_jsonl(out_correct)
         print(f"already done: kept {len(kept)}/{len(rows)} correct CoT -> {out_correct}")
@@ -71,9 +79,9 @@ def main(argv=None) -> list[dict]:
     out = cot_rows(rows, texts, args.data)
     kept = [r for r in out if r["correct"]]
     write_jsonl(out_correct, kept)
-    fresh.record(out_correct, made_with, [teacher_id], argv=argv_)
+    fresh.record(out_correct, made_with, inputs, argv=argv_)
     write_jsonl(out_all, out)
-    fresh.record(out_all, made_with, [teacher_id], argv=argv_)
+    fresh.record(out_all, made_with, inputs, argv=argv_)
     clear_resumable(out_all)
     limit = f" (--limit {args.limit}: first {len(rows)} questions only)" if args.limit else ""
     print(f"kept {len(kept)}/{len(out)} correct CoT{limit} -> {out_correct}")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from alice import alice_stages as st
+from alice import fresh
 from alice.jsonl import JsonlError, MissingInputError, read_jsonl, write_jsonl
 from alice.options import GenerationOptions
 from alice.paths import Layout
@@ -180,6 +181,7 @@ def test_final_joins_by_id_not_line_position(setting):
     st.run_zeroshot(s, ARGS, make_generator=make)
     zs = read_jsonl(s.zeroshot)
     s.zeroshot.write_text("".join(json.dumps(r) + "\n" for r in reversed(zs)))  # another order
+    fresh.rerecord(s.zeroshot)  # as if the stage had written that order (an edit by hand is refused)
     log.clear()
     st.run_final(s, ARGS, make_generator=make)
     finals = [t for _, t in log]
@@ -245,6 +247,7 @@ def test_stale_uncertainty_is_caught(setting):
     st.run_uncertainty(s, ARGS, summarizer="summ", make_generator=make)
     st.run_zeroshot(s, ARGS, make_generator=make)
     s.originals.write_text("")
+    fresh.rerecord(s.originals)  # as if the stage wrote it so (an edit by hand is refused earlier)
     with pytest.raises(JsonlError, match="do not match"):
         st.run_final(s, ARGS, make_generator=make)
 
@@ -440,6 +443,7 @@ def test_a_stage_row_without_its_fields_is_one_line(setting):
     make = lambda m: ScriptedGenerator(m, reply, log)  # noqa: E731
     st.run_cluster(s, ARGS, num_samples=4, make_generator=make, encode=identity_encode)
     s.clustered.write_text(json.dumps({"id": "h051", "question": "q"}) + "\n")
+    fresh.rerecord(s.clustered)  # a file its stage wrote so (an edit by hand is refused before it is read)
     with pytest.raises(JsonlError, match=r"row 1: no 'clusters', 'final_response'.*--overwrite"):
         st.run_uncertainty(s, ARGS, summarizer="summ", make_generator=make)
 

@@ -2,15 +2,14 @@
 
 import dataclasses
 import json
-import os
 import shutil
 
 import pytest
 
-from alice import datasets, generation
+from alice import datasets, fresh, generation
 from alice.datasets import gsm8k
 from alice.evaluate import summarize, target, wilson
-from alice.paths import Layout
+from alice.paths import Layout, eval_run_name
 from alice.testing import load_script
 
 
@@ -68,12 +67,12 @@ def test_naive_end_to_end_and_rerun(tiny_models, data_dir, tmp_path, capsys, mon
     student = str(tiny_models["qwen_small"])
     s = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive"))
     L = Layout(tmp_path)
-    preds = [json.loads(x) for x in open(L.eval_predictions("gsm8k", "custom_qwen_small_naive"))]
+    preds = [json.loads(x) for x in open(L.eval_predictions("gsm8k", eval_run_name("custom", student, "naive")))]
     assert [p["id"] for p in preds] == [f"gsm8k-test-{i:05d}" for i in range(5)]
     assert set(preds[0]) == {"id", "question", "response", "gold", "extracted", "parsed", "correct", "seed_correct",
                              "seed_counted"}
     assert preds[2]["gold"] == "6"
-    summary = json.load(open(L.eval_summary("gsm8k", "custom_qwen_small_naive")))
+    summary = json.load(open(L.eval_summary("gsm8k", eval_run_name("custom", student, "naive"))))
     assert summary["n"] == 5 and summary["model"] == student and summary["method"] == "naive"
     assert summary["settings"]["backend"] == "hf" and len(summary["ci95"]) == 2 and s["accuracy"] == summary["accuracy"]
     assert summary["dataset_version"] == gsm8k.VERSION  # what graded it
@@ -89,7 +88,7 @@ def test_naive_end_to_end_and_rerun(tiny_models, data_dir, tmp_path, capsys, mon
     with pytest.raises(SystemExit) as e:
         run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--limit", "2"))
     assert e.value.code == 2 and "limit None -> 2" in capsys.readouterr().err
-    assert json.load(open(L.eval_summary("gsm8k", "custom_qwen_small_naive")))["n"] == 5
+    assert json.load(open(L.eval_summary("gsm8k", eval_run_name("custom", student, "naive"))))["n"] == 5
     s2 = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive", "--limit", "2", "--overwrite"))
     assert s2["n"] == 2 and s2["settings"]["limit"] == 2
     # --batch-invariant is recorded with the evaluation: the one made without it is not passed off as made with it
@@ -116,6 +115,7 @@ def test_both_metrics_and_grading_seed(tiny_models, data_dir, tmp_path, capsys, 
     with open(path, "w") as f:
         for p, r in zip(preds, responses):
             f.write(json.dumps(dict(p, response=r)) + "\n")
+    fresh.rerecord(path)  # as if the model had written them (an edit by hand is caught: tests/test_integrity.py)
     monkeypatch.setattr(generation.Generator, "_load", lambda self: pytest.fail("model loaded"))
     # a new version of the dataset's grading: the regraded summary records it
     monkeypatch.setitem(datasets.DATASETS, "gsm8k", dataclasses.replace(datasets.spec("gsm8k"), version="2"))
@@ -125,7 +125,7 @@ def test_both_metrics_and_grading_seed(tiny_models, data_dir, tmp_path, capsys, 
     assert (s["seed"]["correct"], s["seed"]["denominator"]) == (1, 3) and s["seed"]["accuracy"] == pytest.approx(1 / 3)
     out = capsys.readouterr().out
     assert "(seed's metric): accuracy 0.333 (1/3 counted of 5" in out and "project's grading 0.600" in out
-    saved = json.load(open(Layout(tmp_path).eval_summary("gsm8k", "custom_qwen_small_naive")))
+    saved = json.load(open(Layout(tmp_path).eval_summary("gsm8k", eval_run_name("custom", student, "naive"))))
     assert saved["seed"]["denominator"] == 3 and saved["correct"] == 3  # regraded summary written back
     assert saved["dataset_version"] == "2"
     assert [json.loads(x)["seed_counted"] for x in open(path)] == [True, True, False, True, False]
@@ -147,12 +147,12 @@ def test_resume_after_a_killed_run(tiny_models, data_dir, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive"))
     L = Layout(tmp_path)
-    assert not L.eval_summary("gsm8k", "custom_qwen_small_naive").exists()
+    assert not L.eval_summary("gsm8k", eval_run_name("custom", student, "naive")).exists()
     calls.clear()
     monkeypatch.setattr(generation.Generator, "generate", lambda self, c, s, desc="": calls.append(len(c)) or real(self, c, s, desc))
     s = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--method", "naive"))
     assert calls == [2, 1] and s["n"] == 5  # the first 2 questions were not asked again
-    ids = [json.loads(x)["id"] for x in open(L.eval_predictions("gsm8k", "custom_qwen_small_naive"))]
+    ids = [json.loads(x)["id"] for x in open(L.eval_predictions("gsm8k", eval_run_name("custom", student, "naive")))]
     assert len(ids) == len(set(ids)) == 5
 
 
@@ -170,17 +170,19 @@ def test_trained_models_missing_and_present(tiny_models, data_dir, tmp_path, cap
     shutil.copytree(student, dest)
     s = run(common(tiny_models, data_dir, tmp_path, "--student", student, "--teacher", teacher, "--method", "ours-wts",
                    "--ours-wts-type", "singleturn", "--limit", "2"))
-    assert s["model"] == str(dest) and s["run"] == "custom_qwen_small_to_qwen_large_ours-wts-singleturn"
+    assert s["model"] == str(dest) and s["run"] == eval_run_name("custom", student, "ours-wts", teacher, ours_wts_type="singleturn")
 
     # the model is retrained (other weights in its folder): the summary is stale
     flags = ["--student", student, "--teacher", teacher, "--method", "ours-wts", "--ours-wts-type", "singleturn", "--limit", "2"]
     w = dest / "model.safetensors"
-    w.write_bytes(w.read_bytes())
-    os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 10**9))
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(w)
+    save_file({k: v + 0.01 for k, v in weights.items()}, w, metadata={"format": "pt"})
     with pytest.raises(SystemExit) as e:
         run(common(tiny_models, data_dir, tmp_path, *flags))
     err = capsys.readouterr().err
-    assert e.value.code == 2 and f"{dest} changed since" in err and "--overwrite" in err
+    assert e.value.code == 2 and f"{dest.relative_to(tmp_path)} changed since" in err and "--overwrite" in err
     assert run(common(tiny_models, data_dir, tmp_path, *flags, "--overwrite"))["n"] == 2
 
     with pytest.raises(SystemExit):

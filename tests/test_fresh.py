@@ -22,11 +22,14 @@ def test_check_fresh_absent_same_other_and_overwrite(tmp_path):
     fresh.record(out, {"n": 4, "model": "org/m"}, [inp, "org/m"], argv=["--n", "4"])
     assert fresh.check_fresh(out, {"n": 4, "model": "org/m"}, [inp, "org/m"]) is True
     with pytest.raises(fresh.StaleOutputError) as e:
-        fresh.check_fresh(out, {"n": 100, "model": "org/m"}, [inp])
+        fresh.check_fresh(out, {"n": 100, "model": "org/m"}, [inp, "org/m"])
     assert "\n" not in str(e.value) and "n 4 -> 100" in str(e.value) and "--overwrite" in str(e.value)
-    assert fresh.check_fresh(out, {"n": 100, "model": "org/m"}, [inp], overwrite=True) is False
+    assert fresh.check_fresh(out, {"n": 100, "model": "org/m"}, [inp, "org/m"], overwrite=True) is False
     # same settings with --overwrite: kept
-    assert fresh.check_fresh(out, {"n": 4, "model": "org/m"}, [inp], overwrite=True) is True
+    assert fresh.check_fresh(out, {"n": 4, "model": "org/m"}, [inp, "org/m"], overwrite=True) is True
+    # another hub model as input: made otherwise
+    with pytest.raises(fresh.StaleOutputError, match="other inputs|another revision"):
+        fresh.check_fresh(out, {"n": 4, "model": "org/m"}, [inp])
 
 
 def test_a_changed_input_makes_the_output_stale(tmp_path):

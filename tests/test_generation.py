@@ -1,7 +1,6 @@
 """The generation layer on the hf backend with tiny fixture models (the vLLM path: test_vllm_backend.py)."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -150,15 +149,25 @@ def test_generate_resumable(spiky, tmp_path):
     generate_resumable(Counting(spiky, backend="hf"), items[:2], Sampling(max_new_tokens=8), out)
     assert calls == [2]
 
-    # a model retrained at the same path (its weights file rewritten) makes the checkpoint's texts stale
+    # a model retrained at the same path (other weights in its file) makes the checkpoint's texts stale; the same
+    # weights touched (or copied) do not: the checkpoint is keyed by their content
     import os
+    import shutil
     import time
 
-    weights = next(Path(spiky).glob("*.safetensors"))
+    from safetensors.torch import load_file, save_file
+
+    m = tmp_path / "model"
+    shutil.copytree(spiky, m)
+    generate_resumable(Counting(m, backend="hf"), items, s, out)
+    weights = next(m.glob("*.safetensors"))
     t = time.time() + 5
     os.utime(weights, (t, t))
     calls.clear()
-    generate_resumable(Counting(spiky, backend="hf"), items, s, out)
+    generate_resumable(Counting(m, backend="hf"), items, s, out)
+    assert calls == []
+    save_file({k: v * 1.01 for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
+    generate_resumable(Counting(m, backend="hf"), items, s, out)
     assert calls == [5]
     clear_resumable(out)
     assert not partial.exists()

@@ -27,10 +27,14 @@ def test_custom_ids_and_folders_pass_through(tmp_path):
     assert registry.resolve_model("llama3", "my-org/my-model") == "my-org/my-model"
     folder = tmp_path / "trained"
     folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"w")
     assert registry.resolve_model("custom", str(folder)) == str(folder)
     assert registry.model_tag("1.5B") == "1.5B"
     assert registry.model_tag("my-org/my-model") == "my-org--my-model"
-    assert registry.model_tag(str(folder) + "/") == "trained"
+    # a folder: its name and a short fingerprint of its content (tests/test_integrity.py: two folders of one name)
+    assert registry.model_tag(str(folder) + "/") == registry.model_tag(str(folder))
+    assert registry.model_tag(str(folder)).startswith("trained-")
 
 
 def test_unknown_family_and_size_list_choices():

@@ -11,10 +11,12 @@ and gradient accumulation come from the accelerate config file (``# sft.<key>: <
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from alice import cli
-from alice import fresh, methods, sft
+from alice import fresh, methods, registry, sft
 from alice.paths import Layout
 
 P = sft.PAPER
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=P.weight_decay)
     t.add_argument("--max-length", type=cli.positive_int, default=P.max_length, help="tokens per example (longer ones are cut)")
     t.add_argument("--max-steps", type=cli.positive_int, default=None, help="stop after N optimizer steps (overrides --epochs)")
-    t.add_argument("--seed", type=int, default=P.seed)
+    t.add_argument("--seed", type=cli.nonnegative_int, default=P.seed)
     t.add_argument("--full-determinism", action="store_true",
                    help="deterministic GPU kernels (transformers' enable_full_determinism): the same command trains "
                         "the same weights; slower (README 'Reproducibility')")
@@ -92,7 +94,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     opts = cli.options(sft.TrainOptions, args)  # every training flag is a TrainOptions field of the same name
     settings = {k: v for k, v in vars(args).items()}
     settings["argv"] = sys.argv if argv is None else ["training/SFT.py", *argv]
-    return sft.run(job, batch, opts, overwrite=args.overwrite, settings=settings, argv=fresh.command_line(argv))
+    registry.check_loadable(job.model_id, f"--{job.role}")
+    # one run per output folder (the main process of a multi-process launch holds the lock for all of them)
+    main_process = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
+    with fresh.lock(job.out_dir) if main_process else contextlib.nullcontext():
+        return sft.run(job, batch, opts, overwrite=args.overwrite, settings=settings, argv=fresh.command_line(argv))
 
 
 if __name__ == "__main__":

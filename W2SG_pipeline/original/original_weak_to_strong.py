@@ -59,7 +59,13 @@ def main(argv=None) -> list[dict]:
     made_with = {"data": args.data, "type": args.type, "limit": args.limit, "max_new_tokens": sampling.max_new_tokens,
                  "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P, **gen.recorded()}
     argv_ = fresh.command_line(argv)
-    if fresh.check_fresh(out, made_with, [labeler], overwrite=args.overwrite, argv=argv_):
+    inputs = [labeler, fresh.Data(args.data, "train", args.data_dir)]
+    with fresh.lock(out):
+        return _make(args, p, gen, sampling, made_with, inputs, argv_, labeler, subset, out)
+
+
+def _make(args, p, gen, sampling, made_with, inputs, argv_, labeler, subset, out) -> list[dict]:
+    if fresh.check_fresh(out, made_with, inputs, overwrite=args.overwrite, argv=argv_):
         rows = read_jsonl(out)
         print(f"already done: {len(rows)} labels -> {out}")
         return rows
@@ -73,7 +79,7 @@ def main(argv=None) -> list[dict]:
                                    desc=f"label {args.data} ({args.type})")
     labels = [{"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0]} for r in rows]
     write_jsonl(out, labels)
-    fresh.record(out, made_with, [labeler], argv=argv_)
+    fresh.record(out, made_with, inputs, argv=argv_)
     clear_resumable(out)
     limit = f" (--limit {args.limit})" if args.limit else ""
     print(f"labelled {len(labels)} {subset} questions with {labeler}{limit} -> {out}")

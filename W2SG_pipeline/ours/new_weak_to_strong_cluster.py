@@ -10,16 +10,21 @@ from alice.clustering import DEFAULT_EMBEDDING_MODEL, INSTRUCTION_MODES
 from alice.options import DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD
 
 
-@cli.main_guard
-def main(argv=None):
+def build_parser():
     p = stage_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES, help="answers sampled per question")
+    p.add_argument("--num-samples", type=cli.positive_int, default=DEFAULT_NUM_SAMPLES, help="answers sampled per question")
     p.add_argument("--embedding-model", default=DEFAULT_EMBEDDING_MODEL,
                    help="sentence-transformers model for hotpotqa/triviaqa (paper: hkunlp/instructor-large)")
     p.add_argument("--embedding-instruction", default="auto", choices=INSTRUCTION_MODES,
                    help="prefix the paper's embedding instruction (auto: only for instructor models)")
-    p.add_argument("--similarity-threshold", type=float, default=DEFAULT_THRESHOLD,
+    p.add_argument("--similarity-threshold", type=cli.similarity, default=DEFAULT_THRESHOLD,
                    help="cosine similarity above which two answers are the same")
+    return p
+
+
+@cli.main_guard
+def main(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     if args.num_samples < 2:
         p.error("--num-samples must be at least 2 (a cluster needs two answers)")

@@ -7,9 +7,14 @@ from alice import cli
 from alice.alice_stages import run_zeroshot, setting_from_args, stage_parser
 
 
+def build_parser():
+    p = stage_parser(__doc__.split("\n\n")[0])
+    return p
+
+
 @cli.main_guard
 def main(argv=None):
-    p = stage_parser(__doc__.split("\n\n")[0])
+    p = build_parser()
     args = p.parse_args(argv)
     run_zeroshot(setting_from_args(p, args, argv), cli.generation_options(args))
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from .base import DatasetSpec, Grade
+from .base import DataError, DatasetSpec, Grade
 from .shared import UNCERTAINTY_INSTRUCTIONS, extract_boxed, normalize_number
 
 VERSION = "1"
 
 
 def normalize(split: str, i: int, raw: dict) -> dict:
+    if "####" not in raw["answer"]:  # no gold number: a row that would be graded against nothing
+        raise DataError("its answer has no final '#### <number>' line (gsm8k's gold answer)")
     return {"id": f"gsm8k-{split}-{i:05d}", "question": raw["question"].strip(), "answer": raw["answer"],
             "gold": gsm8k_gold(raw["answer"])}
 

@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import lifeline
 from ..jsonl import Progress
 from .checkpoint import cache_path, clear_resumable
 from .common import GenerationError
@@ -136,6 +137,7 @@ def run_shards(generator, todo: list[dict], sampling, out_path, *, desc: str, ch
                               f"{f'at {k} engines per GPU ' if k > 1 else ''}needs {blocks * tp} GPUs; "
                               f"{len(gpus)} visible ({','.join(gpus)})")
     free_pooled()  # an engine kept by this process would share worker 0's GPU
+    lifeline.guard()  # the workers (and their engines) die with this process, even by SIGKILL
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     procs = []

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..fresh import fingerprint
+from ..records import fingerprint
 from ..jsonl import Progress
 from .checkpoint import cache_path, clear_resumable  # noqa: F401  (re-exported)
 from .common import Sampling

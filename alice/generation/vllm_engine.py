@@ -6,6 +6,7 @@ import importlib.util
 import os
 import time
 
+from .. import lifeline
 from . import common
 from .common import CPU_MAX_MODEL_LEN, CPU_STEP_TOKENS, GenerationError, Sampling, _cpu_vllm_dtype, _hf_token, stop_token_ids
 
@@ -78,6 +79,7 @@ class VLLMBackend:
             # only, with a step budget that holds the longest one.
             kwargs["enable_chunked_prefill"] = False
             kwargs["max_num_batched_tokens"] = max(max_len, CPU_STEP_TOKENS)
+        lifeline.guard()  # vLLM's engine processes die with this one, even when it is killed with SIGKILL
         self._engine = LLM(**kwargs)
         self._max_len = self._engine.llm_engine.model_config.max_model_len
 
