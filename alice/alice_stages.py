@@ -33,7 +33,8 @@ from typing import Callable
 
 from . import artifacts, cli, fresh, grading, prompts, registry
 from . import data as data_mod
-from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, cluster_question, uses_embeddings
+from .clustering import (DEFAULT_EMBEDDING_MODEL, SEED_EMBEDDING_MODEL, Embedder, EmbedderError, cluster_question,
+                         uses_embeddings)
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
 from .jsonl import JsonlError, MissingInputError, read_jsonl, require, require_trained, write_jsonl
 from .options import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD, FINAL_TRIES, SAMPLING,
@@ -51,6 +52,10 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     p = cli.parser(description)
     p.add_argument("--method", default="singleturn", choices=METHODS,
                    help="singleturn: teacher -> student; cascade: the trained mid-level model -> student")
+    p.add_argument("--seed-exact", action="store_true",
+                   help="the seed's behaviour where this project deliberately differs (docs/seed-differences.md): the "
+                        "seed's raw clustering keys and instructor-large for QA (cluster), one final sample kept "
+                        "whatever its form (final)")
     cli.add_generation_args(p)
     return p
 
@@ -80,6 +85,7 @@ class Setting:
     limit: int | None = None
     overwrite: bool = False
     argv: list[str] | None = None
+    seed_exact: bool = False  # --seed-exact: the seed's behaviour where the project deliberately differs
 
     @property
     def cascade(self) -> bool:
@@ -149,6 +155,8 @@ class Setting:
                "seed": gen.seed or 0, "temperature": TEMPERATURE, "top_p": TOP_P}
         if stage in ("zeroshot", "final"):
             out["student"] = model_identity(self.student_model)
+        if self.seed_exact:  # recorded only when on: files made before the switch existed stay valid
+            out["seed_exact"] = True
         return dict(out, **gen.recorded(), **extra)
 
     def fresh(self, out: Path, settings: dict, inputs: list, quiet: bool = False) -> bool:
@@ -182,7 +190,7 @@ def setting_from_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv
     return Setting(data=args.data, model=args.model, teacher=args.teacher, student=args.student,
                    method=args.method, midlevel=args.midlevel, layout=Layout.default(args.root),
                    data_dir=args.data_dir, limit=args.limit, overwrite=args.overwrite,
-                   argv=fresh.command_line(argv))
+                   argv=fresh.command_line(argv), seed_exact=args.seed_exact)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -288,9 +296,15 @@ def run_cluster(s: Setting, gen: GenerationOptions, *, num_samples: int = DEFAUL
                 threshold: float = DEFAULT_THRESHOLD,
                 embedding_model: str | None = None, embedding_instruction: str = "auto",
                 make_generator: GeneratorFactory | None = None, encode=None) -> dict | None:
-    """Sample ``num_samples`` answers per question from the trained sampler and cluster them."""
+    """Sample ``num_samples`` answers per question from the trained sampler and cluster them (``s.seed_exact``: the
+    seed's raw answer keys; QA: its embedder, instructor-large with its instruction, loaded before any sampling)."""
     out = s.clustered
     model = require_trained(s.sampler_model, s.sampler_command())
+    if s.seed_exact and uses_embeddings(s.data):
+        if embedding_model not in (None, SEED_EMBEDDING_MODEL) or embedding_instruction not in ("auto", "on"):
+            raise EmbedderError(f"--seed-exact clusters {s.data} with {SEED_EMBEDDING_MODEL} and its instruction (the "
+                                f"seed's); leave out --embedding-model {embedding_model} / --embedding-instruction")
+        embedding_model, embedding_instruction = SEED_EMBEDDING_MODEL, "on"
     settings = s.settings("cluster", gen, num_samples=num_samples, threshold=threshold,
                           embedding_model=((embedding_model or DEFAULT_EMBEDDING_MODEL) if uses_embeddings(s.data) else None),
                           embedding_instruction=(embedding_instruction if uses_embeddings(s.data) else None))
@@ -302,18 +316,21 @@ def run_cluster(s: Setting, gen: GenerationOptions, *, num_samples: int = DEFAUL
                                 sentence_transformers=True)
     if s.fresh(out, settings, inputs):
         return None
+    if encode is None and uses_embeddings(s.data):
+        embedder = Embedder(embedding_model or DEFAULT_EMBEDDING_MODEL, instruction=embedding_instruction)
+        if s.seed_exact:
+            embedder.load()  # the seed's embedder: one line now, before any sampling, when it cannot be loaded
+        encode = embedder.encode
     questions = s.questions()
     items = [{"id": q["id"], "messages": prompts.question_messages(q["question"])} for q in questions]
     samples = _generate(make_generator or _factory(gen), str(model), items, _sampling(gen, num_samples), out,
                         desc=f"sampling {num_samples} answers")
-    if encode is None and uses_embeddings(s.data):
-        encode = Embedder(embedding_model or DEFAULT_EMBEDDING_MODEL, instruction=embedding_instruction).encode
 
     rows = []
     n_clusters = singletons = unreadable = one = 0
     for q in questions:
         responses = samples[q["id"]]
-        c = cluster_question(s.data, q["question"], responses, encode, threshold)
+        c = cluster_question(s.data, q["question"], responses, encode, threshold, seed_exact=s.seed_exact)
         n_clusters += len(c.clusters)
         singletons += c.singletons
         unreadable += c.unreadable
@@ -388,22 +405,38 @@ def run_zeroshot(s: Setting, gen: GenerationOptions, *, make_generator: Generato
     return _counts("zeroshot", questions=len(rows))
 
 
+def keep_rule(seed_exact: bool) -> dict:
+    """The final stage's rule for keeping a sample, as recorded with its outputs."""
+    if seed_exact:
+        return {"keeps": "every sample (the seed's)"}
+    return {"well_formed_min_chars": grading.MIN_REASONING_CHARS, "well_formed_rejects_example_copies": True}
+
+
+def first_kept(s: Setting, texts: list[str], question: str) -> int | None:
+    """The index of the final sample kept: the first well-formed one; ``s.seed_exact``: the first, whatever its form."""
+    if s.seed_exact:
+        return 0 if texts else None
+    return next((k for k, t in enumerate(texts) if grading.well_formed(s.data, t, question)), None)
+
+
 @_locked("final")
 def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TRIES,
               make_generator: GeneratorFactory | None = None) -> dict | None:
     """The student's proactive answers ('new') + the 'original' rows -> the training file, in question order.
 
     The student samples ``final_tries`` answers per uncertain question; the first well-formed one
-    (``grading.well_formed``) is its 'new' row; a question with no well-formed sample is dropped (counted, printed)."""
+    (``grading.well_formed``) is its 'new' row; a question with no well-formed sample is dropped (counted, printed).
+    ``s.seed_exact``: as the seed, one sample per question, kept whatever its form (``final_tries`` must be 1)."""
     if final_tries < 1:
         raise ValueError(f"final_tries must be at least 1, got {final_tries}")
+    if s.seed_exact and final_tries != 1:
+        raise ValueError(f"--seed-exact samples one final answer per question (the seed's), not {final_tries}")
     out = s.train
     for path, stage in ((s.clustered, "cluster"), (s.originals, "uncertainty"), (s.uncertainty, "uncertainty"),
                         (s.zeroshot, "zeroshot")):
         require(path, s.command(stage))
     # the well-formedness rule is part of what makes the file: another K (or rule) is not passed off as done
-    settings = s.settings("final", gen, final_tries=final_tries, well_formed_min_chars=grading.MIN_REASONING_CHARS,
-                          well_formed_rejects_example_copies=True)
+    settings = s.settings("final", gen, final_tries=final_tries, **keep_rule(s.seed_exact))
     inputs = [s.clustered, s.originals, s.uncertainty, s.zeroshot, s.student_model]
     if make_generator is None:
         registry.check_loadable(s.student_model, "--student")
@@ -432,7 +465,7 @@ def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TR
                       desc=f"student final answers ({final_tries} per question)")
     new, later, samples = {}, 0, []
     for r in uncertain:
-        k = next((k for k, t in enumerate(texts[r["id"]]) if grading.well_formed(s.data, t, r["question"])), None)
+        k = first_kept(s, texts[r["id"]], r["question"])
         samples.append({"id": r["id"], "samples": texts[r["id"]], "kept": k})  # what was tried, for inspection
         if k is None:
             continue  # no well-formed answer: dropped, not replaced

@@ -24,7 +24,7 @@ from .paths import Layout, eval_run_name
 SFT = "training/SFT.py"
 COT = "cot/cot_generate_filter.py"
 ORIGINAL = "W2SG_pipeline/original/original_weak_to_strong.py"
-OURS = "W2SG_pipeline/ours/new_weak_to_strong_{}.py"
+OURS = "W2SG_pipeline/ours/new_weak_to_strong_{}.py"  # also {} = ablation: the ablations' training files
 EVAL = "evaluation.py"
 REPORT = "report.py"
 ALICE_STAGES = ("cluster", "uncertainty", "zeroshot", "final")
@@ -154,6 +154,12 @@ def alice_stage(L: Layout, stage: str, model: str, data: str, teacher: str, stud
     }[stage]()
     method = ("--method", "cascade", "--midlevel", midlevel) if cascade else ("--method", "singleturn")
     return _a(path, OURS.format(stage), model, data, "--teacher", teacher, "--student", student, *method)
+
+
+def alice_ablation(L: Layout, name: str, model: str, data: str, teacher: str, student: str) -> Artifact:
+    """The training file of one ablation of single-turn Alice (``alice.ablations``), made from its stage files."""
+    return _a(L.alice_ablation(model, teacher, student, data, name), OURS.format("ablation"), model, data,
+              "--teacher", teacher, "--student", student, "--method", "singleturn", "--ablation", name)
 
 
 def alice_sampler(L: Layout, model: str, data: str, teacher: str, midlevel: str | None = None) -> Artifact:

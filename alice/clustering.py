@@ -13,6 +13,8 @@ Which relation a dataset uses is its spec's ``answer_key`` (``alice.data``):
 
 - with one (gsm8k / arc_challenge): linked = same extracted final answer; an unreadable
   answer never forms or joins a cluster (the seed dropped it when it came up as head).
+  ``seed_exact``: the seed's raw key (the text after the first ``#### `` / ``My choice is ``, stripped) and its rule
+  for an unreadable answer: dropped as head, and compared as the string ``'N/A'`` otherwise.
 - without (hotpotqa / triviaqa): linked = cosine similarity of sentence embeddings > threshold (0.9). The seed re-encoded
   every remaining response on each pass (O(N^2) encodes); here each response is encoded once and the greedy
   procedure runs on the similarity matrix, which gives the same clusters (tests/test_clustering.py checks it).
@@ -26,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import data as data_mod
+from .errors import AliceError
 from .grading import extract_final_answer
 from .options import DEFAULT_THRESHOLD
 from .prompts import EMBEDDING_INSTRUCTION
@@ -34,6 +37,13 @@ from .prompts import EMBEDDING_INSTRUCTION
 # all-MiniLM-L6-v2 loads everywhere (and is in the offline cache); see README ("Alice", embeddings).
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 INSTRUCTION_MODES = ("auto", "on", "off")
+# --seed-exact: the seed's embedder for hotpotqa/triviaqa, with its instruction (prompts.EMBEDDING_INSTRUCTION)
+SEED_EMBEDDING_MODEL = "hkunlp/instructor-large"
+SEED_UNREADABLE = "N/A"  # the seed's stand-in for a response without a readable answer (it can match a head's key)
+
+
+class EmbedderError(AliceError):
+    """An embedding model that cannot be loaded; the message says what to do."""
 
 
 @dataclass
@@ -53,16 +63,18 @@ class Clustering:
         return self.clusters[best]["response"]
 
 
-def greedy_clusters(linked: np.ndarray, eligible: np.ndarray | None = None) -> tuple[list[list[int]], int, int]:
+def greedy_clusters(linked: np.ndarray, eligible: np.ndarray | None = None,
+                    joinable: np.ndarray | None = None) -> tuple[list[list[int]], int, int]:
     """The greedy procedure on an n x n boolean relation ``linked[head, j]``.
 
     Returns (clusters as lists of member indices, head first; number of singletons; number of ineligible
-    responses). An ineligible response (``eligible[i]`` False) is dropped when it comes up as head and never
-    joins a cluster.
+    responses). An ineligible response (``eligible[i]`` False) is dropped when it comes up as head and joins no
+    cluster unless ``joinable`` (default: ``eligible``) says it may.
     """
     linked = np.asarray(linked, dtype=bool)
     n = linked.shape[0]
     eligible = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    joinable = eligible if joinable is None else np.asarray(joinable, dtype=bool)
     alive = np.ones(n, dtype=bool)
     clusters: list[list[int]] = []
     singletons = skipped = 0
@@ -74,7 +86,7 @@ def greedy_clusters(linked: np.ndarray, eligible: np.ndarray | None = None) -> t
             alive[head] = False
             skipped += 1
             continue
-        mask = alive & linked[head] & eligible
+        mask = alive & linked[head] & joinable
         mask[head] = True  # a response is always in its own cluster
         members = np.flatnonzero(mask)
         if len(members) == 1:
@@ -125,9 +137,25 @@ def cluster_by_key(responses: Sequence[str], keys: Sequence[str | None]) -> Clus
     return _result(responses, groups, singletons, unreadable)
 
 
-def cluster_by_answer(data: str, question: str, responses: Sequence[str]) -> Clustering:
-    """A dataset with an answer extractor (gsm8k / arc_challenge): cluster by the extracted final answer."""
-    return cluster_by_key(responses, [extract_final_answer(data, r, question) for r in responses])
+def cluster_by_seed_key(responses: Sequence[str], keys: Sequence[str | None]) -> Clustering:
+    """The seed's answer clustering: a None key is dropped when it comes up as head; elsewhere it is compared as
+    ``'N/A'`` (so it joins a head whose raw key is the text ``N/A``)."""
+    if len(responses) != len(keys):
+        raise ValueError(f"{len(responses)} responses but {len(keys)} keys")
+    if not len(responses):
+        return Clustering()
+    codes = {}
+    ids = np.array([codes.setdefault(SEED_UNREADABLE if k is None else k, len(codes)) for k in keys])
+    heads = np.array([k is not None for k in keys])
+    groups, singletons, unreadable = greedy_clusters(ids[:, None] == ids[None, :], heads, np.ones(len(keys), bool))
+    return _result(responses, groups, singletons, unreadable)
+
+
+def cluster_by_answer(data: str, question: str, responses: Sequence[str], seed_exact: bool = False) -> Clustering:
+    """A dataset with an answer extractor (gsm8k / arc_challenge): cluster by the extracted final answer
+    (``seed_exact``: by the seed's raw key, with its rule for unreadable answers)."""
+    keys = [extract_final_answer(data, r, question, seed_exact=seed_exact) for r in responses]
+    return cluster_by_seed_key(responses, keys) if seed_exact else cluster_by_key(responses, keys)
 
 
 def uses_embeddings(data: str) -> bool:
@@ -160,13 +188,21 @@ class Embedder:
         self.device = device
         self._model = None
 
-    def _load(self):
+    def load(self):
         if self._model is None:
             import os
 
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(self.model_name, device=self.device, token=os.environ.get("HF_TOKEN") or None)
+            try:
+                self._model = SentenceTransformer(self.model_name, device=self.device,
+                                                  token=os.environ.get("HF_TOKEN") or None)
+            except Exception as e:  # not in the cache offline, no network, a format this library cannot read
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                raise EmbedderError(
+                    f"the embedding model {self.model_name} could not be loaded ({type(e).__name__}: {first}); put it in "
+                    "the Hugging Face cache (or go online), or pass another --embedding-model"
+                    + (" and leave out --seed-exact" if self.model_name == SEED_EMBEDDING_MODEL else "")) from None
             if self.use_instruction:
                 self._model.set_pooling_include_prompt(False)  # the instruction conditions, it is not averaged in
         return self._model
@@ -174,20 +210,21 @@ class Embedder:
     def encode(self, question: str, responses: Sequence[str]) -> np.ndarray:
         prompt = EMBEDDING_INSTRUCTION.format(question=question) if self.use_instruction else None
         return np.asarray(
-            self._load().encode(list(responses), prompt=prompt, batch_size=self.batch_size,
+            self.load().encode(list(responses), prompt=prompt, batch_size=self.batch_size,
                                 show_progress_bar=False, convert_to_numpy=True)
         )
 
 
 def cluster_question(data: str, question: str, responses: Sequence[str],
                      encode: Callable[[str, Sequence[str]], np.ndarray] | None = None,
-                     threshold: float = DEFAULT_THRESHOLD) -> Clustering:
+                     threshold: float = DEFAULT_THRESHOLD, seed_exact: bool = False) -> Clustering:
     """Cluster one question's samples the way the paper does for ``data``.
 
     ``encode(question, responses)`` gives the embeddings (e.g. ``Embedder.encode``); needed for QA datasets.
+    ``seed_exact``: answers keyed as the seed keyed them (``cluster_by_answer``).
     """
     if not uses_embeddings(data):
-        return cluster_by_answer(data, question, responses)
+        return cluster_by_answer(data, question, responses, seed_exact)
     if encode is None:
         raise ValueError(f"{data} is clustered by embeddings: pass encode")
     if not responses:

@@ -92,9 +92,21 @@ def well_formed(data: str, response: str, question: str | None = None) -> bool:
     return reasoning_chars(reasoning) >= MIN_REASONING_CHARS
 
 
-def extract_final_answer(data: str, response: str, question: str | None = None) -> str | None:
-    """The key Alice clusters samples by (gsm8k: the number; arc: the letter); None when unreadable."""
-    key = _spec(data).answer_key
+def extract_final_answer(data: str, response: str, question: str | None = None, seed_exact: bool = False) -> str | None:
+    """The key Alice clusters samples by (gsm8k: the number; arc: the letter); None when unreadable. ``seed_exact``:
+    the seed's raw key instead (the text after the first ``#### `` / ``My choice is ``, stripped)."""
+    spec = _spec(data)
+    key = spec.answer_key
     if key is None:
         raise ValueError(f"{data} is clustered by embeddings, not by a final answer")
-    return key(response, question)
+    return spec.seed_answer_key(response) if seed_exact else key(response, question)
+
+
+def cot_keeps(data: str, response: str, ground_truth: str, gold, question: str | None = None,
+              seed_exact: bool = False) -> bool:
+    """Step 1's filter: the teacher's CoT row is kept when the project's grader reads it correct; ``seed_exact``: when
+    the seed's lower-cased substring test keeps it (the dataset's ``seed_cot_keep``; ARC: the text after the first
+    ``My choice is `` up to the next ``.``)."""
+    if seed_exact:
+        return _spec(data).seed_cot_keep(response, ground_truth)
+    return grade(data, response, gold, question).correct

@@ -27,6 +27,7 @@ INPUTS = {
     "original_cascade_labels": "original W2S cascade labels: hop 1 by the teacher, hop 2 by the mid-level model",
     "alice_final": "Alice's training file of the single-turn run teacher -> student",
     "alice_cascade_final": "Alice's training file of the cascade run (the mid-level model samples) -> student",
+    "alice_ablation": "the training file of an ablation of single-turn Alice (its type names it; alice.ablations)",
 }
 # Row filters applied after reading: ``cascade_first`` keeps the ids of the cascade's first half of the W2S part;
 # ``label:<x>`` keeps the rows whose 'label' is x (Alice's 'original' / 'new' rows).
@@ -62,6 +63,7 @@ class Method:
     rows: str | None = None  # a row filter (ROW_FILTERS)
     seed_reads_choice: bool = False  # trained on CoT-style targets: the seed's metric read 'My choice is' (ARC)
     paper: bool = True  # the pipeline's plan wires it by hand; False: the plan adds its training and evaluation
+    versus: str | None = None  # the report adds the paired difference of its rows against this report row (e.g. alice)
 
     @property
     def sft_type_flag(self) -> str | None:
@@ -140,6 +142,11 @@ def by_sft_flags(method: str, ours_type: str | None = None, original_type: str |
     raise MethodError(f"--method {method} takes {flag} {' or '.join(choices)}, not {given!r}")
 
 
+def versus() -> tuple[tuple[str, str], ...]:
+    """(report row, the report row it is compared with) of every entry with ``versus``."""
+    return tuple((r.key, m.versus) for m in METHODS.values() if m.versus for r in m.report)
+
+
 def eval_methods() -> tuple[str, ...]:
     """evaluation.py's --method choices."""
     return tuple(dict.fromkeys(m.eval[0] for m in METHODS.values() if m.eval))
@@ -206,3 +213,17 @@ for _m in (
            report=(ReportRow("alice_cascade", "cascade Alice (via {midlevel})", via="midlevel"),)),
 ):
     register(_m)
+
+# ---- ablations of Alice's proactive step (docs/ablations.md): training files made by alice.ablations from Alice's
+#      stage files; the pipeline plans those named by --ablations; each is reported with its paired difference to Alice
+ABLATIONS = {  # --ours-wts-type: (letter, what it changes)
+    "no_uncertainty": ("a", "no uncertainty statement in the final prompt"),
+    "self_training": ("b", "self-training: the student's zero-shot answers as labels"),
+    "majority_vote": ("c", "majority vote: the teacher's largest-cluster answer as every label"),
+    "greedy_final": ("d", "greedy final answer"),
+    "agreeing_final": ("e", "final answer kept only when it agrees with the teacher's or its zero-shot answer"),
+}
+for _k, (_letter, _what) in ABLATIONS.items():
+    register(Method(f"ablation_{_k}", "student", ("ours-wts-stage2", _k), "alice_ablation", "ours_ablations",
+                    _TO + "_{type}", eval=("ours-wts", _k), pgr=True, seed_reads_choice=True, paper=False, versus="alice",
+                    report=(ReportRow(f"ablation_{_k}", f"ablation ({_letter}): {_what}"),)))

@@ -84,6 +84,10 @@ class Layout:
         """The student's training file: 'original' rows (one cluster) and 'new' rows (proactive answers)."""
         return self._ours_dir(data, cascade) / f"{model}_{_tag(teacher)}_to_{_tag(student)}_{data}.jsonl"
 
+    def alice_ablation(self, model: str, teacher: str, student: str, data: str, name: str) -> Path:
+        """The training file of one ablation of single-turn Alice (``alice.ablations``, docs/ablations.md)."""
+        return self._ours_dir(data, False) / "ablations" / f"{model}_{_tag(teacher)}_to_{_tag(student)}_{data}_{name}.jsonl"
+
     # ---- trained models: each method's folder is declared in its registry entry (alice.methods) -------------
     def trained(self, method, model: str, data: str, teacher: str | None = None, student: str | None = None) -> Path:
         """The folder ``method`` (a ``methods.Method`` or its key) trains into: ``model_outputs/<folder>/<name>``."""

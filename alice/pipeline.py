@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, cli, datasets, fresh, generation, launch, methods, registry
+from . import ablations, artifacts, cli, datasets, fresh, generation, launch, methods, registry
 from . import plan as plan_mod
 from . import data as data_mod
 from .alice_stages import Setting, final_samples_path, originals_path
@@ -130,6 +130,13 @@ def _num_samples(text: str) -> int:
     return n
 
 
+def _ablations(text: str) -> tuple[str, ...]:
+    try:
+        return ablations.parse(text)
+    except ablations.AblationError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m alice.pipeline",
@@ -170,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory-gib", type=cli.positive_float, default=None,
                    help="plan for GPUs of this size (with --gpus: hardware this machine need not have, e.g. for "
                         "--dry-run); default: the visible GPUs' memory")
+    p.add_argument("--seed-exact", action="store_true",
+                   help="the seed's behaviour where this project deliberately differs (docs/seed-differences.md): its "
+                        "CoT filter, raw clustering keys, instructor-large for QA, one final sample kept whatever its form")
+    p.add_argument("--ablations", type=_ablations, default=(), metavar="all|a,b,...",
+                   help="also run these ablations of Alice's proactive step (docs/ablations.md), each trained, evaluated "
+                        "and reported with its paired difference to Alice: " + "; ".join(
+                            f"{letter} {name} ({what})" for name, (letter, what) in methods.ABLATIONS.items()))
     p.add_argument("--dry-run", action="store_true",
                    help="print every step's command and resource plan (memory per GPU, GPUs, strategy) without running")
     p.add_argument("--subprocess", action="store_true",
@@ -217,6 +231,8 @@ class PipelineOptions:
     jobs: int
     gpus: int | None = None
     gpu_memory_gib: float | None = None
+    seed_exact: bool = False
+    ablations: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "PipelineOptions":
@@ -271,8 +287,9 @@ def plan(args: PipelineOptions) -> list[Step]:
         "uncertainty": ["--summarizer-model", summarizer] if summarizer else [],
         # K in the command line: a training file made before the well-formedness filter (no --final-tries in its
         # recorded command lines) is not skipped as done; the stage then finds its settings differ and redoes it
-        "final": ["--final-tries", str(FINAL_TRIES)],
+        "final": [] if args.seed_exact else ["--final-tries", str(FINAL_TRIES)],
     }
+    seed = ["--seed-exact"] if args.seed_exact else []  # to every stage whose output it changes
 
     steps: list[Step] = []
 
@@ -299,7 +316,7 @@ def plan(args: PipelineOptions) -> list[Step]:
     ev(f"weak {T}", T, "base", after=[step(f"base {T}", A.base_model(L, M, D, T), sft_extra, model=T)])
     ev(f"strong {S}", S, "base", after=[step(f"base {S}", A.base_model(L, M, D, S), sft_extra, model=S)])
     # 2. CoT (gsm8k ships its own), teacher stage 1 on CoT and on q-a pairs
-    cot = None if data_mod.spec(D).ships_cot else step("cot", A.cot(L, M, D, T), train_gen, model=T)
+    cot = None if data_mod.spec(D).ships_cot else step("cot", A.cot(L, M, D, T), train_gen + seed, model=T)
     teacher = {"cot": step("teacher stage1 cot", A.teacher_model(L, M, D, T, "cot"), sft_extra, after=[cot], model=T)}
     if s["original"]:  # the qa teacher serves only original W2S; it trains on the questions the CoT step kept
         teacher["qa"] = step("teacher stage1 qa", A.teacher_model(L, M, D, T, "qa"), sft_extra, after=[cot], model=T)
@@ -337,7 +354,8 @@ def plan(args: PipelineOptions) -> list[Step]:
             elif stage == "final":  # + every final sample, kept or not
                 made = [art.path, final_samples_path(art.path)]
             model = {"cluster": sampler, "uncertainty": summarizer or registry.resolve_summarizer()}.get(stage, student)
-            prev = step(f"{tag} {stage}", art, [*train_gen, *stage_extra.get(stage, [])], made, after=[prev], model=model)
+            prev = step(f"{tag} {stage}", art, [*train_gen, *stage_extra.get(stage, []), *seed], made, after=[prev],
+                        model=model)
         return prev
 
     final = alice(T, S, cascade=False, sampler_step=teacher["cot"])
@@ -347,6 +365,12 @@ def plan(args: PipelineOptions) -> list[Step]:
     # 4b. method variants beyond the paper's (alice.methods entries with paper=False): trained on their input, evaluated
     made = {"ground_truth": None, "cot": cot, "cot_qa": cot, "alice_final": final}
     for m in methods.METHODS.values():
+        if m.input == "alice_ablation" and m.sft[1] in args.ablations:  # its training file first, from Alice's files
+            name = m.sft[1]
+            made[m.input] = step(f"ablation {name} {T}->{S}", A.alice_ablation(L, name, M, D, T, S), train_gen + seed,
+                                 after=[final], model=S if ablations.GENERATES[name] else None)
+        elif m.input == "alice_ablation":
+            continue
         if m.paper or m.input not in made:
             continue
         who = S if m.trains == "student" else T

@@ -1,15 +1,15 @@
 """Evaluation summaries of one setting -> one table with PGR and 95% CIs, as text, JSON, markdown and a bar chart.
 
-Rows: weak (the teacher trained on ground truth, ``base``), strong (the student trained on ground truth),
-the untrained models (``naive``, when evaluated), original W2S with a qa / cot teacher (and the cascade
-baseline when a mid-level is given), Alice and cascade Alice.
+Rows: weak and strong (``base``), the untrained models (``naive``, when evaluated), original W2S with a qa / cot
+teacher (and the cascade baseline when a mid-level is given), Alice, cascade Alice, and evaluated variants (ablations).
 
 PGR (performance gap recovered) = (acc - weak) / (strong - weak). Its 95% CI is a bootstrap: paired over the
 test questions when the three prediction files share their ids (they do when run on the same split), else
 from independent binomial draws of the three accuracies.
 
-``comparisons``: Alice minus original W2S (cot teacher), and cascade Alice minus the cascade baseline: the accuracy
-difference over the test questions both prediction files hold, with a paired bootstrap 95% CI.
+``comparisons``: Alice minus original W2S (cot teacher), cascade Alice minus the cascade baseline and each variant
+minus its ``versus`` (ablations: minus Alice): the accuracy difference over the test questions both prediction files
+hold, with a paired bootstrap 95% CI. ``seed_exact``: which of the run's outputs were made with ``--seed-exact``.
 
 ``diagnostics``: the mechanism on the W2S part, graded against the ground truth of the train split with the
 dataset's grader (``alice.grading``): from the Alice stage files (``alice.alice_stages``) the accuracy of the
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
-from . import fresh, grading, methods
+from . import fresh, grading, methods, seed_exact
 from .alice_stages import Setting
 from .evaluate import load_correct, load_summary, wilson
 from .jsonl import JsonlError, read_jsonl, write_json
@@ -42,6 +42,7 @@ class Entry:
     run: str | None  # None: cannot exist in this setting (e.g. cascade without --midlevel)
     w2s: bool  # a weak-to-strong method: gets a PGR
     note: str = ""
+    paper: bool = True  # False: a variant (alice.methods), shown only once evaluated
 
 
 def entries(model: str, teacher: str, student: str, midlevel: str | None = None) -> list[Entry]:
@@ -57,7 +58,7 @@ def entries(model: str, teacher: str, student: str, midlevel: str | None = None)
                 continue
             otype, utype = (m.eval[1] if m.eval_type_flag == f else None for f in ("--original-wts-type", "--ours-wts-type"))
             run = eval_run_name(model, sizes[r.evaluated], m.eval[0], sizes[r.via] if r.via else None, otype, utype)
-            out.append(Entry(r.key, label, run, m.pgr))
+            out.append(Entry(r.key, label, run, m.pgr, paper=m.paper))
     return out
 
 
@@ -111,8 +112,8 @@ def paired_diff(c_a: dict, c_b: dict, seed: int = 0) -> dict | None:
 
 def comparisons(rows: list[dict], correct: dict) -> list[dict]:
     """One entry per ``COMPARISONS`` pair: its paired difference, or a ``note`` saying what it needs."""
-    out = []
-    for a, b in COMPARISONS:
+    out, keys = [], {r["key"] for r in rows}
+    for a, b in COMPARISONS + tuple(p for p in methods.versus() if p[0] in keys):
         ra, rb = _rows_of(rows, a, b)
         c = {"a": a, "b": b, "label": f"{ra['label']} - {rb['label']}"}
         if ra["missing"] or rb["missing"]:
@@ -264,6 +265,8 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
     for e in entries(model, teacher, student, midlevel):
         row = {"key": e.key, "label": e.label, "run": e.run, "w2s": e.w2s}
         s = load_summary(layout.eval_summary(data, e.run)) if e.run else None
+        if s is None and not e.paper:
+            continue  # a variant beyond the paper's (an ablation) is a row once it is evaluated
         stale = e.run and s is not None and (fresh.stale_reason(layout.eval_summary(data, e.run))  # model retrained
                                             or fresh.stale_reason(layout.eval_predictions(data, e.run)))  # since
         if s is None:
@@ -306,6 +309,7 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
                         "PGR divides by a gap <= 0 and is not meaningful here")
     return {"family": model, "teacher": teacher, "student": student, "midlevel": midlevel, "data": data, "rows": rows,
             "comparisons": comparisons(rows, correct),
+            "seed_exact": seed_exact.record(Setting(data, model, teacher, student, layout=layout)),
             "diagnostics": diagnostics(layout, model, teacher, student, data, midlevel, data_dir), "warnings": warnings}
 
 
@@ -400,7 +404,7 @@ def lines(rep: dict, markdown: bool = False) -> list[str]:
 
 def title(rep: dict) -> str:
     mid = f" (mid-level {rep['midlevel']})" if rep.get("midlevel") else ""
-    return f"{rep['data']}: {rep['family']} {rep['teacher']} -> {rep['student']}{mid}"
+    return f"{rep['data']}: {rep['family']} {rep['teacher']} -> {rep['student']}{mid}" + seed_exact.tag(rep.get("seed_exact"))
 
 
 def plot(rep: dict, path) -> None:

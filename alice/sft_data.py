@@ -162,6 +162,9 @@ def _input(m: methods.Method, M, D, T, S, L: Layout, data_dir, where):
     elif m.input == "alice_cascade_final":  # the Alice final stage of this very setting (it names its own inputs)
         final = artifacts.alice_stage(L, "final", M, D, "<teacher>", S, midlevel=T)
         path, made_by = final.path, final.command(**where)
+    elif m.input == "alice_ablation":  # the ablation's own file (its type names it), made from Alice's stage files
+        made = artifacts.alice_ablation(L, m.sft[1], M, D, T, S)
+        path, made_by = made.path, made.command(**where)
     elif m.input == "alice_final":
         final = artifacts.alice_stage(L, "final", M, D, T, S)
         path, made_by = final.path, final.command(**where)

@@ -23,17 +23,21 @@ TEMPERATURE, TOP_P = SAMPLING["cot"].temperature, SAMPLING["cot"].top_p  # the s
 
 def build_parser():
     p = cli.parser("Generate chain-of-thought for the teacher half and keep the correct ones.", roles=("teacher",))
+    p.add_argument("--seed-exact", action="store_true",
+                   help="keep the rows the seed's filter keeps (a lower-cased substring test; ARC: the text after the "
+                        "first 'My choice is ' up to the next '.') instead of those the project's grader reads correct")
     cli.add_generation_args(p)
     return p
 
 
-def cot_rows(rows: list[dict], texts: dict[str, list[str]], data: str) -> list[dict]:
+def cot_rows(rows: list[dict], texts: dict[str, list[str]], data: str, seed_exact: bool = False) -> list[dict]:
+    """Every row with ``correct``: kept by the filter (``grading.cot_keeps``: the project's grader, or the seed's)."""
     out = []
     for r in rows:
         response = texts[r["id"]][0]
-        g = grading.grade(data, response, r["gold"], r["question"])
+        keep = grading.cot_keeps(data, response, r["answer"], r["gold"], r["question"], seed_exact=seed_exact)
         out.append({"id": r["id"], "question": r["question"], "answer": response,
-                    "ground_truth_response": r["answer"], "correct": g.correct})
+                    "ground_truth_response": r["answer"], "correct": keep})
     return out
 
 
@@ -54,7 +58,7 @@ def main(argv=None) -> list[dict]:
     sampling = Sampling.from_options(gen, TEMPERATURE, TOP_P)
     made_with = {"data": args.data, "teacher": model_identity(teacher_id), "limit": args.limit,
                  "max_new_tokens": sampling.max_new_tokens, "seed": sampling.seed, "temperature": TEMPERATURE, "top_p": TOP_P,
-                 **gen.recorded()}
+                 **gen.recorded(), **({"seed_exact": True} if args.seed_exact else {})}
     argv_ = fresh.command_line(argv)
     registry.check_loadable(teacher_id, "--teacher")
     inputs = [teacher_id, fresh.Data(args.data, "train", args.data_dir)]
@@ -76,7 +80,7 @@ def _make(args, p, gen, sampling, made_with, inputs, argv_, out_all, out_correct
     with Generator.from_options(teacher_id, gen, p) as engine:
         texts = generate_resumable(engine, items, sampling, out_all,
                                    desc=f"CoT {args.data}")
-    out = cot_rows(rows, texts, args.data)
+    out = cot_rows(rows, texts, args.data, seed_exact=args.seed_exact)
     kept = [r for r in out if r["correct"]]
     write_jsonl(out_correct, kept)
     fresh.record(out_correct, made_with, inputs, argv=argv_)

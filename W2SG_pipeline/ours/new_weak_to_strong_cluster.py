@@ -13,8 +13,9 @@ from alice.options import DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD
 def build_parser():
     p = stage_parser(__doc__.split("\n\n")[0])
     p.add_argument("--num-samples", type=cli.positive_int, default=DEFAULT_NUM_SAMPLES, help="answers sampled per question")
-    p.add_argument("--embedding-model", default=DEFAULT_EMBEDDING_MODEL,
-                   help="sentence-transformers model for hotpotqa/triviaqa (paper: hkunlp/instructor-large)")
+    p.add_argument("--embedding-model", default=None,
+                   help=f"sentence-transformers model for hotpotqa/triviaqa (default {DEFAULT_EMBEDDING_MODEL}; "
+                        "--seed-exact: the paper's hkunlp/instructor-large with its instruction)")
     p.add_argument("--embedding-instruction", default="auto", choices=INSTRUCTION_MODES,
                    help="prefix the paper's embedding instruction (auto: only for instructor models)")
     p.add_argument("--similarity-threshold", type=cli.similarity, default=DEFAULT_THRESHOLD,

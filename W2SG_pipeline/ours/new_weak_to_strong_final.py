@@ -11,9 +11,10 @@ from alice.options import FINAL_TRIES
 
 def build_parser():
     p = stage_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--final-tries", type=cli.positive_int, default=FINAL_TRIES,
-                   help="answers sampled per question; the first well-formed one (the required final-answer format, "
-                        "reasoning before it) is kept, a question with none is dropped")
+    p.add_argument("--final-tries", type=cli.positive_int, default=None,
+                   help=f"answers sampled per question (default {FINAL_TRIES}; --seed-exact: 1); the first well-formed "
+                        "one (the required final-answer format, reasoning before it) is kept, a question with none is "
+                        "dropped (--seed-exact: the one sample is kept whatever its form)")
     return p
 
 
@@ -21,7 +22,10 @@ def build_parser():
 def main(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    run_final(setting_from_args(p, args, argv), cli.generation_options(args), final_tries=args.final_tries)
+    if args.seed_exact and args.final_tries not in (None, 1):
+        p.error("--seed-exact samples one final answer per question, kept whatever its form: leave out --final-tries")
+    tries = args.final_tries or (1 if args.seed_exact else FINAL_TRIES)
+    run_final(setting_from_args(p, args, argv), cli.generation_options(args), final_tries=tries)
 
 
 if __name__ == "__main__":

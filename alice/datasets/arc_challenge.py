@@ -169,6 +169,28 @@ def seed_grade_arc(response: str, gold, cot_trained: bool = False) -> Grade:
     return Grade(correct, True, pieces[0].strip() if pieces else None)
 
 
+# ---- the seed's CoT filter and clustering key (--seed-exact) ---------------------------------------------
+SEED_CHOICE = "My choice is "
+
+
+def seed_cot_arc(response: str, ground_truth: str) -> bool:
+    """The seed's CoT filter for ARC: the text after the first ``My choice is `` up to the next ``.``, lower-cased;
+    kept when either part of the gold split on ``'. '`` (``['c', 'wet palms']``) is a substring of it; a response
+    without ``My choice is `` is dropped. So ``My choice is A, because`` with gold ``C. ...`` is kept (the ``c`` of
+    "because"), and ``B. wet palms`` without the phrase is dropped. (The seed then also tested the whole gold against
+    that text; the gold holds a ``.`` and the text, cut at the first ``.``, none: it never matched.)"""
+    if SEED_CHOICE not in response:
+        return False
+    choice = response.split(SEED_CHOICE)[1].split(".")[0].lower()
+    return any(part.lower() in choice for part in ground_truth.lower().split(". "))
+
+
+def seed_answer_key_arc(response: str) -> str | None:
+    """The seed's clustering key for ARC: the raw text after the first ``My choice is ``, stripped (``A.`` and
+    ``A. because ...`` are different answers); None without the phrase."""
+    return response.split(SEED_CHOICE)[1].strip() if SEED_CHOICE in response else None
+
+
 # ---- prompts ---------------------------------------------------------------------------------------------
 COT_ARC = (
     "Please solve the problem by breaking down your thinking process step by step. IMPORTANT: After explaining "
@@ -203,5 +225,5 @@ SPEC = DatasetSpec(
     answer_key=lambda r, q=None: extract_arc(r, arc_options(q) if q else None),
     cot_template=COT_ARC, seed_gold=seed_gold_arc, seed_grade=seed_grade_arc,
     final_marker=arc_final_marker,  # 'My choice is X.'
-    final_example=FINAL_EXAMPLE_ARC, version=VERSION,
+    final_example=FINAL_EXAMPLE_ARC, seed_cot_keep=seed_cot_arc, seed_answer_key=seed_answer_key_arc, version=VERSION,
 )

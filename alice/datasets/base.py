@@ -32,6 +32,12 @@ def seed_grade_substring(response: str, gold, cot_trained: bool = False) -> Grad
     return Grade(any(a.lower() in response.lower() for a in aliases), True, None)
 
 
+def seed_cot_substring(response: str, ground_truth: str) -> bool:
+    """The seed's CoT filter (``cot/cot_generate_filter.py``) for hotpotqa/triviaqa: the lower-cased ground truth (the
+    answer; triviaqa: its ``value``) is a substring of the lower-cased response."""
+    return ground_truth.lower() in response.lower()
+
+
 Grader = Callable[[str, Any, "str | None"], Grade]  # (response, gold, question) -> Grade
 
 
@@ -60,6 +66,10 @@ class DatasetSpec:
     # final-answer format that ``final_template`` requires starts, read strictly (None: missing); None: the prompt
     # requires no checkable format (only the reasoning rule of ``grading.well_formed`` applies)
     final_example: str | None = None  # the example response ``final_template`` shows (a copy of it is no answer)
+    seed_cot_keep: Callable[[str, str], bool] = seed_cot_substring  # (response, ground truth) -> the seed's CoT
+    # filter keeps the row (``--seed-exact``)
+    seed_answer_key: Callable[[str], "str | None"] | None = None  # response -> the seed's raw clustering key
+    # (``--seed-exact``; None: the dataset is clustered by embeddings)
     version: str = "1"  # recorded in evaluation summaries: raise it when a change here changes what is graded
 
     @property

@@ -87,6 +87,12 @@ def seed_grade_gsm8k(response: str, gold, cot_trained: bool = False) -> Grade:
     return Grade(pred == gold, True, pred)
 
 
+def seed_answer_key_gsm8k(response: str) -> str | None:
+    """The seed's clustering key for gsm8k: the raw text after the first ``#### `` (with its space) to the end,
+    stripped (``44`` and ``44.0`` differ; ``\\boxed{44}`` or ``####44`` has none)."""
+    return response.split("#### ")[1].strip() if "#### " in response else None
+
+
 # ---- prompts ---------------------------------------------------------------------------------------------
 # seed: W2SG_pipeline/ours/new_weak_to_strong_uncertainty.py: template_to_generate_uncertainty2
 UNCERTAINTY_GSM8K = UNCERTAINTY_INSTRUCTIONS + '''    Question: A pen and pencil have a total cost of $6. If the pen costs twice as much as the pencil, what is the cost of the pen?
@@ -133,5 +139,5 @@ SPEC = DatasetSpec(
     cot_template=None,  # ships its own worked solutions
     qa_target=qa_target, seed_gold=seed_gold_gsm8k, seed_grade=seed_grade_gsm8k,
     final_marker=gsm8k_final_marker,  # '#### <answer>'
-    final_example=FINAL_EXAMPLE_GSM8K, version=VERSION,
+    final_example=FINAL_EXAMPLE_GSM8K, seed_answer_key=seed_answer_key_gsm8k, version=VERSION,
 )
