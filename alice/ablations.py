@@ -27,17 +27,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import grading, methods, prompts
+from . import fresh, grading, methods, prompts, registry
 from .artifacts import alice_ablation
 from . import data as data_mod
-from .alice_stages import (GeneratorFactory, Setting, _by_id, _clustered_order, _counts, _factory, _finish, _generate,
-                           _rows, _sampling, first_kept, keep_rule)
-from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, cosine_matrix
+from .alice_stages import (GeneratorFactory, Setting, _counts, _factory, _finish, _generate, _sampling, first_kept,
+                           keep_rule)
+from .clustering import DEFAULT_EMBEDDING_MODEL, Embedder, check_embedder, cosine_matrix
 from .errors import AliceError
 from .fresh import read_meta
 from .generation import Sampling
 from .jsonl import JsonlError, require
 from .options import DEFAULT_THRESHOLD, FINAL_TRIES, GenerationOptions
+from .stage_files import by_id, checked_rows, clustered_order
 
 NAMES = tuple(methods.ABLATIONS)
 GENERATES = {"no_uncertainty": True, "self_training": True, "majority_vote": False, "greedy_final": True,
@@ -106,15 +107,15 @@ class _Alice:
         for p, stage in ((s.clustered, "cluster"), (s.originals, "uncertainty"), (s.uncertainty, "uncertainty"),
                          (s.zeroshot, "zeroshot")) + (((s.train, "final"),) if need_train else ()):
             require(p, s.command(stage))
-        self.order = _clustered_order(s.clustered, s.command("cluster"))
-        self.originals = _by_id(_rows(s.originals, s.command("uncertainty"), ("id", "question", "answer")), s.originals)
-        self.uncertain = _rows(s.uncertainty, s.command("uncertainty"), ("id", "question", "final_response", "uncertainty"))
-        self.zeroshot = _by_id(_rows(s.zeroshot, s.command("zeroshot"), ("id", "zero_shot_student_response")), s.zeroshot)
+        self.order = clustered_order(s.clustered, s.command("cluster"))
+        self.originals = by_id(checked_rows(s.originals, s.command("uncertainty"), ("id", "question", "answer")), s.originals)
+        self.uncertain = checked_rows(s.uncertainty, s.command("uncertainty"), ("id", "question", "final_response", "uncertainty"))
+        self.zeroshot = by_id(checked_rows(s.zeroshot, s.command("zeroshot"), ("id", "zero_shot_student_response")), s.zeroshot)
         missing = [r["id"] for r in self.uncertain if r["id"] not in self.zeroshot]
         if missing or set(self.originals) | {r["id"] for r in self.uncertain} != set(self.order):
             raise JsonlError(f"{s.originals}, {s.uncertainty} and {s.zeroshot} do not match {s.clustered}: rerun the "
                              f"Alice stages from `{s.command('uncertainty')} --overwrite`")
-        self.train = _by_id(_rows(s.train, s.command("final"), ("id", "answer", "label")), s.train) if need_train else {}
+        self.train = by_id(checked_rows(s.train, s.command("final"), ("id", "answer", "label")), s.train) if need_train else {}
         self.inputs = [s.clustered, s.originals, s.uncertainty, s.zeroshot] + ([s.train] if need_train else [])
 
     def rows(self, new: dict[str, dict]) -> list[dict]:
@@ -201,18 +202,29 @@ def run_ablation(s: Setting, name: str, gen: GenerationOptions, *, make_generato
         raise AblationError(f"unknown ablation {name!r}; choose from {', '.join(NAMES)}")
     if s.cascade:
         raise AblationError("the ablations are defined on single-turn Alice: pass --method singleturn")
+    with fresh.lock(path(s, name)):  # as the stages: two runs never make one file at once (alice.fresh)
+        return _make(s, name, gen, make_generator, encode)
+
+
+def _make(s: Setting, name: str, gen: GenerationOptions, make_generator: GeneratorFactory | None, encode) -> dict | None:
     out = path(s, name)
     a = _Alice(s, need_train=name == "agreeing_final")
     settings = s.settings(f"ablation:{name}", gen, ablation=name)
-    if name == "agreeing_final" and data_mod.spec(s.data).uses_embeddings:
-        rec = (read_meta(s.clustered) or {}).get("settings", {})
+    rec = (read_meta(s.clustered) or {}).get("settings", {})
+    embeds = name == "agreeing_final" and data_mod.spec(s.data).uses_embeddings
+    if embeds:
         settings.update(embedding_model=rec.get("embedding_model"), threshold=rec.get("threshold"))
     if name in ("no_uncertainty", "greedy_final"):
         greedy = name == "greedy_final"
         settings.update(final_tries=1 if greedy or s.seed_exact else FINAL_TRIES, **keep_rule(s.seed_exact),
                         **({"temperature": 0.0, "top_p": 1.0} if greedy else {}))
     generates = GENERATES[name]
-    inputs = a.inputs + ([s.student_model] if generates else [])
+    embedder = (rec.get("embedding_model") or DEFAULT_EMBEDDING_MODEL) if embeds and encode is None else None
+    inputs = a.inputs + ([s.student_model] if generates else []) + ([embedder] if embedder else [])
+    if generates and make_generator is None:  # before any sampling, as the stages check theirs
+        registry.check_loadable(s.student_model, "--student")
+    if embedder:
+        check_embedder(embedder, seed_exact=s.seed_exact)
     if s.fresh(out, settings, inputs):
         return None
     make = make_generator or _factory(gen)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +32,14 @@ from typing import Callable
 
 from . import artifacts, cli, fresh, grading, prompts, registry
 from . import data as data_mod
-from .clustering import (DEFAULT_EMBEDDING_MODEL, SEED_EMBEDDING_MODEL, Embedder, EmbedderError, cluster_question,
-                         uses_embeddings)
+from .clustering import (DEFAULT_EMBEDDING_MODEL, SEED_EMBEDDING_MODEL, Embedder, EmbedderError, check_embedder,
+                         cluster_question, uses_embeddings)
 from .generation import Generator, Sampling, clear_resumable, generate_resumable
-from .jsonl import JsonlError, MissingInputError, read_jsonl, require, require_trained, write_jsonl
+from .jsonl import JsonlError, MissingInputError, require, require_trained, write_jsonl
 from .options import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SAMPLES, DEFAULT_THRESHOLD, FINAL_TRIES, SAMPLING,
                       GenerationOptions)
 from .paths import Layout
+from .stage_files import by_id, checked_rows, clustered_order, clustered_rows, require_text
 from .records import model_identity
 
 METHODS = ("singleturn", "cascade")
@@ -226,48 +226,6 @@ def _counts(stage: str, **counts) -> dict:
     return counts
 
 
-def _by_id(rows: list[dict], path: Path) -> dict[str, dict]:
-    out = {}
-    for r in rows:
-        if "id" not in r:
-            raise JsonlError(f"{path}: a row has no 'id' (made by an older version?); delete the file and rerun its stage")
-        out[r["id"]] = r
-    return out
-
-
-def _rows(path: Path, made_by: str, fields: tuple[str, ...]) -> list[dict]:
-    """Rows of a stage's file, each checked to hold ``fields`` (else one line naming the command that remakes it)."""
-    rows = read_jsonl(path, made_by=made_by)
-    for n, r in enumerate(rows, 1):
-        missing = [f for f in fields if f not in r]
-        if missing:
-            raise JsonlError(f"{path}, row {n}: no {', '.join(repr(f) for f in missing)} (not made by this stage?): "
-                             f"run `{made_by} --overwrite`")
-    return rows
-
-
-def _clustered_rows(s: "Setting") -> list[dict]:
-    rows = _rows(s.clustered, s.command("cluster"), ("id", "question", "clusters", "final_response"))
-    for n, r in enumerate(rows, 1):
-        if not isinstance(r["clusters"], list) or not all(isinstance(c, dict) and "response" in c for c in r["clusters"]):
-            raise JsonlError(f"{s.clustered}, row {n}: 'clusters' is not a list of clusters: run `{s.command('cluster')} --overwrite`")
-    return rows
-
-
-def _clustered_order(path: Path, made_by: str) -> list[str]:
-    """Ids of the clustered file, in order, read line by line (the file holds every sample: it can be large)."""
-    require(path, made_by)
-    ids = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    ids.append(json.loads(line)["id"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise JsonlError(f"{path}, line {n}: not a clustered row; delete the file and rerun `{made_by}`") from None
-    return ids
-
-
 # ----------------------------------------------------------------------------------------------------
 # the stages
 # ----------------------------------------------------------------------------------------------------
@@ -282,13 +240,6 @@ def _locked(stage: str):
 def _under_lock(path, fn, *a, **kw):
     with fresh.lock(path):
         return fn(*a, **kw)
-
-
-def _texts(rows: list[dict], path: Path, made_by: str, fields: tuple[str, ...]) -> None:
-    """Each of ``fields`` of each row is text (a null answer is a damaged file, never an empty training row)."""
-    for n, bad in ((n, [f for f in fields if not isinstance(r.get(f), str)]) for n, r in enumerate(rows, 1)):
-        if bad:
-            raise JsonlError(f"{path}, row {n}: {', '.join(map(repr, bad))} is not text: run `{made_by} --overwrite`")
 
 
 @_locked("cluster")
@@ -312,8 +263,7 @@ def run_cluster(s: Setting, gen: GenerationOptions, *, num_samples: int = DEFAUL
     inputs = [model, fresh.Data(s.data, "train", s.data_dir)] + (
         [embedding_model or DEFAULT_EMBEDDING_MODEL] if embeds else [])
     if embeds:  # checked before any sampling: an unknown embedding model is found now, not after hours of it
-        registry.check_loadable(embedding_model or DEFAULT_EMBEDDING_MODEL, "--embedding-model",
-                                sentence_transformers=True)
+        check_embedder(embedding_model or DEFAULT_EMBEDDING_MODEL, seed_exact=s.seed_exact)
     if s.fresh(out, settings, inputs):
         return None
     if encode is None and uses_embeddings(s.data):
@@ -362,7 +312,7 @@ def run_uncertainty(s: Setting, gen: GenerationOptions, *, summarizer: str | Non
     have_statements = s.fresh(out, settings, inputs, quiet=True)
     if have_statements and s.fresh(s.originals, o_settings, [s.clustered]):
         return None
-    rows = _clustered_rows(s)
+    rows = clustered_rows(s.clustered, s.command("cluster"))
     single = [r for r in rows if len(r["clusters"]) == 1]
     several = [r for r in rows if len(r["clusters"]) > 1]
     # the 'original' rows of this student's training file (cheap: no generation; another student of the same
@@ -394,7 +344,7 @@ def run_zeroshot(s: Setting, gen: GenerationOptions, *, make_generator: Generato
         registry.check_loadable(s.student_model, "--student")
     if s.fresh(out, settings, inputs):
         return None
-    rows = _rows(s.uncertainty, s.command("uncertainty"), ("id", "question"))
+    rows = checked_rows(s.uncertainty, s.command("uncertainty"), ("id", "question"))
     items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
     texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(gen), out,
                       desc="student zero-shot")
@@ -442,13 +392,13 @@ def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TR
         registry.check_loadable(s.student_model, "--student")
     if s.fresh(out, settings, inputs) and s.fresh(s.final_samples, settings, inputs, quiet=True):  # both outputs
         return None
-    order = _clustered_order(s.clustered, s.command("cluster"))
-    originals = _by_id(_rows(s.originals, s.command("uncertainty"), ("id", "question", "answer")), s.originals)
-    uncertain = _rows(s.uncertainty, s.command("uncertainty"), ("id", "question", "final_response", "uncertainty"))
-    zeroshot = _by_id(_rows(s.zeroshot, s.command("zeroshot"), ("id", "zero_shot_student_response")), s.zeroshot)
-    _texts(list(zeroshot.values()), s.zeroshot, s.command("zeroshot"), ("zero_shot_student_response",))
-    _texts(uncertain, s.uncertainty, s.command("uncertainty"), ("question", "final_response", "uncertainty"))
-    _texts(list(originals.values()), s.originals, s.command("uncertainty"), ("question", "answer"))
+    order = clustered_order(s.clustered, s.command("cluster"))
+    originals = by_id(checked_rows(s.originals, s.command("uncertainty"), ("id", "question", "answer")), s.originals)
+    uncertain = checked_rows(s.uncertainty, s.command("uncertainty"), ("id", "question", "final_response", "uncertainty"))
+    zeroshot = by_id(checked_rows(s.zeroshot, s.command("zeroshot"), ("id", "zero_shot_student_response")), s.zeroshot)
+    require_text(list(zeroshot.values()), s.zeroshot, s.command("zeroshot"), ("zero_shot_student_response",))
+    require_text(uncertain, s.uncertainty, s.command("uncertainty"), ("question", "final_response", "uncertainty"))
+    require_text(list(originals.values()), s.originals, s.command("uncertainty"), ("question", "answer"))
 
     missing = [r["id"] for r in uncertain if r["id"] not in zeroshot]
     if missing:

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import data as data_mod
+from . import registry
 from .errors import AliceError
 from .grading import extract_final_answer
 from .options import DEFAULT_THRESHOLD
@@ -213,6 +214,20 @@ class Embedder:
             self.load().encode(list(responses), prompt=prompt, batch_size=self.batch_size,
                                 show_progress_bar=False, convert_to_numpy=True)
         )
+
+
+def check_embedder(name: str, seed_exact: bool = False) -> None:
+    """Before any sampling, the embedding model can be found (``registry.check_loadable``): one line now, not after
+    hours of sampling. ``seed_exact``: the seed's embedder, never replaced, so the fix is to get it (or leave the
+    switch out)."""
+    try:
+        registry.check_loadable(name, "--embedding-model", sentence_transformers=True)
+    except registry.RegistryError:
+        if not seed_exact:
+            raise
+        raise EmbedderError(f"the embedding model {name} could not be loaded: it is not in the local Hugging Face cache "
+                            f"and the Hub is offline (HF_HUB_OFFLINE=1); download it first (huggingface-cli download "
+                            f"{name}), or leave out --seed-exact") from None
 
 
 def cluster_question(data: str, question: str, responses: Sequence[str],

@@ -4,10 +4,11 @@ single-turn Alice's stage files (scripted generators, as tests/test_alice_stages
 
 import pytest
 
-from alice import ablations, datasets, methods, pipeline, report
+from alice import ablations, datasets, fresh, methods, pipeline, report
 from alice import alice_stages as st
 from alice.fresh import read_meta
 from alice.jsonl import read_jsonl
+from alice.registry import RegistryError
 from alice.testing import load_script
 from test_alice_stages import ARGS, WHY, ScriptedGenerator, gsm8k_reply, gsm8k_setting, qnum
 
@@ -139,6 +140,20 @@ def test_an_ablation_needs_alices_files_and_single_turn(tmp_path, capsys):
     with pytest.raises(ablations.AblationError, match="single-turn"):
         ablations.run_ablation(st.Setting(**{**s.__dict__, "method": "cascade", "midlevel": "x/m"}), "majority_vote", ARGS)
 
+
+
+def test_an_ablation_holds_its_lock_and_checks_its_student_before_sampling(tmp_path, monkeypatch):
+    """As the stages (issue 27): a second run of one ablation stops in one line; an unloadable student is found before
+    anything is sampled or written."""
+    s = alice_run(tmp_path)
+    with fresh.lock(ablations.path(s, "no_uncertainty")):  # another run is making it
+        with pytest.raises(fresh.BusyOutputError, match="another run is making .*no_uncertainty.jsonl right now"):
+            ablations.run_ablation(s, "no_uncertainty", ARGS, make_generator=lambda m: pytest.fail("no generation"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RegistryError, match="--student x/student is not in the local Hugging Face cache"):
+        ablations.run_ablation(s, "self_training", ARGS)  # the real generator factory: the student is checked first
+    assert not ablations.path(s, "self_training").exists()
+    assert ablations.run_ablation(s, "majority_vote", ARGS) is not None  # no student needed: no check
 
 def test_the_pipeline_plans_the_named_ablations():
     steps = pipeline.plan(pipeline.options_from_argv(["--dry-run", "--ablations", "c,e"]))

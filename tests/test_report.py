@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from alice import report
+from alice import diagnostics, report
 from alice.data import load_test
 from alice.evaluate import summarize
 from alice.jsonl import write_json, write_jsonl
@@ -236,7 +236,7 @@ def test_diagnostics_against_ground_truth(tmp_path, capsys):
     assert (f["teacher"], f["zeroshot"], f["both"], f["neither"], f["kept"], f["several"]) == (0, 0, 1, 1, 2, 3)
     assert f["share_kept"] == pytest.approx(2 / 3)
     # free-text answers (clustered by embeddings) have no extracted answer to compare: said, not guessed
-    assert "embeddings" in report.final_follows("hotpotqa", {}, {}, [], [], [])["note"]
+    assert "embeddings" in diagnostics.final_follows("hotpotqa", {}, {}, [], [], [])["note"]
 
 
 def test_diagnostics_use_the_cluster_stages_limit(tmp_path):
