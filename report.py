@@ -6,31 +6,10 @@ Reads model_outputs/eval/<data>/*_summary.json (written by evaluation.py); a sum
 as missing. Adds the paired difference Alice - original W2S (cot) on the test questions, and diagnostics of the
 mechanism on the W2S part from the Alice stage files under data/, graded against the train split's ground truth
 (loaded from --data-dir, else the Hub). Writes model_outputs/report/<model>_<teacher>_to_<student>_<data>.{json,md,png}.
+Every flag parses into ``alice.stages.report.Config`` (``--config FILE`` sets them from a file); ``run`` does the work.
 """
 
-from __future__ import annotations
-
-from alice import cli
-from alice import report
-from alice.paths import Layout
-
-
-@cli.main_guard
-def main(argv=None) -> dict:
-    p = cli.parser("Report a setting's evaluations: accuracy, PGR, 95% CIs, paired differences, diagnostics, a bar chart.")
-    args = p.parse_args(argv)
-    cli.resolve(p, args, "teacher")
-    cli.resolve(p, args, "student")
-    if args.midlevel:
-        cli.resolve(p, args, "midlevel")
-    layout = Layout.default(args.root)
-    rep = report.build(layout, args.model, args.teacher, args.student, args.data, args.midlevel, args.data_dir)
-    print(report.title(rep))
-    print("\n".join(report.lines(rep)))
-    paths = report.write(layout, rep)
-    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
-    return rep
-
+from alice.stages.report import Config, build_parser, main, parse, run  # noqa: F401  (the stage: alice/stages/report.py)
 
 if __name__ == "__main__":
     main()

@@ -131,7 +131,7 @@ def _final_again(s: Setting, a: _Alice, gen: GenerationOptions, make, out: Path,
     """(a) and (d): the student's final answers again (other prompt / greedy), Alice's keep rule on them."""
     greedy = name == "greedy_final"
     tries = 1 if (greedy or s.seed_exact) else FINAL_TRIES  # greedy: K samples would be one answer K times
-    sampling = Sampling.from_options(gen, n=1) if greedy else _sampling(gen, tries)
+    sampling = Sampling.from_options(gen, n=1) if greedy else _sampling(s, gen, tries)
     build = (prompts.student_final_messages if greedy else
              lambda d, q, z, t, u: no_uncertainty_messages(d, q, z, t))
     items = [{"id": r["id"], "messages": build(s.data, r["question"], a.zeroshot[r["id"]]["zero_shot_student_response"],
@@ -150,7 +150,7 @@ def _self_training(s: Setting, a: _Alice, gen: GenerationOptions, make, out: Pat
     """(b): the student's zero-shot answer to every question (the zero-shot stage's where it answered)."""
     todo = [r for i, r in a.originals.items()]
     texts = _generate(make, s.student_model, [{"id": r["id"], "messages": prompts.question_messages(r["question"])}
-                                              for r in todo], _sampling(gen), out, desc="student zero-shot (all)")
+                                              for r in todo], _sampling(s, gen), out, desc="student zero-shot (all)")
     answers = {r["id"]: texts[r["id"]][0] for r in todo}
     answers.update({i: z["zero_shot_student_response"] for i, z in a.zeroshot.items()})
     questions = {**{i: r["question"] for i, r in a.originals.items()}, **{r["id"]: r["question"] for r in a.uncertain}}

@@ -47,9 +47,9 @@ TEMPERATURE, TOP_P = SAMPLING["alice"].temperature, SAMPLING["alice"].top_p
 STAGES = artifacts.ALICE_STAGES
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
+def stage_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
     """The flags every Alice stage takes: --data --model --teacher --student [--midlevel] --method + generation."""
-    p = cli.parser(description)
+    p = cli.parser(description, prog=prog)
     p.add_argument("--method", default="singleturn", choices=METHODS,
                    help="singleturn: teacher -> student; cascade: the trained mid-level model -> student")
     p.add_argument("--seed-exact", action="store_true",
@@ -86,6 +86,8 @@ class Setting:
     overwrite: bool = False
     argv: list[str] | None = None
     seed_exact: bool = False  # --seed-exact: the seed's behaviour where the project deliberately differs
+    temperature: float = TEMPERATURE  # every Alice stage's sampling (the seed's values)
+    top_p: float = TOP_P
 
     @property
     def cascade(self) -> bool:
@@ -152,7 +154,7 @@ class Setting:
         out = {"stage": stage, "data": self.data, "model": self.model, "method": self.method,
                "sampler": registry.model_tag(self.sampler),
                "limit": self.limit, "max_new_tokens": gen.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
-               "seed": gen.seed or 0, "temperature": TEMPERATURE, "top_p": TOP_P}
+               "seed": gen.seed or 0, "temperature": self.temperature, "top_p": self.top_p}
         if stage in ("zeroshot", "final"):
             out["student"] = model_identity(self.student_model)
         if self.seed_exact:  # recorded only when on: files made before the switch existed stay valid
@@ -203,8 +205,8 @@ def _factory(gen: GenerationOptions) -> GeneratorFactory:
     return lambda model: Generator.from_options(model, gen)
 
 
-def _sampling(gen: GenerationOptions, n: int = 1):
-    return Sampling.from_options(gen, temperature=TEMPERATURE, top_p=TOP_P, n=n)
+def _sampling(s: Setting, gen: GenerationOptions, n: int = 1):
+    return Sampling.from_options(gen, temperature=s.temperature, top_p=s.top_p, n=n)
 
 
 def _generate(make_generator: GeneratorFactory, model: str, items: list[dict], sampling, out: Path, desc: str) -> dict:
@@ -273,7 +275,7 @@ def run_cluster(s: Setting, gen: GenerationOptions, *, num_samples: int = DEFAUL
         encode = embedder.encode
     questions = s.questions()
     items = [{"id": q["id"], "messages": prompts.question_messages(q["question"])} for q in questions]
-    samples = _generate(make_generator or _factory(gen), str(model), items, _sampling(gen, num_samples), out,
+    samples = _generate(make_generator or _factory(gen), str(model), items, _sampling(s, gen, num_samples), out,
                         desc=f"sampling {num_samples} answers")
 
     rows = []
@@ -326,7 +328,7 @@ def run_uncertainty(s: Setting, gen: GenerationOptions, *, summarizer: str | Non
     items = [{"id": r["id"], "messages": prompts.uncertainty_messages(
         s.data, r["question"], [c["response"] for c in r["clusters"]])} for r in several]
     texts = _generate(make_generator or _factory(gen), summarizer_id, items,
-                      _sampling(gen), out, desc="uncertainty statements")
+                      _sampling(s, gen), out, desc="uncertainty statements")
     _finish(out, [{"id": r["id"], "question": r["question"], "final_response": r["final_response"],
                    "uncertainty": texts[r["id"]][0]} for r in several])
     s.record(out, settings, inputs)
@@ -346,7 +348,7 @@ def run_zeroshot(s: Setting, gen: GenerationOptions, *, make_generator: Generato
         return None
     rows = checked_rows(s.uncertainty, s.command("uncertainty"), ("id", "question"))
     items = [{"id": r["id"], "messages": prompts.question_messages(r["question"])} for r in rows]
-    texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(gen), out,
+    texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(s, gen), out,
                       desc="student zero-shot")
     _finish(out, [{"id": r["id"], "question": r["question"], "zero_shot_student_response": texts[r["id"]][0]}
                   for r in rows])
@@ -411,7 +413,7 @@ def run_final(s: Setting, gen: GenerationOptions, *, final_tries: int = FINAL_TR
     items = [{"id": r["id"], "messages": prompts.student_final_messages(
         s.data, r["question"], zeroshot[r["id"]]["zero_shot_student_response"], r["final_response"],
         r["uncertainty"])} for r in uncertain]
-    texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(gen, final_tries), out,
+    texts = _generate(make_generator or _factory(gen), s.student_model, items, _sampling(s, gen, final_tries), out,
                       desc=f"student final answers ({final_tries} per question)")
     new, later, samples = {}, 0, []
     for r in uncertain:

@@ -51,9 +51,10 @@ class Parser(argparse.ArgumentParser):
         return ns
 
 
-def parser(description: str, roles: tuple[str, ...] = ROLES) -> argparse.ArgumentParser:
-    """A ``Parser`` with --data, --model, the given model roles, --data-dir and --root."""
-    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parser(description: str, roles: tuple[str, ...] = ROLES, prog: str | None = None) -> argparse.ArgumentParser:
+    """A ``Parser`` with --data, --model, the given model roles, --data-dir and --root; ``prog``: the script its usage
+    errors name (default: sys.argv[0])."""
+    p = Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, choices=tuple(datasets.DATASETS), help="dataset")
     p.add_argument(
         "--model",

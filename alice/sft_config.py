@@ -283,7 +283,7 @@ def warmup_steps(total: int) -> int:
 # ----------------------------------------------------------------------------------------------------
 # Training options
 # ----------------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class TrainOptions:
     epochs: float = PAPER.epochs
     lr: float = PAPER.lr

@@ -581,16 +581,18 @@ def test_final_resumes_its_k_samples_after_a_kill(tmp_path):
     assert (counts["new"], counts["dropped"]) == (2, 3)
 
 
-def test_final_script_takes_final_tries(tmp_path, capsys):
+def test_final_script_takes_final_tries(tmp_path, capsys, monkeypatch):
     from alice.fresh import read_meta
     from alice.testing import load_script
 
     s = gsm8k_setting(tmp_path, teacher="x/teacher")
     log = []
     make = gsm8k_before_final(s, log)
-    script = load_script("W2SG_pipeline/ours/new_weak_to_strong_final.py")
-    script.run_final = lambda setting, gen, final_tries: st.run_final(setting, gen, final_tries=final_tries,
-                                                                      make_generator=make)
+    from alice.stages import final as final_stage
+
+    script = load_script("W2SG_pipeline/ours/new_weak_to_strong_final.py")  # the script is the stage's front door
+    monkeypatch.setattr(final_stage, "run_final", lambda setting, gen, final_tries: st.run_final(
+        setting, gen, final_tries=final_tries, make_generator=make))
     script.main(["--data", "gsm8k", "--model", "custom", "--teacher", "x/teacher", "--student", "x/student", "--root",
                  str(s.layout.root), "--data-dir", s.data_dir, "--max-new-tokens", "8", "--seed", "0",
                  "--final-tries", "3"])

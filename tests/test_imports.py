@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "alice"
 MAX_LINES = 450
 # Modules allowed over MAX_LINES for now: the lead splits them later (remove each once it is split).
-TOO_LONG_FOR_NOW = {"alice/pipeline.py", "alice/sft.py"}
+TOO_LONG_FOR_NOW: set[str] = set()
 
 
 def _modules() -> dict[str, Path]:

@@ -399,7 +399,11 @@ class Engine:
         for _ in range(10 ** 6):
             pass
 
-def main(argv):
+def parse(flags):  # a stage (alice.stages' interface): the pipeline runs run(parse(flags)) in its process
+    return flags
+
+
+def run(cfg):
     e = Engine()
     del e
 """
@@ -408,10 +412,12 @@ def main(argv):
 def test_a_sigterm_inside_a_finalizer_stops_the_run(tmp_path):
     (tmp_path / "first.py").write_text(FINALIZER_STEP)
     marker = tmp_path / "second_ran"
-    (tmp_path / "second.py").write_text(f"def main(argv):\n    open({str(marker)!r}, 'w').close()\n")
+    (tmp_path / "second.py").write_text(f"def parse(flags):\n    return flags\n\n\ndef run(cfg):\n"
+                                        f"    open({str(marker)!r}, 'w').close()\n")
     code = ("import sys; from pathlib import Path; from alice import pipeline\n"
-            f"steps = [pipeline.Step('one', [sys.executable, {str(tmp_path / 'first.py')!r}]),\n"
-            f"         pipeline.Step('two', [sys.executable, {str(tmp_path / 'second.py')!r}])]\n"
+            f"sys.path.insert(0, {str(tmp_path)!r}); import first, second\n"
+            f"steps = [pipeline.Step('one', [sys.executable, {str(tmp_path / 'first.py')!r}], stage=first),\n"
+            f"         pipeline.Step('two', [sys.executable, {str(tmp_path / 'second.py')!r}], stage=second)]\n"
             f"sys.exit(pipeline.terminable(pipeline.execute, steps, Path({str(tmp_path / 'logs')!r})))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import pytest
 
 from alice import pipeline
@@ -224,29 +226,32 @@ def test_log_folder_stays_under_root():
 
 
 def test_in_process_steps_log_their_output_and_a_failing_step_stops_the_run(tmp_path, capsys):
-    """In-process steps: output (Python's and fd-level) goes to the step's log; sys.exit(n) and exceptions are a
-    failed step, reported with its log, not the end of the pipeline process; later steps do not run."""
-    scripts = {}
-    for name, body in {
-        "ok": "print('hello from ok'); os.write(2, b'fd-level line\\n'); out.write_text(' '.join(argv))",
-        "exit0": "sys.exit(0)",
-        "exit3": "print('about to fail', file=sys.stderr); sys.exit(3)",
-        "boom": "raise ValueError('deep failure')",
-    }.items():
-        path = tmp_path / f"{name}.py"
-        path.write_text("import os, sys\nfrom pathlib import Path\n"
-                        f"out = Path({str(tmp_path / (name + '.jsonl'))!r})\n"
-                        f"def main(argv):\n    {body}\n")
-        scripts[name] = str(path)
+    """In-process steps: the stage's run(config) with the config parsed from the step's flags; its output (Python's
+    and fd-level) goes to the step's log; sys.exit(n) and exceptions are a failed step, reported with its log, not
+    the end of the pipeline process; later steps do not run."""
     out_ok = tmp_path / "ok.jsonl"
 
+    def ok(cfg):
+        print("hello from ok")
+        os.write(2, b"fd-level line\n")
+        out_ok.write_text(" ".join(cfg))
+
+    def exit3(cfg):
+        print("about to fail", file=sys.stderr)
+        sys.exit(3)
+
+    def boom(cfg):
+        raise ValueError("deep failure")
+
+    runs = {"ok": ok, "exit0": lambda cfg: sys.exit(0), "exit3": exit3, "boom": boom}
+
     def steps(*names, outputs=False):  # without outputs, the step's exit status alone decides
-        return [pipeline.Step(n, [sys.executable, scripts[n], "--flag", n], [tmp_path / f"{n}.jsonl"] if outputs else [])
-                for n in names]
+        return [pipeline.Step(n, [sys.executable, f"{n}.py", "--flag", n], [tmp_path / f"{n}.jsonl"] if outputs else [],
+                              stage=SimpleNamespace(parse=list, run=runs[n])) for n in names]
 
     logs = tmp_path / "logs"
     assert pipeline.execute(steps("ok"), logs) == 0
-    assert out_ok.read_text() == "--flag ok"  # main(argv) got the step's arguments
+    assert out_ok.read_text() == "--flag ok"  # run got the config parsed from the step's flags
     log = (logs / "01_ok.log").read_text()
     assert "hello from ok" in log and "fd-level line" in log
     printed = capsys.readouterr()
@@ -273,9 +278,10 @@ def test_jobs_run_independent_steps_at_once_after_their_prerequisites_one_traini
     training steps at once; a failed step blocks only its dependants, the rest and the report still run."""
     fake = tmp_path / "fake_python"
     times = tmp_path / "times.txt"
-    fake.write_text(f"#!/bin/sh\n# $1: the script, $2: the step, $3: seconds, $4: exit status\n"
-                    f"echo \"start $2 $(date +%s.%N)\" >> {times}\nsleep $3\n"
-                    f"echo \"end $2 $(date +%s.%N)\" >> {times}\nexit $4\n")
+    # its last three arguments: the step, seconds, exit status (before them: the script, or -m and a stage module)
+    fake.write_text(f"#!/bin/sh\nwhile [ $# -gt 3 ]; do shift; done\n"
+                    f"echo \"start $1 $(date +%s.%N)\" >> {times}\nsleep $2\n"
+                    f"echo \"end $1 $(date +%s.%N)\" >> {times}\nexit $3\n")
     fake.chmod(0o755)
 
     def st(name, secs, after=(), trains=False, rc=0):
@@ -465,13 +471,15 @@ def test_sigterm_unwinds_the_run_and_shuts_the_pooled_engines_down(tiny_models, 
     stage = tmp_path / "hold.py"
     stage.write_text(
         "import os, signal, time\nfrom alice.generation import Generator\n"
-        "def main(argv):\n"
+        "def run(cfg):\n"
         f"    g = Generator({str(tiny_models['qwen_small'])!r}, backend='hf', dtype='float32')\n"
         "    g._load()\n    g.close()  # kept by the run's engine pool\n"
         "    print('engine pooled', flush=True)\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(60)\n")
-    code = ("import sys\nfrom pathlib import Path\nfrom alice import pipeline\n"
-            f"steps = [pipeline.Step('hold', [sys.executable, {str(stage)!r}], [])]\n"
+    code = ("import sys\nfrom pathlib import Path\nfrom types import SimpleNamespace\nfrom alice import pipeline\n"
+            f"sys.path.insert(0, {str(tmp_path)!r})\nimport hold\n"
+            "stage = SimpleNamespace(parse=list, run=hold.run)\n"
+            "steps = [pipeline.Step('hold', [sys.executable, 'hold.py'], [], stage=stage)]\n"
             f"sys.exit(pipeline.terminable(pipeline.execute, steps, Path({str(tmp_path / 'logs')!r})))\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -6,100 +6,10 @@
 
 Methods (which model, which rows, which folder): see ``alice/sft_data.py`` and README.md ("Training"). Per-device batch size
 and gradient accumulation come from the accelerate config file (``# sft.<key>: <value>`` lines), overridable by flags.
+Every flag parses into ``alice.stages.train.Config`` (``--config FILE`` sets them from a file); ``run`` does the work.
 """
 
-from __future__ import annotations
-
-import argparse
-import contextlib
-import os
-import sys
-
-from alice import cli
-from alice import fresh, methods, registry, sft
-from alice.paths import Layout
-
-P = sft.PAPER
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = cli.parser(__doc__.split("\n")[0], roles=("teacher", "student"))
-    p.add_argument("--method", required=True, choices=methods.sft_methods())
-    p.add_argument("--ours-wts-type", default=None, choices=methods.sft_types("--ours-wts-type"),
-                   help="ours-wts-stage1: singleturn; ours-wts-stage2: singleturn, cascade1 (teacher -> mid: pass the "
-                        "mid-level as --student), cascade2 (mid -> student: pass the mid-level as --teacher)")
-    p.add_argument("--original-wts-type", default=None, choices=methods.sft_types("--original-wts-type"),
-                   help="original-wts-stage1: qa; original-wts-stage2: qa, cot or cascade (--teacher = the labeler)")
-    p.add_argument("--output-dir", default=None, help="train into this folder instead of the paper's model_outputs path")
-    cli.add_overwrite(p)
-
-    t = p.add_argument_group("training (defaults: the paper's)")
-    t.add_argument("--limit", type=cli.positive_int, default=None, help="only the first N training rows")
-    t.add_argument("--epochs", type=cli.positive_float, default=P.epochs)
-    t.add_argument("--lr", type=cli.positive_float, default=P.lr)
-    t.add_argument("--weight-decay", type=float, default=P.weight_decay)
-    t.add_argument("--max-length", type=cli.positive_int, default=P.max_length, help="tokens per example (longer ones are cut)")
-    t.add_argument("--max-steps", type=cli.positive_int, default=None, help="stop after N optimizer steps (overrides --epochs)")
-    t.add_argument("--seed", type=cli.nonnegative_int, default=P.seed)
-    t.add_argument("--full-determinism", action="store_true",
-                   help="deterministic GPU kernels (transformers' enable_full_determinism): the same command trains "
-                        "the same weights; slower (README 'Reproducibility')")
-    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast over fp32 master weights and optimizer state (default: on where the GPU "
-                        "supports it, off on CPU); --no-bf16 trains in plain fp32")
-    t.add_argument("--pure-bf16", action="store_true",
-                   help="bf16 weights AND optimizer state, no fp32 masters (most lr-1e-5 updates round away; "
-                        "kept only to measure that against the default)")
-    t.add_argument("--packing", action="store_true", help="padding-free packing of whole examples (GPU throughput)")
-    t.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
-    t.add_argument("--save-steps", type=int, default=P.save_steps, help="checkpoint every N optimizer steps (resume)")
-    t.add_argument("--logging-steps", type=int, default=None, help="default: 1 for runs under 100 steps, else 10")
-    t.add_argument("--report-to", default="none", help="Trainer reporters, e.g. wandb or tensorboard")
-    t.add_argument("--keep-checkpoints", action="store_true", help="keep <out>/checkpoints after the final save")
-
-    b = p.add_argument_group("batch (default: the accelerate config file's sft.* lines)")
-    b.add_argument("--config-file", default=None,
-                   help=f"accelerate config to read the batch keys from (default: ${sft.CONFIG_ENV}, the launcher's "
-                        f"--config_file, else ./{sft.DEFAULT_CONFIG_FILE})")
-    b.add_argument("--per-device-batch-size", type=_int_or_auto, default=None,
-                   help="rows per micro-batch; auto (or unset in the config file): the memory plan's")
-    b.add_argument("--gradient-accumulation-steps", type=_int_or_auto, default=None)
-    b.add_argument("--memory-plan", action=argparse.BooleanOptionalAction, default=True,
-                   help="pick the micro-batch (and gradient checkpointing) that fits the GPU from the model's shape and "
-                        "the longest row, keeping the effective batch (docs/scale.md); --no-memory-plan: as given")
-
-    lo = p.add_argument_group("LoRA (peft); the saved folder holds the merged weights")
-    lo.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all weights")
-    lo.add_argument("--lora-r", type=int, default=P.lora_r)
-    lo.add_argument("--lora-alpha", type=int, default=P.lora_alpha)
-    lo.add_argument("--lora-dropout", type=float, default=P.lora_dropout)
-    lo.add_argument("--lora-target-modules", default=P.lora_target_modules, help="'all-linear' or a comma list")
-    return p
-
-
-def _int_or_auto(text: str) -> int | None:
-    """argparse type: a whole number >= 1, or auto (None: the memory plan decides)."""
-    return None if text == sft.AUTO else cli.positive_int(text)
-
-
-@cli.main_guard
-def main(argv: list[str] | None = None) -> dict | None:
-    p = build_parser()
-    args = p.parse_args(argv)
-    layout = Layout.default(args.root)
-    job = sft.resolve_job(model=args.model, data=args.data, method=args.method, teacher=args.teacher,
-                          student=args.student, ours_type=args.ours_wts_type, original_type=args.original_wts_type,
-                          layout=layout, data_dir=args.data_dir, output_dir=args.output_dir)
-    batch = sft.batch_settings(args.config_file, args.per_device_batch_size, args.gradient_accumulation_steps)
-    opts = cli.options(sft.TrainOptions, args)  # every training flag is a TrainOptions field of the same name
-    settings = {k: v for k, v in vars(args).items()}
-    settings["argv"] = sys.argv if argv is None else ["training/SFT.py", *argv]
-    registry.check_loadable(job.model_id, f"--{job.role}")
-    # one run per output folder (the main process of a multi-process launch holds the lock for all of them)
-    main_process = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
-    with fresh.lock(job.out_dir) if main_process else contextlib.nullcontext():
-        return sft.run(job, batch, opts, overwrite=args.overwrite, settings=settings, argv=fresh.command_line(argv))
-
+from alice.stages.train import Config, build_parser, main, parse, run  # noqa: F401  (the stage: alice/stages/train.py)
 
 if __name__ == "__main__":
     main()

@@ -5,25 +5,10 @@
 
 Then train and evaluate it as a method variant: training/SFT.py --method ours-wts-stage2 --ours-wts-type <ablation>;
 evaluation.py --method ours-wts --ours-wts-type <ablation>. ``python -m alice.pipeline --ablations all`` runs all.
+Every flag parses into ``alice.stages.ablation.Config`` (``--config FILE`` sets them from a file); ``run`` does the work.
 """
 
-from alice import cli
-from alice.ablations import NAMES, run_ablation
-from alice.alice_stages import setting_from_args, stage_parser
-
-
-def build_parser():
-    p = stage_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--ablation", required=True, choices=NAMES, help="which ablation (docs/ablations.md)")
-    return p
-
-
-@cli.main_guard
-def main(argv=None):
-    p = build_parser()
-    args = p.parse_args(argv)
-    run_ablation(setting_from_args(p, args, argv), args.ablation, cli.generation_options(args))
-
+from alice.stages.ablation import Config, build_parser, main, parse, run  # noqa: F401  (the stage: alice/stages/ablation.py)
 
 if __name__ == "__main__":
     main()
