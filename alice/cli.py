@@ -187,6 +187,7 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hf-batching", default=d.hf_batching, choices=("auto", "continuous", "padded"),
                    help="hf backend: transformers' continuous batching (auto on a GPU) or padded length-sorted batches")
     g.add_argument("--hf-static-cache", action="store_true", help="hf backend, padded: static KV cache + compiled decode")
+    g.add_argument("--dtype", default=d.dtype, help="weights' dtype (e.g. bfloat16, float32; default: the model's)")
     g.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens, help=f"cap on generated tokens (paper: {DEFAULT_MAX_NEW_TOKENS})")
     g.add_argument("--limit", type=positive_int, default=d.limit, help="only the first N questions (quick runs)")
     g.add_argument("--seed", type=nonnegative_int, default=d.seed)

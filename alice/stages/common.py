@@ -92,9 +92,11 @@ def convert(p: argparse.ArgumentParser, dest: str, value, source: str = "config"
         return value
     if a.type is not None:
         try:
-            value = a.type(str(value))
+            typed = a.type(str(value))
         except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
             raise ConfigError(f"{source}: {e}") from None
+        # a file's 1 for a float flag stays 1 (it prints as a command line writes it); a string becomes its value
+        value = value if not isinstance(value, str) and typed == value else typed
     if a.choices is not None and value not in a.choices:
         raise ConfigError(f"{source}: {value!r} is not one of {', '.join(map(str, a.choices))}")
     return value

@@ -105,19 +105,21 @@ def parse(argv: list[str] | None = None) -> Config:
     return common.config(Config, common.parse_args(build_parser(), argv), argv)
 
 
-def job(cfg: Config) -> sft.Job:
-    """What ``cfg`` trains: the model, its rows and its folder (``alice.sft_data.resolve_job``)."""
+def job(cfg: Config, load_rows: bool = True) -> sft.Job:
+    """What ``cfg`` trains: the model, its rows (``load_rows``) and its folder (``alice.sft_data.resolve_job``)."""
     return sft.resolve_job(model=cfg.model, data=cfg.data, method=cfg.method, teacher=cfg.teacher,
                            student=cfg.student, ours_type=cfg.ours_wts_type, original_type=cfg.original_wts_type,
-                           layout=Layout.default(cfg.root), data_dir=cfg.data_dir, output_dir=cfg.output_dir)
+                           layout=Layout.default(cfg.root), data_dir=cfg.data_dir, output_dir=cfg.output_dir,
+                           load_rows=load_rows)
 
 
 def outputs(cfg: Config) -> list[Path]:
-    return [job(cfg).out_dir]
+    return [job(cfg, load_rows=False).out_dir]
 
 
 def inputs(cfg: Config) -> list:
-    j = job(cfg)
+    """The stage file its rows come from (None: a split of the dataset) and the model it starts from."""
+    j = job(cfg, load_rows=False)
     return [j.input_file, j.model_id]
 
 
