@@ -1,24 +1,26 @@
 """One command runs a whole setting through every step of the paper, in order.
 
-    python -m alice.pipeline                      # the embedded demo (see DEMO below)
+    python -m alice.pipeline                      # the embedded demo (alice.pipeline_options.DEMO)
     python -m alice.pipeline --paper --model qwen2.5 --data hotpotqa --teacher 1.5B --student 7B --midlevel 3B
     python -m alice.pipeline --dry-run            # print every step's command, run nothing
 
 Steps: weak and strong baselines (``base``), CoT (not gsm8k), teacher stage 1 (CoT, and qa for original W2S), original
-W2S (qa and cot labels, student stage 2; ``--original``, on with ``--paper``, off in the demo), Alice single-turn (four
-stages, student stage 2), cascade Alice when ``--midlevel`` is given,
-the evaluation of every model (each right after its training step), and the report. Each step is a stage (``alice.stages``) with the flags of the
-script users run by hand: by default its flags are parsed into the stage's typed config and its ``run(config)`` is
-called in this process (``--subprocess``: ``python -m alice.stages.<stage> <flags>`` as a subprocess), with its output
-in a log under ``model_outputs/logs/<setting>/`` (execution: ``alice.steps``). Settings: the demo, ``--paper``, a
-``--config`` file (configs/*.yaml) and flags, lowest first; any stage's setting with ``--set STAGE.FIELD=VALUE``
-(``alice.pipeline_options``). In-process, consecutive steps that generate with the same model share one loaded
-engine (``generation.engine_pool``); a training step frees the pooled engines first. A step is skipped when its
-outputs' records (``alice.fresh``) name this very command and its inputs are unchanged, so a rerun redoes nothing and a
-killed run continues (the stage scripts also resume inside a step). Any other step runs with ``--overwrite``: a request
-with other settings (or after an input changed) redoes what it changes. A failed step (an exception, or a non-zero
-exit) stops the run and names its log. At the end the pipeline prints one worked example of Alice (a question on which
-the teacher's samples disagree) read from the stage files.
+W2S (qa and cot labels, student stage 2; ``--original``, on with ``--paper``, off in the demo), Alice single-turn
+(four stages, student stage 2), cascade Alice when ``--midlevel`` is given, the ablations named by ``--ablations``
+(each made from Alice's stage files, trained, evaluated; docs/ablations.md), the evaluation of every model (each right
+after its training step), and the report; ``--seed-exact`` goes to every stage whose output it changes. Before the
+first step, every step's flags are parsed by its stage (``check_steps``) and every model is checked loadable. Each
+step is a stage (``alice.stages``) with the flags of the script users run by hand: by default its flags are parsed
+into the stage's typed config and its ``run(config)`` is called in this process (``--subprocess``: ``python -m
+alice.stages.<stage> <flags>`` as a subprocess), with its output in a log under ``model_outputs/logs/<setting>/``
+(execution: ``alice.steps``). Settings: the demo, ``--paper``, a ``--config`` file (configs/*.yaml) and flags, lowest
+first; any stage's setting with ``--set STAGE.FIELD=VALUE`` (``alice.pipeline_options``). In-process, consecutive
+steps that generate with the same model share one loaded engine (``generation.engine_pool``); a training step frees
+the pooled engines first. A step is skipped when its outputs' records (``alice.fresh``) name this very command and its
+inputs are unchanged, so a rerun redoes nothing and a killed run continues (the stage scripts also resume inside a
+step). Any other step runs with ``--overwrite``: a request with other settings (or after an input changed) redoes what
+it changes. A failed step (an exception, or a non-zero exit) stops the run and names its log. At the end the pipeline
+prints one worked example of Alice (a question on which the teacher's samples disagree) read from the stage files.
 """
 
 from __future__ import annotations

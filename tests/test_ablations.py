@@ -2,9 +2,11 @@
 single-turn Alice's stage files (scripted generators, as tests/test_alice_stages.py), is planned by the pipeline's
 ``--ablations``, and is reported with its paired difference to Alice once evaluated."""
 
+import sys
+
 import pytest
 
-from alice import ablations, datasets, fresh, methods, pipeline, report
+from alice import ablations, artifacts, datasets, fresh, methods, pipeline, report
 from alice import alice_stages as st
 from alice.fresh import read_meta
 from alice.jsonl import read_jsonl
@@ -171,6 +173,27 @@ def test_the_pipeline_plans_the_named_ablations():
     assert not any("no_uncertainty" in n for n in names) and names[-1] == "report"
     with pytest.raises(SystemExit):
         pipeline.options_from_argv(["--ablations", "x"])
+
+
+def test_an_ablation_step_runs_as_a_stage_in_process_and_as_a_subprocess(tmp_path):
+    """The ablation is a stage (alice.stages.ablation): the pipeline runs its step as run(parse(flags)) in its own
+    process, or as ``python -m alice.stages.ablation <flags>``; both make the same training file, recorded with the
+    step's command (so the step is then done)."""
+    s = alice_run(tmp_path, teacher="x/teacher")  # hub ids: each command's models resolve (none is loaded)
+    art = artifacts.alice_ablation(s.layout, "majority_vote", s.model, s.data, s.teacher, s.student)
+    step = pipeline.Step("ablation c", art.argv(sys.executable, ["--data-dir", s.data_dir, "--root", str(s.layout.root)]),
+                         [art.path])
+    assert step.stage == "ablation" and not step.done()
+    assert pipeline.execute([step], tmp_path / "logs") == 0 and step.done()
+    made_here = read_jsonl(art.path)
+    assert [r["label"] for r in made_here] == ["majority" if i in EVEN else "original" for i in range(10, 20)]
+    fresh.forget(art.path)
+    art.path.unlink()
+    assert not step.done()
+    assert pipeline.execute([step], tmp_path / "logs2", in_process=False) == 0 and step.done()
+    assert read_jsonl(art.path) == made_here
+    log = next((tmp_path / "logs2").glob("*.log")).read_text()
+    assert log.startswith(f"$ {sys.executable} -m alice.stages.ablation --model custom --data gsm8k"), log[:300]
 
 
 def test_the_report_shows_an_evaluated_ablation_with_its_paired_difference_to_alice(tmp_path):

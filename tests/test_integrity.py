@@ -312,6 +312,9 @@ def test_bad_flag_values_are_one_line_errors(case, tiny_models, tmp_path, capsys
     (["--extra-gen-args", "--seed '1"], "--extra-gen-args: No closing quotation"),
     (["--extra-gen-args", "--bogus-flag 1"], "unrecognized arguments: --bogus-flag 1"),
     (["--extra-sft-args", "--lr -1"], "step 'base 0.5B' (training/SFT.py): argument --lr"),
+    # the stage's own parse, not only its parser: a check it makes of its flags is found before the first step too
+    (["--seed-exact", "--set", "final.final_tries=2"],
+     "step 'alice 0.5B->1.5B final' (W2SG_pipeline/ours/new_weak_to_strong_final.py): --seed-exact samples one"),
 ])
 def test_pipeline_checks_its_flags_before_its_first_step(argv, says, tmp_path, capsys):
     assert says in one_line_exit(capsys, pipeline.main, [*argv, "--root", str(tmp_path / "r"), "--dry-run"])

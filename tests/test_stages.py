@@ -30,6 +30,7 @@ MINIMAL = {
     "uncertainty": ["--teacher", "0.5B", "--student", "1.5B"],
     "zeroshot": ["--teacher", "0.5B", "--student", "1.5B"],
     "final": ["--teacher", "0.5B", "--student", "1.5B"],
+    "ablation": ["--teacher", "0.5B", "--student", "1.5B", "--ablation", "majority_vote"],
     "evaluate": ["--student", "0.5B", "--method", "naive"],
     "report": ["--teacher", "0.5B", "--student", "1.5B"],
 }

@@ -49,9 +49,12 @@ def parser(stage: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def parse(cls, p: argparse.ArgumentParser, argv: list[str] | None):
-    """``cls`` (an ``AliceConfig``) from the flags; a missing or unknown model size is a usage error."""
+def parse(cls, p: argparse.ArgumentParser, argv: list[str] | None, check=None):
+    """``cls`` (an ``AliceConfig``) from the flags; a missing or unknown model size is a usage error. ``check(p, args)``:
+    the stage's own checks of its flags, before the models are looked up."""
     args = common.parse_args(p, argv)
+    if check is not None:
+        check(p, args)
     for role in ("teacher", "student") + (("midlevel",) if args.method == "cascade" else ()):
         cli.resolve(p, args, role)
     cli.check_weak_strong(p, args.model, args.teacher, args.student, args.midlevel if args.method == "cascade" else None)

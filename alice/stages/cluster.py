@@ -42,11 +42,12 @@ def build_parser():
 
 
 def parse(argv: list[str] | None = None) -> Config:
-    p = build_parser()
-    cfg = alice_common.parse(Config, p, argv)
-    if cfg.num_samples < 2:
+    return alice_common.parse(Config, build_parser(), argv, check=_check)
+
+
+def _check(p, args) -> None:
+    if args.num_samples < 2:
         p.error("--num-samples must be at least 2 (a cluster needs two answers)")
-    return cfg
 
 
 def outputs(cfg: Config) -> list[Path]:

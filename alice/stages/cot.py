@@ -63,8 +63,9 @@ def outputs(cfg: Config) -> list[Path]:
     return [L.cot_correct(cfg.model, cfg.teacher, cfg.data), L.cot(cfg.model, cfg.teacher, cfg.data)]
 
 
-def inputs(cfg: Config) -> list[str]:
-    return [registry.resolve_model(cfg.model, cfg.teacher)]
+def inputs(cfg: Config) -> list:
+    """The teacher (by content or hub revision) and the train split's rows (by content)."""
+    return [registry.resolve_model(cfg.model, cfg.teacher), fresh.Data(cfg.data, "train", cfg.data_dir)]
 
 
 def cot_rows(rows: list[dict], texts: dict[str, list[str]], data: str, seed_exact: bool = False) -> list[dict]:
@@ -94,14 +95,13 @@ def run(cfg: Config) -> list[dict]:
                  "top_p": cfg.top_p, **gen.recorded(), **({"seed_exact": True} if cfg.seed_exact else {})}
     argv_ = cfg.recorded_argv()
     registry.check_loadable(teacher_id, "--teacher")
-    inputs = [teacher_id, fresh.Data(cfg.data, "train", cfg.data_dir)]
     with fresh.lock(out_correct):
-        return _make(cfg, gen, sampling, made_with, inputs, argv_, teacher_id)
+        return _make(cfg, gen, sampling, made_with, inputs(cfg), argv_, teacher_id)
 
 
-def _make(cfg: Config, gen: GenerationOptions, sampling: Sampling, made_with: dict, inputs: list, argv_, teacher_id: str):
+def _make(cfg: Config, gen: GenerationOptions, sampling: Sampling, made_with: dict, ins: list, argv_, teacher_id: str):
     out_correct, out_all = outputs(cfg)
-    if all([fresh.check_fresh(o, made_with, inputs, overwrite=cfg.overwrite, argv=argv_)
+    if all([fresh.check_fresh(o, made_with, ins, overwrite=cfg.overwrite, argv=argv_)
             for o in (out_all, out_correct)]):
         rows, kept = read_jsonl(out_all), read_jsonl(out_correct)
         print(f"already done: kept {len(kept)}/{len(rows)} correct CoT -> {out_correct}")
@@ -116,9 +116,9 @@ def _make(cfg: Config, gen: GenerationOptions, sampling: Sampling, made_with: di
     out = cot_rows(rows, texts, cfg.data, seed_exact=cfg.seed_exact)
     kept = [r for r in out if r["correct"]]
     write_jsonl(out_correct, kept)
-    fresh.record(out_correct, made_with, inputs, argv=argv_)
+    fresh.record(out_correct, made_with, ins, argv=argv_)
     write_jsonl(out_all, out)
-    fresh.record(out_all, made_with, inputs, argv=argv_)
+    fresh.record(out_all, made_with, ins, argv=argv_)
     clear_resumable(out_all)
     limit = f" (--limit {cfg.limit}: first {len(rows)} questions only)" if cfg.limit else ""
     print(f"kept {len(kept)}/{len(out)} correct CoT{limit} -> {out_correct}")

@@ -33,11 +33,12 @@ def build_parser():
 
 
 def parse(argv: list[str] | None = None) -> Config:
-    p = build_parser()
-    cfg = alice_common.parse(Config, p, argv)
-    if cfg.seed_exact and cfg.final_tries not in (None, 1):
+    return alice_common.parse(Config, build_parser(), argv, check=_check)
+
+
+def _check(p, args) -> None:
+    if args.seed_exact and args.final_tries not in (None, 1):
         p.error("--seed-exact samples one final answer per question, kept whatever its form: leave out --final-tries")
-    return cfg
 
 
 def tries(cfg: Config) -> int:

@@ -71,8 +71,10 @@ def outputs(cfg: Config) -> list[Path]:
     return [plan(Layout.default(cfg.root), cfg.model, cfg.data, cfg.teacher, cfg.type, cfg.midlevel)[3]]
 
 
-def inputs(cfg: Config) -> list[Path]:
-    return [plan(Layout.default(cfg.root), cfg.model, cfg.data, cfg.teacher, cfg.type, cfg.midlevel)[0]]
+def inputs(cfg: Config) -> list:
+    """The labelling model and the train split's rows (by content)."""
+    return [plan(Layout.default(cfg.root), cfg.model, cfg.data, cfg.teacher, cfg.type, cfg.midlevel)[0],
+            fresh.Data(cfg.data, "train", cfg.data_dir)]
 
 
 def run(cfg: Config) -> list[dict]:
@@ -87,14 +89,13 @@ def run(cfg: Config) -> list[dict]:
     made_with = {"data": cfg.data, "type": cfg.type, "limit": cfg.limit, "max_new_tokens": sampling.max_new_tokens,
                  "seed": sampling.seed, "temperature": cfg.temperature, "top_p": cfg.top_p, **gen.recorded()}
     argv_ = cfg.recorded_argv()
-    inputs = [labeler, fresh.Data(cfg.data, "train", cfg.data_dir)]
     with fresh.lock(out):
-        return _make(cfg, gen, sampling, made_with, inputs, argv_, labeler, subset, out)
+        return _make(cfg, gen, sampling, made_with, inputs(cfg), argv_, labeler, subset, out)
 
 
-def _make(cfg: Config, gen: GenerationOptions, sampling: Sampling, made_with: dict, inputs: list, argv_, labeler,
+def _make(cfg: Config, gen: GenerationOptions, sampling: Sampling, made_with: dict, ins: list, argv_, labeler,
           subset: str, out: Path) -> list[dict]:
-    if fresh.check_fresh(out, made_with, inputs, overwrite=cfg.overwrite, argv=argv_):
+    if fresh.check_fresh(out, made_with, ins, overwrite=cfg.overwrite, argv=argv_):
         rows = read_jsonl(out)
         print(f"already done: {len(rows)} labels -> {out}")
         return rows
@@ -107,7 +108,7 @@ def _make(cfg: Config, gen: GenerationOptions, sampling: Sampling, made_with: di
         texts = generate_resumable(engine, items, sampling, out, desc=f"label {cfg.data} ({cfg.type})")
     labels = [{"id": r["id"], "question": r["question"], "answer": texts[r["id"]][0]} for r in rows]
     write_jsonl(out, labels)
-    fresh.record(out, made_with, inputs, argv=argv_)
+    fresh.record(out, made_with, ins, argv=argv_)
     clear_resumable(out)
     limit = f" (--limit {cfg.limit})" if cfg.limit else ""
     print(f"labelled {len(labels)} {subset} questions with {labeler}{limit} -> {out}")
