@@ -142,19 +142,15 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
     log(f"training {job.model_id} ({job.role} {job.size}) | method {job.method}{' ' + job.type_ if job.type_ else ''}")
     log(f"data: {job.source}: {len(rows)} rows{f' (--limit {opts.limit} of {len(job.rows)})' if opts.limit else ''}")
     log(f"accelerate config: {batch.config_file or '-'} ({batch.config_found_by})")
+    from transformers import AutoTokenizer
+
+    batch, opts, mem_plan = sft_memory.plan_run(job.model_id, AutoTokenizer.from_pretrained(job.model_id), rows,
+                                                batch, opts, log=log)
     log(batch.describe() + ("" if batch.effective == PAPER.effective_batch else f"  [paper: {PAPER.effective_batch}]"))
     log(f"output: {out}")
 
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    from transformers import AutoTokenizer
-
-    batch, opts, mem_plan = sft_memory.plan_run(job.model_id, AutoTokenizer.from_pretrained(job.model_id), rows,
-                                                batch, opts, log=log)
-    if mem_plan is not None and (batch.per_device, batch.grad_accum) != (mem_plan.per_device, mem_plan.grad_accum):
-        raise AssertionError("the memory plan was not applied")
-    if mem_plan is not None:
-        log(batch.describe())
     tried: list[dict] = []  # the attempts that ran out of memory, in order
     while True:
         trainer = build_trainer(job.model_id, rows, out, batch, opts)

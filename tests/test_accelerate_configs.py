@@ -112,7 +112,7 @@ def test_two_cpu_processes_train_and_save(tiny_models, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "effective batch 16 = 2 per device" in proc.stdout and "x 2 process(es)" in proc.stdout
     assert proc.stdout.count("effective batch") == 1  # only the main process prints
-    out = next((tmp_path / "model_outputs" / "base").iterdir())
+    out = next(p for p in (tmp_path / "model_outputs" / "base").iterdir() if p.is_dir())
     rec = json.loads((out / "train_config.json").read_text())
     assert (rec["num_processes"], rec["effective_batch"], rec["optimizer_steps"]) == (2, 16, 2)
     assert rec["accelerate_config_found_by"] == "accelerate launch --config_file"
