@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from . import lifeline
 from . import plan as plan_mod
 from .sft_memory import read_oom
 
@@ -129,6 +130,7 @@ def run_with_retries(out_dir: Path, cmd: list[str], effective_batch: int = 16) -
     """Run ``cmd`` (a training command); after a failure that recorded an out-of-memory error in ``out_dir/oom.json``,
     run it again on the next rung of the ladder. The exit status of the last run."""
     seen = len(read_oom(out_dir))
+    lifeline.guard()  # the launcher and its training processes die with this one, kill -9 included
     while True:
         print(f"[launch] $ {' '.join(cmd)}", flush=True)
         rc = subprocess.run(cmd, env=launch_env()).returncode
