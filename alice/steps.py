@@ -185,7 +185,7 @@ def _call_in_process(st: Step, f, overwrite: bool) -> int:
     env = dict(os.environ)
     with _output_to(f):
         if st.trains:
-            generation.free_pooled()  # training needs the memory; its model is loaded anew afterwards
+            generation.rest_for_training()  # training needs the memory: pooled engines sleep (GPU) or are freed
         try:
             st.stage_module().run(st.config(overwrite))
             rc = 0

@@ -185,3 +185,24 @@ def build_answer_model(src, dst, answers: dict[str, float], p_unreadable: float 
     m.save_pretrained(dst)
     tok.save_pretrained(dst)
     return Path(dst)
+
+
+def build_retrained_copy(src, dst, seed: int = 1) -> Path:
+    """``src`` with other weights of the same shape (random, as the ``spiky`` fixture's), saved as a training run
+    saves it (``alice.sft.finish_saved_folder``: config.json and generation_config.json end a turn at <|im_end|>):
+    what a trained student looks like to the generation engines."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .sft import finish_saved_folder
+
+    model = AutoModelForCausalLM.from_pretrained(str(src))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.15)
+    model.save_pretrained(str(dst))
+    AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(dst))
+    finish_saved_folder(Path(dst), end_of_turn="<|im_end|>")
+    return Path(dst)

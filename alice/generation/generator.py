@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from .. import records
 from ..options import DEFAULT_GPU_MEMORY_UTILIZATION, GenerationOptions
 from . import common, pool
 from .common import (CB_CHUNK, HF_BATCHING, SEEDING, GenerationError, Sampling, chat_prompt_ids, check_weights_finite,
@@ -60,6 +61,9 @@ class Generator(HFBackend, VLLMBackend):
         self._tok = None
         self._engine = None  # vllm.LLM or a transformers model
         self._stop: list[int] = []
+        self._key: tuple | None = None  # the pool key of the loaded engine (when loaded inside an engine pool)
+        self._config: dict | None = None  # the loaded model's config.json (a pooled engine's shape)
+        self._sleeps = False  # the engine was made with vLLM's sleep mode (a GPU, inside an engine pool)
 
     @classmethod
     def from_options(cls, model: str, opts: GenerationOptions, parser=None) -> "Generator":
@@ -124,27 +128,31 @@ class Generator(HFBackend, VLLMBackend):
         return self._tok
 
     def pool_key(self) -> tuple:
-        """What must match for a pooled engine to serve this Generator."""
+        """What must match for a pooled engine to serve this Generator as it is: what the model is, by content
+        (``records.model_identity``: a retrained folder is another model), then the engine settings (a pooled engine of
+        the same settings and another model of the same shape can take this model's weights: ``_refresh``)."""
         engine_rng = self.seed if self.seeding == "engine" else None  # per-request seeds: any engine seed serves
         max_seqs = self._batch_size_given if self.backend == "vllm" else None  # hf: a per-call setting
-        return (self.model, self.backend, self.dtype, self.tensor_parallel_size, self.gpu_memory_utilization,
-                self.max_model_len, self.enforce_eager, self.torch_compile, self.kv_cache_gib, self.batch_invariant, engine_rng, max_seqs,
-                pool.weights_stamp(self.model))
+        return (records.model_identity(self.model), self.backend, self.dtype, self.tensor_parallel_size,
+                self.gpu_memory_utilization, self.max_model_len, self.enforce_eager, self.torch_compile,
+                self.kv_cache_gib, self.batch_invariant, engine_rng, max_seqs)
+
+    def _shape(self) -> str | None:
+        """This model's architecture config and tokenizer, as ``pool.shape_of`` compares them."""
+        return pool.shape_of(pool.read_config(self.model), self.tokenizer())
 
     def _load(self) -> None:
         if self._engine is not None:
             return
-        key = self.pool_key() if pool.active() else None
-        loaded = pool.take(key) if key is not None else None
-        if loaded is not None:
-            self._engine, self._tok, self._stop, self._max_len = (loaded.engine, loaded.tokenizer, loaded.stop,
-                                                                  loaded.max_len)
-            if self.batch_size is None:
-                self.batch_size = loaded.batch_size
-            print(f"[generation] reusing the loaded engine of {self.model} ({self.backend})", flush=True)
-            return
-        if key is not None:  # another model: free the oldest pooled engines first, to make room
-            pool.make_room()
+        key = self._key = self.pool_key() if pool.active() else None
+        if key is not None:
+            loaded = pool.take(key)
+            if loaded is not None and self._adopt(loaded, refresh=loaded.asleep):  # asleep: weights come back from disk
+                return
+            loaded = pool.take_compatible(key, self._shape) if self.backend == "vllm" else None
+            if loaded is not None and self._adopt(loaded, refresh=True):
+                return
+            pool.make_room()  # another model: free the oldest pooled engines first, to make room
         t0 = time.perf_counter()
         check_weights_finite(self.model)
         tok = self.tokenizer()
@@ -155,8 +163,38 @@ class Generator(HFBackend, VLLMBackend):
                 print("[generation] --batch-invariant is a vLLM setting: the hf backend's greedy answers depend on "
                       "its --batch-size, which the same command keeps the same", flush=True)
             self._load_hf(tok)
+        self._config = pool.read_config(self.model)
+        pool.COUNTS["load"] += 1
         print(f"[generation] loaded {self.model} ({self.backend}) in {time.perf_counter() - t0:.1f}s", flush=True)
 
+    def _adopt(self, loaded: "pool.Loaded", refresh: bool) -> bool:
+        """Serve this Generator from a pooled engine: as it is (the same model), or with this model's weights loaded
+        into it (``refresh``: another model of the same shape, or the same model whose engine slept). False when
+        the weights could not be loaded: the engine is then freed and the caller loads this model anew."""
+        if refresh:
+            t0 = time.perf_counter()
+            check_weights_finite(self.model)
+            try:
+                self._reload_vllm_weights(loaded.engine, self.model, woke=loaded.asleep)
+            except Exception as e:  # noqa: BLE001 - an engine that cannot take new weights is replaced
+                print(f"[generation] could not load {self.model} into the engine of {loaded.model} "
+                      f"({type(e).__name__}: {e}); starting a new engine", flush=True)
+                pool.close_engine(loaded.backend or self.backend, loaded.engine)
+                return False
+            tok = self.tokenizer()
+            self._stop = self._stop_ids(tok)  # this model's generation_config may end a turn at other tokens
+            self._config = pool.read_config(self.model)
+            pool.COUNTS["wake" if loaded.model == self.model and loaded.asleep else "refresh"] += 1
+            print(f"[generation] loaded {self.model} into the living engine of {loaded.model} ({self.backend}) in "
+                  f"{time.perf_counter() - t0:.1f}s", flush=True)
+        else:
+            self._tok, self._stop, self._config = loaded.tokenizer, loaded.stop, loaded.config
+            pool.COUNTS["reuse"] += 1
+            print(f"[generation] reusing the loaded engine of {self.model} ({self.backend})", flush=True)
+        self._engine, self._max_len, self._sleeps = loaded.engine, loaded.max_len, loaded.sleeps
+        if self.batch_size is None:
+            self.batch_size = loaded.batch_size
+        return True
 
     def __enter__(self) -> "Generator":
         return self
@@ -171,8 +209,10 @@ class Generator(HFBackend, VLLMBackend):
             return
         engine, self._engine = self._engine, None
         if pool.active():
-            pool.keep(self.pool_key(), self.backend,
-                      pool.Loaded(engine, self._tok, self._stop, getattr(self, "_max_len", None), self.batch_size))
+            key = self._key or self.pool_key()  # what was loaded, not what the folder holds now
+            pool.keep(key, pool.Loaded(engine, self._tok, self._stop, getattr(self, "_max_len", None), self.batch_size,
+                                       model=self.model, config=self._config, backend=self.backend,
+                                       sleeps=self._sleeps))
             return
         pool.close_engine(self.backend, engine)
 

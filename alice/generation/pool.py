@@ -1,18 +1,35 @@
-"""Engine pool: one loaded engine per model across consecutive users (the pipeline's in-process steps).
+"""Engine pool: one loaded engine per model for the whole run (the pipeline's in-process steps).
 
-While ``engine_pool()`` is active, ``Generator.close()`` hands its engine here (``keep``) and a later ``Generator`` of
-the same key takes it back (``take``); ``free_pooled()`` frees them (before training)."""
+While ``engine_pool()`` is active, ``Generator.close()`` hands its engine here (``keep``) and a later ``Generator``
+takes it back: as it is when the key matches (``take``: the same weights, by content, and the same engine settings),
+or with new weights loaded into it when another model of the same shape asks (``take_compatible``: same
+architecture config and tokenizer, same engine settings; vLLM only, ``Generator._refresh``). A key always names what
+the engine holds, so after a refresh the engine is pooled under the new model's key and never serves the old one
+as it is. Before training, ``rest_for_training()`` puts vLLM engines made with sleep mode (CUDA) to sleep (their
+process, CUDA graphs and compiled code stay; weights and KV cache leave the GPU) and frees every other engine
+(on a CPU vLLM has no sleep mode: freed, as before); ``free_pooled()`` frees them all. ``COUNTS`` tallies what
+happened (loads, reuses, refreshes, sleeps, wakes, frees) for tests and benchmarks."""
 
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
+import os
+from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 _POOL: dict | None = None  # key -> Loaded, while an engine_pool() is active; None otherwise
 DEFAULT_POOL_SIZE = 1  # engines kept at most: a different model frees the others before it loads
 _POOL_SIZE = DEFAULT_POOL_SIZE
+COUNTS: Counter = Counter()  # load, reuse, refresh, sleep, wake, free: engines of this process
+# vLLM's sleep mode for pooled engines on a GPU (a training step then runs beside the sleeping engine); off with
+# ALICE_VLLM_SLEEP=0, should a vLLM build misbehave with it (a training step then frees the engine, as on a CPU)
+SLEEP_MODE = os.environ.get("ALICE_VLLM_SLEEP", "1") != "0"
+# config.json entries that do not change what the network computes: a trained folder rewrites them
+# (alice.sft.finish_saved_folder sets eos_token_id; save_pretrained writes its own transformers_version)
+_NOT_SHAPE = {"_name_or_path", "transformers_version", "eos_token_id", "bos_token_id", "pad_token_id", "use_cache"}
 
 
 @dataclass
@@ -24,10 +41,53 @@ class Loaded:
     stop: list
     max_len: int | None
     batch_size: int | None
+    model: str = ""  # the folder (or hub id) whose weights the engine holds now
+    config: dict | None = None  # that model's config.json, read when its weights were loaded
+    backend: str = ""
+    sleeps: bool = False  # made with vLLM's sleep mode (a GPU)
+    asleep: bool = False  # put to sleep (level 2: weights and KV cache gone) by rest_for_training
+    _shape: str | None = field(default=None, repr=False)
+
+    def shape(self) -> str | None:
+        if self._shape is None:
+            self._shape = shape_of(self.config, self.tokenizer)
+        return self._shape
+
+
+def read_config(model: str) -> dict | None:
+    """A model's ``config.json`` as a dict (a local folder, or a hub id from the local cache); None when unreadable."""
+    path = os.path.join(os.path.expanduser(model), "config.json")
+    if not os.path.isfile(path):
+        try:
+            from transformers.utils import cached_file
+
+            path = cached_file(model, "config.json", _raise_exceptions_for_missing_entries=False)
+        except Exception:
+            return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def shape_of(config: dict | None, tokenizer) -> str | None:
+    """What must be equal for one model's weights to be loaded into another's engine: the architecture config (but
+    the entries of ``_NOT_SHAPE``; the dtype spelled either way) and the tokenizer (its vocabulary and special
+    tokens). None when the config is unknown: such an engine is never refreshed."""
+    if config is None or tokenizer is None:
+        return None
+    cfg = {k: v for k, v in config.items() if k not in _NOT_SHAPE}
+    if "torch_dtype" in cfg:
+        cfg.setdefault("dtype", cfg.pop("torch_dtype"))
+    tok = {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens)),
+           "eos": tokenizer.eos_token_id, "bos": tokenizer.bos_token_id, "pad": tokenizer.pad_token_id}
+    return hashlib.sha256(json.dumps([cfg, tok], sort_keys=True, default=str).encode()).hexdigest()
 
 
 def close_engine(backend: str, engine) -> None:
     """Free one engine (and its GPU memory) so another model can be loaded in the same process."""
+    COUNTS["free"] += 1
     if backend == "vllm":
         core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
@@ -55,23 +115,55 @@ def pooled_keys() -> list[tuple]:
     return list(_POOL or {})
 
 
+def pooled_models() -> list[str]:
+    """The models (folders or hub ids) whose weights the pooled engines hold, in the order of ``pooled_keys``."""
+    return [loaded.model for loaded in (_POOL or {}).values()]
+
+
 def free_pooled(keep: tuple | None = None) -> int:
-    """Free every pooled engine (but ``keep``'s); returns how many were freed. Call before training a model."""
+    """Free every pooled engine (but ``keep``'s); returns how many were freed."""
     keys = [k for k in (_POOL or {}) if k != keep]
     for key in keys:
         _evict(key)
     return len(keys)
 
 
+def rest_for_training() -> int:
+    """Before a training step: pooled vLLM engines made with sleep mode go to sleep (level 2: weights and KV cache
+    leave the GPU; the process, its CUDA graphs and compiled code stay), every other engine is freed. Returns how
+    many engines sleep."""
+    asleep = 0
+    for key in list(_POOL or {}):
+        loaded = _POOL[key]
+        if loaded.sleeps and not loaded.asleep:
+            try:
+                loaded.engine.sleep(level=2)
+            except Exception as e:  # noqa: BLE001 - an engine that cannot sleep is freed instead
+                print(f"[generation] the engine of {loaded.model} could not sleep ({type(e).__name__}: {e}); freeing it",
+                      flush=True)
+                _evict(key)
+                continue
+            loaded.asleep = True
+            COUNTS["sleep"] += 1
+            print(f"[generation] the pooled engine of {loaded.model} sleeps while training runs", flush=True)
+        if loaded.asleep:
+            asleep += 1
+        else:
+            _evict(key)
+    return asleep
+
+
 def _evict(key: tuple) -> None:
-    print(f"[generation] freeing the pooled engine of {key[0]} ({key[1]})", flush=True)
-    close_engine(key[1], _POOL.pop(key).engine)
+    loaded = _POOL.pop(key)
+    print(f"[generation] freeing the pooled engine of {loaded.model or key[0]} ({loaded.backend or key[1]})", flush=True)
+    close_engine(loaded.backend or key[1], loaded.engine)
 
 
 @contextmanager
 def engine_pool(size: int = DEFAULT_POOL_SIZE):
-    """While active, a closed ``Generator`` keeps its engine for the next ``Generator`` with the same key
-    (model folder and its weight files' size/mtime, backend, dtype, tensor parallel size, memory settings).
+    """While active, a closed ``Generator`` keeps its engine for the next ``Generator`` with the same key (the
+    content identity of the model's files, ``records.model_identity``; backend, dtype, tensor parallel size, memory
+    settings) or, vLLM only, for one of another model of the same shape, which loads its weights into it.
     At most ``size`` engines are kept: loading another model frees the oldest first. Nested use joins the
     outer pool. Every pooled engine is freed on exit."""
     global _POOL, _POOL_SIZE
@@ -86,15 +178,6 @@ def engine_pool(size: int = DEFAULT_POOL_SIZE):
         _POOL = None
 
 
-def weights_stamp(model: str) -> tuple:
-    """(name, size, mtime) of a local folder's weight files: a retrained folder is never served from the pool."""
-    folder = Path(model)
-    if not folder.is_dir():
-        return ()
-    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.glob("*.safetensors")))
-
-
-
 def active() -> bool:
     """An ``engine_pool()`` is active."""
     return _POOL is not None
@@ -105,14 +188,25 @@ def take(key: tuple) -> "Loaded | None":
     return _POOL.pop(key, None) if _POOL is not None else None
 
 
+def take_compatible(key: tuple, shape) -> "Loaded | None":
+    """A pooled engine of the same engine settings as ``key`` (all but its first entry, the model's identity) whose
+    model has the same shape, removed from the pool; ``shape()`` gives the asking model's (computed only when a
+    candidate exists). None when there is none."""
+    for k, loaded in list((_POOL or {}).items()):
+        if k[1:] == key[1:] and loaded.shape() is not None and loaded.shape() == shape():
+            return _POOL.pop(k)
+    return None
+
+
 def make_room() -> None:
     """Free the oldest pooled engines until another one fits (another model is about to load)."""
     while _POOL is not None and len(_POOL) >= _POOL_SIZE:
         _evict(next(iter(_POOL)))
 
 
-def keep(key: tuple, backend: str, loaded: Loaded) -> None:
+def keep(key: tuple, loaded: Loaded) -> None:
     """Keep a closed Generator's engine for the next Generator of ``key`` (two open at once: one engine is kept)."""
     if key in _POOL:
-        close_engine(backend, _POOL.pop(key).engine)
+        old = _POOL.pop(key)
+        close_engine(old.backend, old.engine)
     _POOL[key] = loaded

