@@ -40,6 +40,14 @@ def test_shape_ignores_what_training_rewrites_and_sees_the_rest(spiky, tiny_mode
     (Path(trained) / "config.json").write_text(json.dumps(cfg))
     a, t = Generator(spiky, backend="hf"), Generator(trained, backend="hf")
     assert a._shape() is not None and a._shape() == t._shape()
+    # a hub snapshot of an older transformers spells the rope settings and the dtype otherwise: the same network
+    old_style = tmp_path / "old_style"
+    shutil.copytree(spiky, old_style)
+    cfg = json.loads((old_style / "config.json").read_text())
+    rope = cfg.pop("rope_parameters")
+    cfg.update(rope_theta=rope["rope_theta"], rope_scaling=None, torch_dtype=cfg.pop("dtype", "float32"))
+    (old_style / "config.json").write_text(json.dumps(cfg))
+    assert Generator(str(old_style), backend="hf")._shape() == a._shape()
     numerics = tmp_path / "numerics"
     shutil.copytree(trained, numerics)
     edit_config(numerics, rms_norm_eps=1e-3)

@@ -29,7 +29,7 @@ COUNTS: Counter = Counter()  # load, reuse, refresh, sleep, wake, free: engines 
 SLEEP_MODE = os.environ.get("ALICE_VLLM_SLEEP", "1") != "0"
 # config.json entries that do not change what the network computes: a trained folder rewrites them
 # (alice.sft.finish_saved_folder sets eos_token_id; save_pretrained writes its own transformers_version)
-_NOT_SHAPE = {"_name_or_path", "transformers_version", "eos_token_id", "bos_token_id", "pad_token_id", "use_cache"}
+_NOT_SHAPE = {"transformers_version", "eos_token_id", "bos_token_id", "pad_token_id", "use_cache"}
 
 
 @dataclass
@@ -55,29 +55,26 @@ class Loaded:
 
 
 def read_config(model: str) -> dict | None:
-    """A model's ``config.json`` as a dict (a local folder, or a hub id from the local cache); None when unreadable."""
-    path = os.path.join(os.path.expanduser(model), "config.json")
-    if not os.path.isfile(path):
-        try:
-            from transformers.utils import cached_file
-
-            path = cached_file(model, "config.json", _raise_exceptions_for_missing_entries=False)
-        except Exception:
-            return None
+    """A model's config as transformers reads it (``AutoConfig``: a local folder, or a hub id from the local cache), as
+    a dict: a hub snapshot written by an older transformers (``rope_theta``, ``torch_dtype``) and a folder this one
+    saved compare equal when they describe the same network. None when it cannot be read."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError, TypeError):
+        from transformers import AutoConfig
+
+        from .common import _hf_token
+
+        return AutoConfig.from_pretrained(os.path.expanduser(model), token=_hf_token()).to_dict()
+    except Exception:  # noqa: BLE001 - an unreadable config: this engine is never refreshed
         return None
 
 
 def shape_of(config: dict | None, tokenizer) -> str | None:
     """What must be equal for one model's weights to be loaded into another's engine: the architecture config (but
-    the entries of ``_NOT_SHAPE``; the dtype spelled either way) and the tokenizer (its vocabulary and special
+    the entries of ``_NOT_SHAPE`` and the private ``_*`` ones; the dtype spelled either way) and the tokenizer (its vocabulary and special
     tokens). None when the config is unknown: such an engine is never refreshed."""
     if config is None or tokenizer is None:
         return None
-    cfg = {k: v for k, v in config.items() if k not in _NOT_SHAPE}
+    cfg = {k: v for k, v in config.items() if k not in _NOT_SHAPE and not k.startswith("_")}
     if "torch_dtype" in cfg:
         cfg.setdefault("dtype", cfg.pop("torch_dtype"))
     tok = {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens)),
