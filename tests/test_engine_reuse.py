@@ -163,11 +163,13 @@ def test_sleep_mode_on_a_gpu_keeps_the_engine_through_training(spiky, tmp_path, 
     """On a GPU (simulated): a pooled vLLM engine is made with sleep mode; before training it sleeps at level 2 instead
     of being freed; the trained model of the same shape wakes it with its own weights (weights first, then the KV
     cache, then an empty prefix cache); the same model after another training step reloads its own weights; an engine
-    that cannot take new weights is replaced by a new one. With ALICE_VLLM_SLEEP=0 (pool.SLEEP_MODE off), training frees the engine as on a CPU."""
+    that cannot take new weights is replaced by a new one. Without ALICE_VLLM_SLEEP=1 (pool.SLEEP_MODE off, the
+    default), training frees the engine as on a CPU."""
     import vllm
 
     monkeypatch.setattr(generation.common, "_cuda_available", lambda: True)
     monkeypatch.setattr(vllm, "LLM", _SleepyLLM)
+    monkeypatch.setattr(pool, "SLEEP_MODE", True)  # ALICE_VLLM_SLEEP=1 (opt-in until run on a GPU)
     for var in ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_FLASHINFER_SAMPLER"):
         monkeypatch.setenv(var, "")
         monkeypatch.delenv(var)

@@ -24,9 +24,10 @@ _POOL: dict | None = None  # key -> Loaded, while an engine_pool() is active; No
 DEFAULT_POOL_SIZE = 1  # engines kept at most: a different model frees the others before it loads
 _POOL_SIZE = DEFAULT_POOL_SIZE
 COUNTS: Counter = Counter()  # load, reuse, refresh, sleep, wake, free: engines of this process
-# vLLM's sleep mode for pooled engines on a GPU (a training step then runs beside the sleeping engine); off with
-# ALICE_VLLM_SLEEP=0, should a vLLM build misbehave with it (a training step then frees the engine, as on a CPU)
-SLEEP_MODE = os.environ.get("ALICE_VLLM_SLEEP", "1") != "0"
+# vLLM's sleep mode for pooled engines on a GPU (a training step then runs beside the sleeping engine): opt-in with
+# ALICE_VLLM_SLEEP=1 until it has run on a GPU (only a stand-in LLM has exercised it); off, a training step frees the
+# engines, as on a CPU
+SLEEP_MODE = os.environ.get("ALICE_VLLM_SLEEP", "0") == "1"
 # config.json entries that do not change what the network computes: a trained folder rewrites them
 # (alice.sft.finish_saved_folder sets eos_token_id; save_pretrained writes its own transformers_version)
 _NOT_SHAPE = {"transformers_version", "eos_token_id", "bos_token_id", "pad_token_id", "use_cache"}
