@@ -320,3 +320,30 @@ def test_shell_script_takes_the_summarizers_tp_from_the_plan_or_refuses_in_one_l
     assert p.returncode == 2
     assert "error: generating with meta-llama/Meta-Llama-3-70B-Instruct" in p.stderr and "tensor parallel 4" in p.stderr
     assert "new_weak_to_strong" not in p.stderr and not (tmp_path / "data").exists()  # no stage started
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_a_step_planned_on_two_gpus_as_two_processes(tiny_models, tmp_path, monkeypatch):
+    """The pipeline's own placement, end to end: with two (pretend) 80 GiB GPUs the first training step is planned on
+    both, runs under alice.launch + accelerate launch (2 CPU processes here, gloo) and trains at the effective 16."""
+    from alice import steps as steps_mod
+
+    monkeypatch.setenv(P.HARDWARE_ENV, "2x80")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    root = tmp_path / "run"
+    argv = ["--model", "custom", "--data", "gsm8k", "--teacher", str(tiny_models["qwen_small"]), "--student",
+            str(tiny_models["qwen_large"]), "--no-lora", "--epochs", "1", "--train-limit", "16",
+            "--extra-sft-args", "--max-steps 2", "--root", str(root), "--data-dir", str(_data(tmp_path))]
+    args = pipeline.options_from_argv(argv)
+    steps = pipeline.plan(args)
+    hw, problems = pipeline.place(steps, args)
+    st = steps[0]
+    assert (hw.gpus, problems, st.trains) == (2, [], True)
+    assert "alice.launch" in st.launcher and any(a.endswith("_2proc_cpu.yaml") for a in st.launcher)
+    rc = steps_mod.execute([st], root / "logs", in_process=True)
+    log = "\n".join(p.read_text() for p in (root / "logs").glob("*.log"))
+    assert rc == 0, log[-3000:]
+    rec = json.loads((st.outputs[0] / "train_config.json").read_text())
+    assert (rec["num_processes"], rec["effective_batch"], rec["optimizer_steps"]) == (2, 16, 2)
+    assert rec["memory_plan"]["gpus"] == 2 and rec["memory_plan"]["strategy"] in ("zero2", "fsdp-grad-op")
