@@ -206,3 +206,15 @@ def build_retrained_copy(src, dst, seed: int = 1) -> Path:
     AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(dst))
     finish_saved_folder(Path(dst), end_of_turn="<|im_end|>")
     return Path(dst)
+
+
+def write_sum_data(folder: str | Path, n: int = 64) -> Path:
+    """A gsm8k-shaped data folder of ``n`` addition questions (``folder/gsm8k/{train,test}.jsonl``, 4 test rows), for
+    training tests that need rows, not a real dataset."""
+    from .jsonl import write_jsonl
+
+    d = Path(folder)
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"{i}+{i} = {2 * i}.\n#### {2 * i}"} for i in range(n)]
+    write_jsonl(d / "gsm8k" / "train.jsonl", rows)
+    write_jsonl(d / "gsm8k" / "test.jsonl", rows[:4])
+    return d

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from alice.jsonl import write_jsonl
+from alice.testing import write_sum_data
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -21,11 +21,7 @@ needs_deepspeed = pytest.mark.skipif(not HAVE_DEEPSPEED, reason="deepspeed is no
 
 
 def _data(tmp_path, n=64):
-    d = tmp_path / "data"
-    rows = [{"question": f"What is {i} plus {i}?", "answer": f"{i}+{i} = {2 * i}.\n#### {2 * i}"} for i in range(n)]
-    write_jsonl(d / "gsm8k" / "train.jsonl", rows)
-    write_jsonl(d / "gsm8k" / "test.jsonl", rows[:4])
-    return d
+    return write_sum_data(tmp_path / "data", n)
 
 
 def _bench():

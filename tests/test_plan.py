@@ -12,7 +12,7 @@ import pytest
 
 from alice import launch, pipeline
 from alice import plan as P
-from alice.jsonl import write_jsonl
+from alice.testing import write_sum_data
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = P.Hardware(1, 79.2, 128.0)  # nvidia-smi's 81,559 MiB
@@ -222,11 +222,7 @@ def test_a_run_that_fits_nowhere_refuses_in_one_line_before_any_step(capsys, tmp
 
 # ---------------------------------------------------------------------------------------------------- OOM, for real
 def _data(tmp_path, n=32):
-    d = tmp_path / "data"
-    rows = [{"question": f"What is {i} plus {i}?", "answer": f"{i}+{i} = {2 * i}.\n#### {2 * i}"} for i in range(n)]
-    write_jsonl(d / "gsm8k" / "train.jsonl", rows)
-    write_jsonl(d / "gsm8k" / "test.jsonl", rows[:4])
-    return d
+    return write_sum_data(tmp_path / "data", n)
 
 
 INJECT = """
