@@ -88,12 +88,16 @@ def resolve(p: argparse.ArgumentParser, args: argparse.Namespace, role: str, req
         p.error(f"--{role}: {e}")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (0 or a negative number is a usage error, never 'no limit')."""
+def _whole_number(text: str) -> int:
     try:
-        v = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or a negative number is a usage error, never 'no limit')."""
+    v = _whole_number(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v} (leave the flag out for no limit / the default)")
     return v
@@ -101,10 +105,7 @@ def positive_int(text: str) -> int:
 
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0 (a seed)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    v = _whole_number(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
     return v
