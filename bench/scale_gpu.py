@@ -55,6 +55,13 @@ def _rows(n: int, tokens: int, tokenizer) -> list[dict]:
     return [{"question": f"Question {i}: sum the words.", "answer": f"{body} #### {i}"} for i in range(n)]
 
 
+def _chat_tokens(tok, row: dict) -> int:
+    """The number of tokens of ``row`` as a chat (transformers 5's apply_chat_template returns a mapping)."""
+    ids = tok.apply_chat_template([{"role": "user", "content": row["question"]},
+                                   {"role": "assistant", "content": row["answer"]}], tokenize=True)
+    return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
 def train_case(model_id: str, tokens: int, steps: int, lora: bool, tokenizer_id: str, force: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -82,10 +89,14 @@ def train_case(model_id: str, tokens: int, steps: int, lora: bool, tokenizer_id:
         return case
     tok = AutoTokenizer.from_pretrained(tokenizer_id)
     cfg = P.load_config(model_id)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    cuda = torch.cuda.is_available()  # no GPU: the same code path on the CPU (a smoke run of this script, no figures)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    peak_gib = (lambda f: round(f() / P.GIB, 2)) if cuda else (lambda f: None)
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
-    with torch.device("cuda"):
+    with torch.device("cuda" if cuda else "cpu"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if lora else torch.float32)
     case["build_s"] = round(time.time() - t0, 1)
     rows = _rows(16 * (steps + 1), tokens, tok)
@@ -100,34 +111,33 @@ def train_case(model_id: str, tokens: int, steps: int, lora: bool, tokenizer_id:
 
         class Clock(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
-                torch.cuda.synchronize()
+                sync()
                 self.t = time.time()
 
             def on_step_end(self, args, state, control, **kw):
-                torch.cuda.synchronize()
+                sync()
                 times.append(time.time() - self.t)
 
         trainer.add_callback(Clock())
         trainer.train()
         step_s = min(times[1:]) if len(times) > 1 else times[0]  # the first step pays the optimizer's allocation
-        real_tokens = sum(min(len(tok.apply_chat_template([{"role": "user", "content": r["question"]},
-                                                          {"role": "assistant", "content": r["answer"]}])), tokens)
-                          for r in rows[:16])
+        real_tokens = sum(min(_chat_tokens(tok, r), tokens) for r in rows[:16])
         peak = _peak_tflops(_device()["name"])
         trained = P.shape(model_id).lora_params() if lora else P.shape(model_id).params
         flops = (6 if not lora else 4) * P.shape(model_id).params * real_tokens  # LoRA: no weight gradients of the base
         case.update(ran=True, step_s=round(step_s, 3), step_times_s=[round(t, 3) for t in times],
                     tokens_per_s=round(real_tokens / step_s), trained_params=trained,
-                    peak_allocated_gib=round(torch.cuda.max_memory_allocated() / P.GIB, 2),
-                    peak_reserved_gib=round(torch.cuda.max_memory_reserved() / P.GIB, 2),
+                    peak_allocated_gib=peak_gib(torch.cuda.max_memory_allocated),
+                    peak_reserved_gib=peak_gib(torch.cuda.max_memory_reserved),
                     mfu=round(flops / step_s / (peak * 1e12), 3) if peak else None)
     except Exception as e:  # noqa: BLE001 - an OOM (or any failure) is this case's figure
         case.update(ran=False, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}",
-                    peak_allocated_gib=round(torch.cuda.max_memory_allocated() / P.GIB, 2))
+                    peak_allocated_gib=peak_gib(torch.cuda.max_memory_allocated))
     finally:
         trainer = model = None
         gc.collect()
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
     est = (case.get("plan") or case.get("forced") or {}).get("estimate_gib")
     if est and case.get("peak_allocated_gib") and case.get("ran"):
         case["estimate_over_measured"] = round(est / case["peak_allocated_gib"], 2)
@@ -138,9 +148,6 @@ def generate_case(model_id: str, quantization: str | None, prompts: int, prompt_
                   utilization: float) -> dict:
     import random
 
-    from vllm import LLM, SamplingParams
-    from vllm.inputs import TokensPrompt
-
     hw = P.detect_hardware()
     case = {"model": model_id, "quantization": quantization, "hardware": hw.describe(), "prompts": prompts,
             "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "params": P.shape(model_id).params}
@@ -150,6 +157,9 @@ def generate_case(model_id: str, quantization: str | None, prompts: int, prompt_
     except P.PlanError as e:
         case["plan_refused"] = str(e)
         return case
+    from vllm import LLM, SamplingParams  # after the plan: a refused case needs no vLLM
+    from vllm.inputs import TokensPrompt
+
     folder = Path(tempfile.mkdtemp(prefix="shape_"))
     cfg = json.loads(P.shape_file(model_id).read_text())
     (folder / "config.json").write_text(json.dumps(dict(cfg, architectures=cfg["architectures"])))
@@ -200,19 +210,24 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     res = {"command": "python bench/scale_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "commit": fresh.git_commit(ROOT), "device": _device(), "training": [], "generation": []}
+
+    def done(kind: str, case: dict) -> None:  # the file is written after every case: a later case's crash keeps these
+        res[kind].append(case)
+        print(json.dumps(case), flush=True)
+        if a.out:
+            Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+
     for m in a.train or []:
-        res["training"].append(train_case(m, a.tokens, a.steps, False, a.tokenizer, a.force))
-        print(json.dumps(res["training"][-1]), flush=True)
+        done("training", train_case(m, a.tokens, a.steps, False, a.tokenizer, a.force))
     for m in a.lora or []:
-        res["training"].append(train_case(m, a.tokens, a.steps, True, a.tokenizer, a.force))
-        print(json.dumps(res["training"][-1]), flush=True)
-    if not a.no_vllm:
-        for m in a.generate or []:
-            res["generation"].append(generate_case(m, a.quantization, a.prompts, a.prompt_tokens, a.new_tokens,
-                                                   a.gpu_memory_utilization))
-            print(json.dumps(res["generation"][-1]), flush=True)
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+        done("training", train_case(m, a.tokens, a.steps, True, a.tokenizer, a.force))
+    for m in ([] if a.no_vllm else a.generate or []):
+        try:
+            case = generate_case(m, a.quantization, a.prompts, a.prompt_tokens, a.new_tokens, a.gpu_memory_utilization)
+        except Exception as e:  # noqa: BLE001 - a failed engine start (an OOM, a missing wheel) is this case's figure
+            case = {"model": m, "quantization": a.quantization, "ran": False,
+                    "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+        done("generation", case)
     return 0
 
 
