@@ -125,6 +125,40 @@ def _locate(entry: dict, output) -> Path | None:
     return Path(where)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")  # what a run packed on another machine leaves out (no weights)
+_packed = False
+
+
+@contextmanager
+def weights_packed_out():
+    """Read the finished outputs of a run packed on another machine without its model weights (``*.safetensors``,
+    ``*.bin``, ``*.pt``: too large to bring back): a model folder whose other files all match its own record, with only
+    weight files missing, stands for the model that record fingerprinted (``_packed_fingerprint``). Nothing else is
+    relaxed: a model folder with a changed or extra file, or without a record, is read as it is."""
+    global _packed
+    was, _packed = _packed, True
+    try:
+        yield
+    finally:
+        _packed = was
+
+
+def _packed_fingerprint(p: Path) -> str | None:
+    """Inside ``weights_packed_out``: the recorded fingerprint of model folder ``p`` when only weight files are
+    missing from it and the rest match its record's sizes; else None (read the folder as it is)."""
+    meta = read_meta(p)
+    recorded = (meta or {}).get("output") or {}
+    if recorded.get("kind") != "model" or not p.is_dir():
+        return None
+    now = records.folder_files(p)
+    old = recorded.get("files", {})
+    missing = set(old) - set(now)
+    if (not missing or any(not n.endswith(WEIGHT_SUFFIXES) for n in missing) or set(now) - set(old)
+            or any(old[n] != now[n] for n in now)):
+        return None
+    return recorded.get("fingerprint")
+
+
 def _current(entry: dict, output) -> str | None:
     """The fingerprint an input recorded in ``entry`` has now (None: gone or unreadable)."""
     try:
@@ -134,6 +168,10 @@ def _current(entry: dict, output) -> str | None:
         if "model" in entry:
             return records.model_identity(entry["model"])
         p = _locate(entry, output)
+        if p is not None and _packed:
+            packed = _packed_fingerprint(p)
+            if packed is not None:
+                return packed
         return records.fingerprint(p) if p is not None else None
     except (AliceError, OSError, ValueError):
         return None

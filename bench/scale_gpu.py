@@ -185,6 +185,17 @@ def generate_case(model_id: str, quantization: str | None, prompts: int, prompt_
     return case
 
 
+def write_run(out: Path, run: dict) -> None:
+    """``out`` holds one run per card (``{"runs": [...]}``): this run replaces the one of the same card, the others
+    (an H100's beside an H200's) stay."""
+    try:
+        runs = json.loads(out.read_text()).get("runs", [])
+    except (OSError, ValueError, AttributeError):
+        runs = []
+    runs = [r for r in runs if r.get("device", {}).get("name") != run["device"].get("name")] + [run]
+    out.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=None, help="a YAML file with the cases (bench/configs/scale_gpu.yaml)")
@@ -215,7 +226,7 @@ def main(argv=None) -> int:
         res[kind].append(case)
         print(json.dumps(case), flush=True)
         if a.out:
-            Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+            write_run(Path(a.out), res)
 
     for m in a.train or []:
         done("training", train_case(m, a.tokens, a.steps, False, a.tokenizer, a.force))

@@ -183,3 +183,28 @@ def test_a_second_run_on_one_output_stops_in_one_line(tmp_path):
         holder.wait()
     with fresh.lock(out):  # free again once the other run is gone (even killed)
         pass
+
+
+# ---- a run packed on the GPU machine without its weights (bench/oneoff/real_results_json.py) ----------------------
+def test_a_packed_run_without_weights_is_read_by_its_models_records(tmp_path):
+    """The results of a GPU run come back without the trained weights; its evaluations stay believed as long as each
+    model folder's other files match the model's own record, and only there (fresh.weights_packed_out)."""
+    L = Layout(tmp_path / "run")
+    m = _model(L.models / "base" / "m", b"w" * 1000)
+    (m / "tokenizer.json").write_text("{}")
+    fresh.record(m, {"lr": 1}, [])
+    ev = write_jsonl(L.root / "model_outputs" / "eval" / "d" / "m.jsonl", [{"id": 1}])
+    fresh.record(ev, {}, [m])
+    assert fresh.stale_reason(ev) is None
+    (m / "model.safetensors").unlink()  # what the pack leaves out
+    assert "changed after it was made" in fresh.stale_reason(ev)
+    with fresh.weights_packed_out():
+        assert fresh.stale_reason(ev) is None
+    assert fresh.stale_reason(ev) is not None  # only inside the context
+    (m / "tokenizer.json").write_text('{"x": 1}')  # another file changed: not the recorded model
+    with fresh.weights_packed_out():
+        assert "changed after it was made" in fresh.stale_reason(ev)
+    (m / "tokenizer.json").write_text("{}")
+    (m / "config.json").unlink()  # a missing file that is not a weight file
+    with fresh.weights_packed_out():
+        assert fresh.stale_reason(ev) is not None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tarfile
 import tempfile
 from pathlib import Path
@@ -51,6 +52,19 @@ def regrade_all(root: Path, data: str, data_dir: str | None) -> dict:
     return changed
 
 
+def step_lines(log: str) -> dict:
+    """``{step name: {"status": "ok" | "FAILED", "s": seconds}}`` from the pipeline log's ``[ i/N] name: ...`` lines
+    (a step with no ending line, e.g. a run cut off, is "not finished")."""
+    steps = {}
+    for m in re.finditer(r"^\[\s*\d+/\d+\] (.+?): (running|ok in (\d+)s|FAILED \(exit \d+\) after (\d+)s)", log, re.M):
+        name, what = m.group(1), m.group(2)
+        if what == "running":
+            steps.setdefault(name, {"status": "not finished", "s": None})
+        else:
+            steps[name] = {"status": "ok" if what.startswith("ok") else "FAILED", "s": int(m.group(3) or m.group(4))}
+    return steps
+
+
 def build(tarball: Path, data_dir: str | None, family: str, teacher: str, student: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -60,9 +74,12 @@ def build(tarball: Path, data_dir: str | None, family: str, teacher: str, studen
         data = command.split("--data ", 1)[1].split()[0] if "--data " in command else None
         if data is None:
             raise SystemExit(f"{tarball}: no command.txt naming --data (was it made by gpu_real_results.sh pack?)")
-        changed = regrade_all(root, data, data_dir)
-        rep = report.build(Layout.default(root), family, teacher, student, data, None, data_dir)
+        # the pack leaves the trained weights out: a model folder stands for what its own record fingerprinted
+        with fresh.weights_packed_out():
+            changed = regrade_all(root, data, data_dir)
+            rep = report.build(Layout.default(root), family, teacher, student, data, None, data_dir)
         start, end = _read(root, "start"), _read(root, "end")
+        steps = step_lines(_read(root, "pipeline.log") or "")
         rep["provenance"] = {
             "command": command,
             "commit": _read(root, "commit.txt"),
@@ -70,6 +87,8 @@ def build(tarball: Path, data_dir: str | None, family: str, teacher: str, studen
             "exit_code": _read(root, "rc"),
             "wall_s": int(end) - int(start) if start and end else None,
             "finished": _read(root, "rc") == "0",
+            "steps": steps,  # each step's outcome and wall seconds, from the pipeline's log
+            "failed_steps": [k for k, v in steps.items() if v["status"] != "ok"],
             "source": tarball.name,
             # the stored test responses are graded again with this checkout's graders (as evaluation.py does)
             "graded_with_commit": fresh.git_commit(),
