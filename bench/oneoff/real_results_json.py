@@ -65,6 +65,24 @@ def step_lines(log: str) -> dict:
     return steps
 
 
+def training_records(root: Path) -> dict:
+    """``{model folder: what its train_config.json says of memory and stability}``: the plan it trained at (micro-batch x
+    accumulation, estimate), the measured peak, out-of-memory retries, steps skipped for non-finite gradient norms."""
+    out = {}
+    for cfg in sorted((root / "model_outputs").glob("*/*/train_config.json")):
+        t = json.loads(cfg.read_text())
+        plan = t.get("memory_plan") or {}
+        peak = t.get("peak_gpu_memory_gib")
+        out[cfg.parent.relative_to(root).as_posix()] = {
+            "rows": t.get("rows"), "plan": plan.get("describe"), "estimate_gib": plan.get("estimate_gib"),
+            "peak_gpu_memory_gib": peak,
+            "estimate_over_peak": round(plan["estimate_gib"] / peak, 2) if plan.get("estimate_gib") and peak else None,
+            "out_of_memory_retries": t.get("out_of_memory_retries"),
+            "skipped_nonfinite_steps": t.get("skipped_nonfinite_steps"),
+            "full_determinism": t.get("full_determinism"), "train_wall_time_s": t.get("train_wall_time_s")}
+    return out
+
+
 def build(tarball: Path, data_dir: str | None, family: str, teacher: str, student: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -80,6 +98,7 @@ def build(tarball: Path, data_dir: str | None, family: str, teacher: str, studen
             rep = report.build(Layout.default(root), family, teacher, student, data, None, data_dir)
         start, end = _read(root, "start"), _read(root, "end")
         steps = step_lines(_read(root, "pipeline.log") or "")
+        trainings = training_records(root)
         rep["provenance"] = {
             "command": command,
             "commit": _read(root, "commit.txt"),
@@ -89,6 +108,7 @@ def build(tarball: Path, data_dir: str | None, family: str, teacher: str, studen
             "finished": _read(root, "rc") == "0",
             "steps": steps,  # each step's outcome and wall seconds, from the pipeline's log
             "failed_steps": [k for k, v in steps.items() if v["status"] != "ok"],
+            "trainings": trainings,  # each training's memory plan, measured peak, OOM retries and skipped steps
             "source": tarball.name,
             # the stored test responses are graded again with this checkout's graders (as evaluation.py does)
             "graded_with_commit": fresh.git_commit(),
