@@ -130,6 +130,7 @@ class HFBackend:
         set_seed(sampling.seed)
         rate = _Rate()
         bs = max(1, self.batch_size)
+        t0, total = time.perf_counter(), 0
         with tqdm(total=len(seqs), desc=desc, unit="seq") as bar:
             for b in range(0, len(seqs), bs):
                 batch = seqs[b : b + bs]
@@ -147,8 +148,12 @@ class HFBackend:
                     ids = _until_stop(ids, self._stop)
                     n_tok += len(ids)
                     results[i][k] = self._decode(ids)
+                total += n_tok
                 bar.set_postfix(tok_s=rate.add(n_tok), refresh=False)
                 bar.update(len(batch))
+        dt = time.perf_counter() - t0  # the same summary line as the other paths (bench/setting.py reads it)
+        print(f"[generation] {desc}: {len(prompts)} prompts x {sampling.n}, {total} tokens in {dt:.1f}s "
+              f"({total / max(dt, 1e-9):.1f} tok/s, hf padded batches of {bs})", flush=True)
         return results  # type: ignore[return-value]
 
 
