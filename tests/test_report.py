@@ -297,7 +297,9 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
     put_answers(eval_run_name("qwen2.5-coder", "1.5B", "original-wts", "0.5B", original_wts_type="cot"), 10)
     for name, text in (("command.txt", "python -m alice.pipeline --model qwen2.5-coder --data gsm8k --teacher 0.5B"),
                        ("commit.txt", "abc123"), ("device.txt", "NVIDIA H200"), ("start", "100"), ("end", "1300"),
-                       ("rc", "0")):
+                       ("rc", "0"), ("pipeline.log", "[ 1/3] base 0.5B: running (log: x)\n[ 1/3] base 0.5B: ok in 51s\n"
+                                                     "[ 2/3] eval weak 0.5B: FAILED (exit 1) after 7s; see x\n"
+                                                     "[ 3/3] report: running (log: y)")):
         (run_root / name).write_text(text + "\n")
     tarball = tmp_path / "real_gsm8k.tar.gz"
     with tarfile.open(tarball, "w:gz") as tf:
@@ -315,6 +317,10 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
     assert saved["provenance"] == {"command": "python -m alice.pipeline --model qwen2.5-coder --data gsm8k --teacher 0.5B",
                                    "commit": "abc123", "device": "NVIDIA H200", "exit_code": "0", "wall_s": 1200,
                                    "finished": True, "source": "real_gsm8k.tar.gz",
+                                   "steps": {"base 0.5B": {"status": "ok", "s": 51},
+                                             "eval weak 0.5B": {"status": "FAILED", "s": 7},
+                                             "report": {"status": "not finished", "s": None}},
+                                   "failed_steps": ["eval weak 0.5B", "report"], "trainings": {},
                                    "regraded_accuracy_changed": {alice_run: [0.5, 0.6]}}
     alice = next(r for r in saved["rows"] if r["key"] == "alice")
     assert alice["accuracy"] == pytest.approx(0.6) and alice["pgr"] == pytest.approx(0.5) and rep["data"] == "gsm8k"

@@ -43,8 +43,15 @@ def test_bf16_mixed_keeps_fp32_master_weights_and_optimizer_state_and_computes_i
     assert states and {v.dtype for v in states} == {torch.float32}
 
 
-def test_fp32_is_the_cpu_default_and_pure_bf16_is_the_old_path(tiny_models, tmp_path):
-    t = _trainer(tiny_models["qwen_small"], tmp_path / "a")
+def test_bf16_follows_the_hardware_fp32_on_request_and_pure_bf16_is_the_old_path(tiny_models, tmp_path, monkeypatch):
+    t = _trainer(tiny_models["qwen_small"], tmp_path / "a")  # the default: bf16 where this machine computes it
+    assert t.precision == ("bf16-mixed" if sft.bf16_supported() else "fp32") and t.args.bf16 == sft.bf16_supported()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)  # a CPU without native bf16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    if not torch.cuda.is_available():
+        t = _trainer(tiny_models["qwen_small"], tmp_path / "c")
+        assert t.precision == "fp32" and not t.args.bf16
+    t = _trainer(tiny_models["qwen_small"], tmp_path / "d", bf16=False)
     assert t.precision == "fp32" and not t.args.bf16
     t = _trainer(tiny_models["qwen_small"], tmp_path / "b", pure_bf16=True)
     assert t.precision == "bf16-pure" and {p.dtype for p in t.model.parameters()} == {torch.bfloat16}
@@ -222,7 +229,7 @@ def test_saved_folder_stops_plain_transformers_at_the_end_of_turn(tiny_models, t
     out = tmp_path / "trained"
     job = sft.Job("base", None, "student", "x", str(src), out, "test rows", list(ROWS))
     record = sft.run(job, _batch(), sft.TrainOptions(max_steps=2, save_steps=1000))
-    assert record["precision"] == "fp32" and sft.is_finished(out)
+    assert record["precision"] == ("bf16-mixed" if sft.bf16_supported() else "fp32") and sft.is_finished(out)
     gen_cfg = GenerationConfig.from_pretrained(str(out))
     eos = gen_cfg.eos_token_id if isinstance(gen_cfg.eos_token_id, list) else [gen_cfg.eos_token_id]
     assert im_end in eos

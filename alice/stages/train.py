@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the same weights; slower (README 'Reproducibility')")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast over fp32 master weights and optimizer state (default: on where the GPU "
-                        "supports it, off on CPU); --no-bf16 trains in plain fp32")
+                        "supports it, and on a CPU with AVX512-BF16 or AMX; else fp32); --no-bf16 trains in plain fp32")
     t.add_argument("--pure-bf16", action="store_true",
                    help="bf16 weights AND optimizer state, no fp32 masters (most lr-1e-5 updates round away; "
                         "kept only to measure that against the default)")
