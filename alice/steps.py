@@ -179,14 +179,24 @@ def _output_to(f):
         os.close(saved[1])
 
 
+def _training_need(st: Step) -> int | None:
+    """What the training step ``st`` takes of a CPU's memory (``generation.pool.training_need``), from its model and
+    flags: LoRA or full fine-tuning, bf16 autocast where the CPU computes bf16 unless --no-bf16."""
+    from .generation import pool
+    from .sft_config import bf16_supported
+
+    bf16 = "--no-bf16" not in st.argv and ("--bf16" in st.argv or bf16_supported())
+    return pool.training_need(st.model, lora="--lora" in st.argv, bf16=bf16)
+
+
 def _call_in_process(st: Step, f, overwrite: bool) -> int:
     """Run the step's stage here: its flags parsed into its config, then ``run(config)``. Its exit status is
     returned, never raised (a usage error: 2, an error a user can cause: one line and 2, any other exception: its
     traceback and 1), so a failing stage cannot end the pipeline without its report."""
     env = dict(os.environ)
     with _output_to(f):
-        if st.trains:
-            generation.rest_for_training()  # training needs the memory: pooled engines sleep (GPU) or are freed
+        if st.trains:  # training needs the memory: pooled engines sleep (GPU), stay where memory allows (CPU) or are freed
+            generation.rest_for_training(_training_need(st))
         try:
             st.stage_module().run(st.config(overwrite))
             rc = 0
@@ -214,7 +224,7 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
     logs.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
     timings = []
-    with generation.engine_pool():
+    with generation.engine_pool(generation.pool.default_size()):
         for i, st in enumerate(steps, 1):
             _check_terminated()
             label = f"[{i:2d}/{len(steps)}] {st.name}"

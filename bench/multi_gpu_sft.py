@@ -68,6 +68,8 @@ def command(a, run: str, folder: Path) -> tuple[list[str], dict]:
            "--per-device-batch-size", str(a.per_device), "--logging-steps", "1", "--seed", "0"]
     if a.data_dir:
         sft += ["--data-dir", a.data_dir]
+    if a.cpu:  # fp32, as the CPU configs (no mixed precision): the processes' losses then agree to summation order
+        sft += ["--no-bf16"]
     env = launch_env(a.cpu)
     if run == "one":
         if not a.cpu:

@@ -139,6 +139,42 @@ def test_pipeline_steps_share_one_engine_per_model(spiky, tmp_path):
     assert f"loaded {spiky} into the living engine of {trained}" in logs["07_a4.log"]
 
 
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.parametrize("memory", ["plenty", "scarce"])
+def test_a_cpu_keeps_pooled_engines_through_training_when_its_memory_allows(spiky, tmp_path, monkeypatch, memory):
+    """On a CPU the pool holds two engines and a training step leaves them loaded when the machine's free memory covers
+    the training's estimate too: the trained model then goes into the living engine instead of a new one. When memory
+    is scarce the engine is freed first, as before. Either way each step's greedy texts are the same."""
+    pytest.importorskip("vllm")
+    monkeypatch.setattr(pool, "available_memory", lambda: 10**15 if memory == "plenty" else 0)
+    gen = _generating_stage()
+    trained = tmp_path / "trained"
+    train = SimpleNamespace(parse=list, run=lambda flags: build_retrained_copy(flags[0], flags[1], seed=1))
+    py = sys.executable
+    steps = [steps_mod.Step("a1", [py, "gen.py", spiky, str(tmp_path / "a1.json")], stage=gen),
+             steps_mod.Step("train", [py, steps_mod.SFT, spiky, str(trained), "--lora"], stage=train, model=spiky),
+             steps_mod.Step("t1", [py, "gen.py", str(trained), str(tmp_path / "t1.json")], stage=gen),
+             steps_mod.Step("a2", [py, "gen.py", spiky, str(tmp_path / "a2.json")], stage=gen)]
+    assert steps_mod._training_need(steps[1]) > 0  # the estimate of the LoRA training of that model
+    pool.COUNTS.clear()
+    assert steps_mod.execute(steps, tmp_path / "logs") == 0
+    logs = {p.name: p.read_text() for p in (tmp_path / "logs").iterdir()}
+    if memory == "plenty":
+        assert dict(pool.COUNTS) == {"load": 1, "kept": 1, "refresh": 2, "free": 1}
+        assert f"the pooled engine of {spiky} stays loaded while training runs" in logs["02_train.log"]
+        assert f"loaded {trained} into the living engine of {spiky}" in logs["03_t1.log"]
+    else:
+        assert dict(pool.COUNTS) == {"load": 2, "refresh": 1, "free": 2}
+        assert f"freeing the pooled engine of {spiky}" in logs["02_train.log"]
+    texts = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a1", "t1", "a2")}
+    assert texts["a1"] == texts["a2"] != texts["t1"]
+    (tmp_path.parent / f"t1_{memory}.json").write_text(json.dumps(texts["t1"]))
+    other = tmp_path.parent / f"t1_{'scarce' if memory == 'plenty' else 'plenty'}.json"
+    if other.exists():  # the trained model's texts from the living engine equal those of its own new engine
+        assert json.loads(other.read_text()) == texts["t1"]
+
+
 class _SleepyLLM:
     """A stand-in for vllm.LLM on a GPU (none here): records the calls the pool makes on a pooled engine."""
 

@@ -152,7 +152,8 @@ class Generator(HFBackend, VLLMBackend):
             loaded = pool.take_compatible(key, self._shape) if self.backend == "vllm" else None
             if loaded is not None and self._adopt(loaded, refresh=True):
                 return
-            pool.make_room()  # another model: free the oldest pooled engines first, to make room
+            # another model: free the oldest pooled engines first, to make room (on a CPU: as free memory needs)
+            pool.make_room(pool.engine_need(self.model, self.backend) if pool.active() else None)
         t0 = time.perf_counter()
         check_weights_finite(self.model)
         tok = self.tokenizer()
