@@ -61,13 +61,14 @@ def analyze(root: Path, pipeline_log: str) -> dict:
         text = logs[i].read_text(errors="replace").replace("\r", "\n") if i in logs else ""
         gens, trains = GEN.findall(text), TRAIN.findall(text)
         gen, train = sum(float(x) for x in gens), sum(float(x) for x in trains)
-        loads = [float(x) for x in LOAD.findall(text)]
+        loads = [float(x) for x in LOAD.findall(text)]  # new engines and weight refreshes of living ones
+        refreshed = len(re.findall(r"^\[generation\] loaded .+? into the living engine of ", text, re.M))
         work = round(gen + train, 1)
         steps[name] = {"status": "ok" if ok else "FAILED", "wall_s": wall, "work_s": work,
                        "startup_s": round(max(wall - work, 0.0), 1), "engine_load_s": round(sum(loads), 1),
                        "generate_calls": len(gens), "train_loops": len(trains),
-                       "engines": {"loaded": len(loads), "reused": text.count("reusing the loaded engine"),
-                                   "refreshed": text.count("into the living engine")}}
+                       "engines": {"loaded": len(loads) - refreshed, "reused": text.count("reusing the loaded engine"),
+                                   "refreshed": refreshed}}
     total = {k: round(sum(s[k] for s in steps.values()), 1) for k in ("wall_s", "work_s", "startup_s", "engine_load_s")}
     m = re.search(r"all steps finished in (\d+)s", pipeline_log)
     return {"steps": steps, "step_seconds": total, "pipeline_s": int(m.group(1)) if m else None,
