@@ -110,6 +110,12 @@ def end_of_turn_token(tokenizer) -> str | None:
     return tokenizer.eos_token
 
 
+def print_generated(desc: str, prompts: int, n: int, tokens: int, seconds: float, how: str = "") -> None:
+    """The one summary line of a generation call, whatever the backend (bench/setting.py reads it from the logs)."""
+    print(f"[generation] {desc}: {prompts} prompts x {n}, {tokens} tokens in {seconds:.1f}s "
+          f"({tokens / max(seconds, 1e-9):.1f} tok/s{', ' + how if how else ''})", flush=True)
+
+
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     """The chat-templated prompt (with the assistant turn opened) as token ids.
 

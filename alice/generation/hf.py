@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 
-from .common import DEFAULT_HF_BATCH, GenerationError, Sampling, _hf_token, _Rate, stop_token_ids
+from .common import DEFAULT_HF_BATCH, GenerationError, Sampling, _hf_token, _Rate, print_generated, stop_token_ids
 
 
 class HFBackend:
@@ -109,8 +109,7 @@ class HFBackend:
                 texts.append(self._decode(ids))
             results.append(texts)
         dt = time.perf_counter() - t0
-        print(f"[generation] {desc}: {len(prompts)} prompts x {sampling.n}, {n_tok} tokens in {dt:.1f}s "
-              f"({n_tok / max(dt, 1e-9):.1f} tok/s, hf continuous batching)", flush=True)
+        print_generated(desc, len(prompts), sampling.n, n_tok, dt, "hf continuous batching")
         return results
 
     def _generate_hf_padded(self, prompts: list[list[int]], sampling: Sampling, desc: str) -> list[list[str]]:
@@ -151,9 +150,7 @@ class HFBackend:
                 total += n_tok
                 bar.set_postfix(tok_s=rate.add(n_tok), refresh=False)
                 bar.update(len(batch))
-        dt = time.perf_counter() - t0  # the same summary line as the other paths (bench/setting.py reads it)
-        print(f"[generation] {desc}: {len(prompts)} prompts x {sampling.n}, {total} tokens in {dt:.1f}s "
-              f"({total / max(dt, 1e-9):.1f} tok/s, hf padded batches of {bs})", flush=True)
+        print_generated(desc, len(prompts), sampling.n, total, time.perf_counter() - t0, f"hf padded batches of {bs}")
         return results  # type: ignore[return-value]
 
 

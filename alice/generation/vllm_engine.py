@@ -141,7 +141,6 @@ class VLLMBackend:
         results = [[self._decode(c.token_ids) for c in o.outputs] for o in outs]
         n_tok = sum(len(c.token_ids) for o in outs for c in o.outputs)
         dt = time.perf_counter() - t0
-        print(f"[generation] {desc}: {len(prompts)} prompts x {sampling.n}, {n_tok} tokens in {dt:.1f}s "
-              f"({n_tok / max(dt, 1e-9):.1f} tok/s)", flush=True)
+        common.print_generated(desc, len(prompts), sampling.n, n_tok, dt)
         return results
 
