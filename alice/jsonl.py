@@ -121,6 +121,18 @@ def write_json(path: str | os.PathLike, obj) -> Path:
     return p
 
 
+def replace_run(path: str | os.PathLike, run: dict, key) -> Path:
+    """A results file of several runs (``{"runs": [...]}``, the benchmarks'): ``run`` replaces the runs with the same
+    ``key(run)`` (e.g. the same card), the others stay; written atomically (``write_json``)."""
+    p = Path(path)
+    try:
+        runs = json.loads(p.read_text()).get("runs", [])
+    except (OSError, ValueError, AttributeError):
+        runs = []
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return write_json(p, {"runs": [r for r in runs if key(r) != key(run)] + [run]})
+
+
 class Progress:
     """Resumable output of one stage, keyed by ``key(row)`` (default: the row's ``id``)."""
 

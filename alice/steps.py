@@ -179,14 +179,14 @@ def _output_to(f):
         os.close(saved[1])
 
 
-def _training_need(st: Step) -> int | None:
-    """What the training step ``st`` takes of a CPU's memory (``generation.pool.training_need``), from its model and
-    flags: LoRA or full fine-tuning, bf16 autocast where the CPU computes bf16 unless --no-bf16."""
+def _training_need(st: Step, cfg) -> int | None:
+    """A CPU's memory the training step ``st`` takes (``pool.training_need``): its model, LoRA or not, its precision."""
     from .generation import pool
-    from .sft_config import bf16_supported
+    from .sft_config import precision
 
-    bf16 = "--no-bf16" not in st.argv and ("--bf16" in st.argv or bf16_supported())
-    return pool.training_need(st.model, lora="--lora" in st.argv, bf16=bf16)
+    if st.model is None:
+        return None
+    return pool.training_need(st.model, lora=cfg.lora, bf16=precision(cfg) != "fp32")
 
 
 def _call_in_process(st: Step, f, overwrite: bool) -> int:
@@ -195,10 +195,11 @@ def _call_in_process(st: Step, f, overwrite: bool) -> int:
     traceback and 1), so a failing stage cannot end the pipeline without its report."""
     env = dict(os.environ)
     with _output_to(f):
-        if st.trains:  # training needs the memory: pooled engines sleep (GPU), stay where memory allows (CPU) or are freed
-            generation.rest_for_training(_training_need(st))
         try:
-            st.stage_module().run(st.config(overwrite))
+            cfg = st.config(overwrite)
+            if st.trains:  # pooled engines sleep (GPU), stay where memory allows (CPU) or are freed
+                generation.rest_for_training(lambda: _training_need(st, cfg))
+            st.stage_module().run(cfg)
             rc = 0
         except SystemExit as e:  # a usage error of the stage's parser (or a stage that exits)
             rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -282,6 +283,23 @@ def _outcome(label: str, st: Step, rc: int, dt: float, log: Path, report_note: s
     if st.name == "report":
         print((report_note + "\n" if report_note else "") + log.read_text().split("\n", 1)[1])
     return True
+
+
+OUTCOME_LINE = re.compile(r"^\[\s*(\d+)/\d+\] (.+?): (running|ok in (\d+)s|FAILED \(exit -?\d+\) after (\d+)s)", re.M)
+
+
+def read_outcomes(console: str) -> dict[str, dict]:
+    """Each step as the pipeline's console output tells it (``execute``'s and ``_outcome``'s lines): ``{name: {"index":
+    i, "status": "ok" | "FAILED" | "not finished" (started, never ended), "s": seconds or None}}``."""
+    out = {}
+    for m in OUTCOME_LINE.finditer(console):
+        i, name, what = int(m.group(1)), m.group(2), m.group(3)
+        if what == "running":
+            out.setdefault(name, {"index": i, "status": "not finished", "s": None})
+        else:
+            out[name] = {"index": i, "status": "ok" if what.startswith("ok") else "FAILED",
+                         "s": int(m.group(4) or m.group(5))}
+    return out
 
 
 def _critical_path(steps: list[Step]) -> list[int]:

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from alice import fresh  # noqa: E402
 from alice import plan as P  # noqa: E402
+from alice.jsonl import replace_run  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
 
@@ -185,17 +186,6 @@ def generate_case(model_id: str, quantization: str | None, prompts: int, prompt_
     return case
 
 
-def write_run(out: Path, run: dict) -> None:
-    """``out`` holds one run per card (``{"runs": [...]}``): this run replaces the one of the same card, the others
-    (an H100's beside an H200's) stay."""
-    try:
-        runs = json.loads(out.read_text()).get("runs", [])
-    except (OSError, ValueError, AttributeError):
-        runs = []
-    runs = [r for r in runs if r.get("device", {}).get("name") != run["device"].get("name")] + [run]
-    out.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=None, help="a YAML file with the cases (bench/configs/scale_gpu.yaml)")
@@ -225,8 +215,8 @@ def main(argv=None) -> int:
     def done(kind: str, case: dict) -> None:  # the file is written after every case: a later case's crash keeps these
         res[kind].append(case)
         print(json.dumps(case), flush=True)
-        if a.out:
-            write_run(Path(a.out), res)
+        if a.out:  # one run per card: an H100's beside an H200's
+            replace_run(a.out, res, key=lambda r: r.get("device", {}).get("name"))
 
     for m in a.train or []:
         done("training", train_case(m, a.tokens, a.steps, False, a.tokenizer, a.force))

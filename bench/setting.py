@@ -34,8 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from alice import fresh  # noqa: E402
+from alice.jsonl import replace_run  # noqa: E402
+from alice.steps import read_outcomes  # noqa: E402
 
-STEP = re.compile(r"^\[\s*(\d+)/\d+\] (.+?): (?:ok in (\d+)s|FAILED \(exit \d+\) after (\d+)s)", re.M)
 GEN = re.compile(r"^\[generation\] .+?: \d+ prompts x \d+, \d+ tokens in ([\d.]+)s", re.M)
 LOAD = re.compile(r"^\[generation\] loaded .+? in ([\d.]+)s", re.M)
 TRAIN = re.compile(r"'train_runtime': '?([\d.]+)")
@@ -55,16 +56,17 @@ def analyze(root: Path, pipeline_log: str) -> dict:
     """Each step's wall, work, start-up and engine-load seconds, from the pipeline's lines and the step logs."""
     logs = step_logs(root, pipeline_log)
     steps = {}
-    for m in STEP.finditer(pipeline_log):
-        i, name, ok, failed = int(m.group(1)), m.group(2), m.group(3), m.group(4)
-        wall = int(ok or failed)
+    for name, o in read_outcomes(pipeline_log).items():
+        if o["status"] == "not finished":
+            continue
+        i, wall = o["index"], o["s"]
         text = logs[i].read_text(errors="replace").replace("\r", "\n") if i in logs else ""
         gens, trains = GEN.findall(text), TRAIN.findall(text)
         gen, train = sum(float(x) for x in gens), sum(float(x) for x in trains)
         loads = [float(x) for x in LOAD.findall(text)]  # new engines and weight refreshes of living ones
         refreshed = len(re.findall(r"^\[generation\] loaded .+? into the living engine of ", text, re.M))
         work = round(gen + train, 1)
-        steps[name] = {"status": "ok" if ok else "FAILED", "wall_s": wall, "work_s": work,
+        steps[name] = {"status": o["status"], "wall_s": wall, "work_s": work,
                        "startup_s": round(max(wall - work, 0.0), 1), "engine_load_s": round(sum(loads), 1),
                        "generate_calls": len(gens), "train_loops": len(trains),
                        "engines": {"loaded": len(loads) - refreshed, "reused": text.count("reusing the loaded engine"),
@@ -156,17 +158,6 @@ def run(config: Path, root: Path, data_dir: str | None, extra: list[str]) -> tup
     return argv, wall, sampler.summary() if sampler else None
 
 
-def write_run(out: Path, entry: dict) -> None:
-    """Replace the run of the same card, data and command in ``out`` (``{"runs": [...]}``), keep the others."""
-    try:
-        runs = json.loads(out.read_text()).get("runs", [])
-    except (OSError, ValueError, AttributeError):
-        runs = []
-    same = lambda r: (r.get("device"), r.get("data"), r.get("command")) == (entry["device"], entry["data"], entry["command"])  # noqa: E731
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"runs": [r for r in runs if not same(r)] + [entry]}, indent=1) + "\n")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=None, help="this benchmark's YAML (bench/configs/setting_gpu.yaml)")
@@ -220,7 +211,7 @@ def main(argv=None) -> int:
              "num_samples": settings.get("num_samples"), "jobs": settings.get("jobs"),
              "wall_s": round(wall, 1) if wall is not None else None, "card": card,
              **analyze(root, text), "accuracy": accuracies(root, Path(a.compare) if a.compare else None)}
-    write_run(Path(a.out), entry)
+    replace_run(a.out, entry, key=lambda r: (r.get("device"), r.get("data"), r.get("command")))
     s = entry["step_seconds"]
     print(f"{entry['data']}: wall {entry['wall_s']} s; step seconds {s['wall_s']} = work {s['work_s']} + start-up "
           f"{s['startup_s']} (engine loads {s['engine_load_s']}); failed: {entry['failed_steps'] or 'none'}"

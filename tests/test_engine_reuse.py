@@ -150,13 +150,15 @@ def test_a_cpu_keeps_pooled_engines_through_training_when_its_memory_allows(spik
     monkeypatch.setattr(pool, "available_memory", lambda: 10**15 if memory == "plenty" else 0)
     gen = _generating_stage()
     trained = tmp_path / "trained"
-    train = SimpleNamespace(parse=list, run=lambda flags: build_retrained_copy(flags[0], flags[1], seed=1))
+    # a training stage whose config carries the train stage's precision options (LoRA, bf16 by default)
+    train = SimpleNamespace(parse=lambda flags: SimpleNamespace(flags=flags, lora=True, bf16=None, pure_bf16=False),
+                            run=lambda cfg: build_retrained_copy(cfg.flags[0], cfg.flags[1], seed=1))
     py = sys.executable
     steps = [steps_mod.Step("a1", [py, "gen.py", spiky, str(tmp_path / "a1.json")], stage=gen),
-             steps_mod.Step("train", [py, steps_mod.SFT, spiky, str(trained), "--lora"], stage=train, model=spiky),
+             steps_mod.Step("train", [py, steps_mod.SFT, spiky, str(trained)], stage=train, model=spiky),
              steps_mod.Step("t1", [py, "gen.py", str(trained), str(tmp_path / "t1.json")], stage=gen),
              steps_mod.Step("a2", [py, "gen.py", spiky, str(tmp_path / "a2.json")], stage=gen)]
-    assert steps_mod._training_need(steps[1]) > 0  # the estimate of the LoRA training of that model
+    assert steps_mod._training_need(steps[1], steps[1].config()) > 0  # the estimate of the LoRA training of that model
     pool.COUNTS.clear()
     assert steps_mod.execute(steps, tmp_path / "logs") == 0
     logs = {p.name: p.read_text() for p in (tmp_path / "logs").iterdir()}

@@ -152,8 +152,7 @@ class Generator(HFBackend, VLLMBackend):
             loaded = pool.take_compatible(key, self._shape) if self.backend == "vllm" else None
             if loaded is not None and self._adopt(loaded, refresh=True):
                 return
-            # another model: free the oldest pooled engines first, to make room (on a CPU: as free memory needs)
-            pool.make_room(pool.engine_need(self.model, self.backend) if pool.active() else None)
+            pool.make_room(self.model, self.backend)  # another model: free the oldest pooled engines first, to make room
         t0 = time.perf_counter()
         check_weights_finite(self.model)
         tok = self.tokenizer()

@@ -192,13 +192,15 @@ def _room_for(need: int | None) -> bool:
     return need is not None and free is not None and free - need >= CPU_MARGIN
 
 
-def rest_for_training(need_bytes: int | None = None) -> int:
+def rest_for_training(need=None) -> int:
     """Before a training step: pooled vLLM engines made with sleep mode go to sleep (level 2: weights and KV cache
     leave the GPU; the process, its CUDA graphs and compiled code stay). On a CPU, other engines stay loaded while the
-    machine's free memory covers the training (``need_bytes``, ``training_need``): the oldest is freed until it does,
-    so a later step can take over a living engine. Every other engine is freed. Returns how many engines sleep."""
+    machine's free memory covers the training (``need()``: its bytes, e.g. ``training_need``; asked only on a CPU with
+    engines pooled): the oldest is freed until it does, so a later step can take over a living engine. Every other
+    engine is freed. Returns how many engines sleep."""
     asleep = 0
-    if _cpu_only() and need_bytes is not None:
+    need_bytes = need() if need is not None and _POOL and _cpu_only() else None
+    if need_bytes is not None:
         while _POOL and not _room_for(need_bytes):
             _evict(next(iter(_POOL)))
         for loaded in (_POOL or {}).values():
@@ -271,11 +273,13 @@ def take_compatible(key: tuple, shape) -> "Loaded | None":
     return None
 
 
-def make_room(need_bytes: int | None = None) -> None:
-    """Free the oldest pooled engines until another one fits (another model is about to load): fewer than the pool's
-    size, and on a CPU the machine's free memory covering the new engine (``need_bytes``, ``engine_need``; unknown:
-    every other engine is freed)."""
-    while _POOL and (len(_POOL) >= _POOL_SIZE or (_cpu_only() and not _room_for(need_bytes))):
+def make_room(model: str | None = None, backend: str = "vllm") -> None:
+    """Free the oldest pooled engines until another one fits (``model`` is about to load): fewer than the pool's
+    size, and on a CPU the machine's free memory covering the new engine (``engine_need``; unknown: every other engine
+    is freed)."""
+    cpu = bool(_POOL) and _cpu_only()
+    need_bytes = engine_need(model, backend) if cpu and model else None
+    while _POOL and (len(_POOL) >= _POOL_SIZE or (cpu and not _room_for(need_bytes))):
         _evict(next(iter(_POOL)))
 
 

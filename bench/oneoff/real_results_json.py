@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import tarfile
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from alice import fresh
 from alice import report
 from alice.evaluate import regrade
 from alice.paths import Layout
+from alice.steps import read_outcomes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,19 +50,6 @@ def regrade_all(root: Path, data: str, data_dir: str | None) -> dict:
         if after != before:
             changed[summary.get("run", summary_path.stem)] = [before, after]
     return changed
-
-
-def step_lines(log: str) -> dict:
-    """``{step name: {"status": "ok" | "FAILED", "s": seconds}}`` from the pipeline log's ``[ i/N] name: ...`` lines
-    (a step with no ending line, e.g. a run cut off, is "not finished")."""
-    steps = {}
-    for m in re.finditer(r"^\[\s*\d+/\d+\] (.+?): (running|ok in (\d+)s|FAILED \(exit \d+\) after (\d+)s)", log, re.M):
-        name, what = m.group(1), m.group(2)
-        if what == "running":
-            steps.setdefault(name, {"status": "not finished", "s": None})
-        else:
-            steps[name] = {"status": "ok" if what.startswith("ok") else "FAILED", "s": int(m.group(3) or m.group(4))}
-    return steps
 
 
 def training_records(root: Path) -> dict:
@@ -97,7 +84,7 @@ def build(tarball: Path, data_dir: str | None, family: str, teacher: str, studen
             changed = regrade_all(root, data, data_dir)
             rep = report.build(Layout.default(root), family, teacher, student, data, None, data_dir)
         start, end = _read(root, "start"), _read(root, "end")
-        steps = step_lines(_read(root, "pipeline.log") or "")
+        steps = {k: {"status": v["status"], "s": v["s"]} for k, v in read_outcomes(_read(root, "pipeline.log") or "").items()}
         trainings = training_records(root)
         rep["provenance"] = {
             "command": command,
