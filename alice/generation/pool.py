@@ -132,7 +132,7 @@ CPU_POOL_SIZE = 2  # on a CPU, engines of two models (the teacher's size and the
 CPU_MARGIN = 1 * GIB  # left free beyond the estimates below
 # A training step's peak memory on a CPU, per parameter of the trained model, plus a fixed share for the libraries and
 # the data. Measured on 2 AMD EPYC cores (the demo's 1.5B, LoRA, rows of up to 430 tokens): peak RSS 8.3 GB with bf16
-# autocast (its frozen base in bf16), 16.4 GB in fp32. Full fine-tuning: fp32 weights, gradients and AdamW state.
+# autocast (its frozen base in bf16), 16.4 GB in fp32 (results/cpu_bf16_training.json). Full fine-tuning: fp32 weights, gradients and AdamW state.
 TRAIN_BYTES_PER_PARAM = {"lora-bf16": 4, "lora-fp32": 8, "full": 20}
 TRAIN_FIXED = 2 * GIB
 # An engine's memory on a CPU per parameter (vLLM: bf16 weights; hf: fp32) plus its KV cache and runtime
