@@ -13,7 +13,7 @@
 # /tmp/real/<data> (its --root). Settings (env): TRAIN_LIMIT (1000),
 # NUM_SAMPLES (16), MAX_NEW_TOKENS (1024), GEN_ARGS / SFT_ARGS (extra generation / training flags), BACKEND (auto), EVAL_LIMIT (none:
 # the whole test split; set only for a rehearsal), JOBS (steps at once per dataset: 3 for one dataset on a card of
-# >= 120 GB, else 2).
+# >= 120 GB, else 2), EXTRA_ARGS (more pipeline flags, e.g. '--ablations all').
 set -uo pipefail
 RUNS=${RUNS:-/tmp/real}
 TRAIN_LIMIT=${TRAIN_LIMIT:-1000}
@@ -38,7 +38,7 @@ command_for() {  # the one command, as recorded in the results file
   echo python -m alice.pipeline --model qwen2.5-coder --data "$1" --teacher 0.5B --student 1.5B --paper \
     --train-limit "$TRAIN_LIMIT" --num-samples "$NUM_SAMPLES" --max-new-tokens "$MAX_NEW_TOKENS" \
     --summarizer-model "$STUDENT_ID" --with-naive --backend "$BACKEND" --data-dir "$DATA_DIR" --root "$RUNS/$1" --jobs "$JOBS" \
-    --extra-gen-args "'$GEN_ARGS'" --extra-sft-args "'$SFT_ARGS'" ${EVAL_LIMIT:+--eval-limit $EVAL_LIMIT}
+    --extra-gen-args "'$GEN_ARGS'" --extra-sft-args "'$SFT_ARGS'" ${EVAL_LIMIT:+--eval-limit $EVAL_LIMIT} ${EXTRA_ARGS:-}
 }
 
 case "${1:-}" in
@@ -91,9 +91,10 @@ case "${1:-}" in
       d=$(basename "$dir"); [ -f "$dir/command.txt" ] || continue
       (cd "$dir" && tar czf "${OUT:-/tmp}/real_$d.tar.gz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' \
         --exclude='checkpoint-*' $(ls -d data model_outputs command.txt device.txt commit.txt start end rc pipeline.log 2>/dev/null))
-      # files that come back from the device machine have a size limit (an 18 MB tarball did not): 4 MiB parts;
+      # files that come back from the device machine have a size limit (16 MiB; an 18 MB tarball did not) and a
+      # count (8 a call): 12 MiB parts;
       # here: cat real_<data>.tar.gz.part* > real_<data>.tar.gz
-      (cd "${OUT:-/tmp}" && split -b 4M "real_$d.tar.gz" "real_$d.tar.gz.part" && rm "real_$d.tar.gz" && ls -l real_$d.tar.gz.part*)
+      (cd "${OUT:-/tmp}" && split -b 12M "real_$d.tar.gz" "real_$d.tar.gz.part" && rm "real_$d.tar.gz" && ls -l real_$d.tar.gz.part*)
     done;;
   *) sed -n 2,13p "$0"; exit 2;;
 esac
