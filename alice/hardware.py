@@ -20,6 +20,9 @@ from .errors import AliceError
 
 GIB = 1024**3
 SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
+# the GPU memory (GiB per card) a step may use on a card it shares with other steps: set by the pipeline's scheduler
+# (alice.schedule) for a training step; its memory plan fits it and its process's allocator is capped there
+BUDGET_ENV = "ALICE_GPU_BUDGET_GIB"
 HARDWARE_ENV = "ALICE_PLAN_HARDWARE"  # e.g. "4x80" (GPUs x GiB each) or "cpu": plan for hardware other than this one
 
 
@@ -139,6 +142,7 @@ class Hardware:
     name: str = ""
     assumed: bool = False  # not this machine's: from --gpus/--gpu-memory-gib or $ALICE_PLAN_HARDWARE
     free_gib: float | None = None  # free memory of the fullest GPU when read (another step's engine on the card)
+    budget_gib: float | None = None  # this step's share of each card ($ALICE_GPU_BUDGET_GIB), other steps beside it
 
     def describe(self) -> str:
         if not self.gpus:
@@ -198,6 +202,15 @@ def parse_hardware(text: str) -> Hardware:
     return Hardware(n, gib, _cpu_gib(), assumed=True)
 
 
+def budget_gib() -> float | None:
+    """This step's share of each card ($ALICE_GPU_BUDGET_GIB, set by the pipeline's scheduler), None when unset."""
+    try:
+        value = float(os.environ.get(BUDGET_ENV, ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 def detect_hardware(gpus: int | None = None, gpu_memory_gib: float | None = None) -> Hardware:
     """The hardware a run plans for: this machine's visible GPUs (or $ALICE_PLAN_HARDWARE), limited to ``gpus``;
     ``gpu_memory_gib`` plans for cards of that size (with ``gpus``: hardware this machine need not have)."""
@@ -208,7 +221,7 @@ def detect_hardware(gpus: int | None = None, gpu_memory_gib: float | None = None
         cards = _visible_gpus()
         free = [c[2] for c in cards if c[2] is not None]
         hw = Hardware(len(cards), min((c[1] for c in cards), default=0.0), _cpu_gib(),
-                      name=cards[0][0] if cards else "", free_gib=min(free) if free else None)
+                      name=cards[0][0] if cards else "", free_gib=min(free) if free else None, budget_gib=budget_gib())
     if gpu_memory_gib is not None:
         return Hardware(gpus if gpus is not None else max(hw.gpus, 1), gpu_memory_gib, hw.cpu_gib, assumed=True)
     if gpus is not None:

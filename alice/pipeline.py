@@ -59,9 +59,9 @@ from .steps import (  # noqa: F401  (alice.pipeline.<name>)
     _output_to,
     check_steps,
     execute,
-    execute_parallel,
     terminable,
 )
+from .schedule import execute_parallel  # noqa: F401  (alice.pipeline.execute_parallel)
 from .worked_example import worked_example
 
 
@@ -241,17 +241,22 @@ def place(steps: list[Step], args: PipelineOptions) -> tuple[plan_mod.Hardware, 
                 tp = plan_mod.plan_training(st.model, lora="--lora" in st.argv, effective_batch=TRAIN_PAPER.effective_batch,
                                             tokens=TRAIN_PAPER.max_length, hw=hw)
                 st.resources = tp.describe() + " (worst case: rows of max length; the step plans from its rows)"
+                st.gpu_gib = None if tp.launched else tp.estimate_gib
                 if tp.launched:
                     st.launcher = [args.python, "-m", "alice.launch", str(st.outputs[0]), "--",
                                    *launch.launcher(tp.strategy, tp.gpus, folder, args.python, write=not args.dry_run)]
             else:
                 gp = plan_mod.plan_generation(st.model, hw, max_tokens=max_tokens)
                 st.resources = gp.describe()
+                st.gpu_gib = None if gp.tensor_parallel_size > 1 else plan_mod.engine_share_gib(gp, st.flags, hw)
                 if gp.tensor_parallel_size > 1 and "--tensor-parallel-size" not in st.argv:
                     st.argv = [*st.argv, "--tensor-parallel-size", str(gp.tensor_parallel_size)]
         except plan_mod.PlanError as e:
             st.resources = f"DOES NOT FIT: {e}"
             problems.append((st.name, str(e)))
+        if args.jobs > 1 and hw.gpus and not st.resources.startswith("DOES NOT FIT"):
+            st.resources += (f"; beside other steps (--jobs) it holds {st.gpu_gib:.1f} GiB of the card"
+                             if st.gpu_gib is not None else "; it runs with no other step on its cards (--jobs)")
     return hw, problems
 
 
@@ -323,7 +328,8 @@ def run(args: PipelineOptions) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.jobs > 1:
-        rc = execute_parallel(steps, logs, args.jobs, report_note=smoke_note(args))
+        card = plan_mod.USABLE * hw.gpu_gib if hw.gpus and not hw.assumed else None  # the memory steps share
+        rc = execute_parallel(steps, logs, args.jobs, report_note=smoke_note(args), card_gib=card)
     else:
         rc = execute(steps, logs, in_process=not args.subprocess, report_note=smoke_note(args))
     if rc == 0:

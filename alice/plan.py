@@ -29,12 +29,14 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .errors import AliceError
 from .hardware import (  # noqa: F401  (re-exported: the plan's inputs, alice.plan.<name>)
+    BUDGET_ENV,
     GIB,
     HARDWARE_ENV,
     SHAPES_DIR,
     Hardware,
     PlanError,
     Shape,
+    budget_gib,
     deepspeed_available,
     detect_hardware,
     load_config,
@@ -199,6 +201,8 @@ def plan_training(model: str, *, lora: bool, effective_batch: int, tokens: int, 
     capacity = USABLE * hw.gpu_gib * GIB
     if hw.free_gib is not None and not hw.assumed:  # another step's engine on the card: plan within what is free
         capacity = min(capacity, (hw.free_gib - 0.5) * GIB)
+    if hw.budget_gib is not None:  # the share of a card the pipeline's scheduler gave this step (alice.schedule)
+        capacity = min(capacity, hw.budget_gib * GIB)
     counts = [processes] if processes else [g for g in _gpu_counts(hw.gpus) if effective_batch % g == 0]
     tried = []
     for g in counts:
@@ -320,6 +324,19 @@ def plan_generation(model: str, hw: Hardware, *, max_tokens: int = 4096, sequenc
                             f"of weights) needs {g} GPUs of {hw.gpu_gib:.0f} GiB (tensor parallel {g}); "
                             f"{hw.describe()} here")
     raise PlanError(f"generating with {s.name} does not fit GPUs of {hw.gpu_gib:.0f} GiB even at tensor parallel 16")
+
+
+def engine_share_gib(gp: GenPlan, flags: list[str], hw: Hardware) -> float:
+    """What a generating step holds of each card while it runs beside other steps (``alice.schedule``): its weights,
+    its fixed KV cache (``--kv-cache-gib``) and ``GEN_OVERHEAD_GIB``; without a fixed KV cache, vLLM's
+    ``--gpu-memory-utilization`` share of the card (0.9 when not given)."""
+    def value(flag: str) -> float | None:
+        return float(flags[flags.index(flag) + 1]) if flag in flags[:-1] else None
+
+    kv = value("--kv-cache-gib")
+    if kv is not None:
+        return round(gp.weights_gib + kv + GEN_OVERHEAD_GIB, 1)
+    return round((value("--gpu-memory-utilization") or 0.9) * hw.gpu_gib, 1)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -144,6 +144,7 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
     log(f"accelerate config: {batch.config_file or '-'} ({batch.config_found_by})")
     from transformers import AutoTokenizer
 
+    gpu_budget = sft_memory.cap_process_memory(log)
     batch, opts, mem_plan = sft_memory.plan_run(job.model_id, AutoTokenizer.from_pretrained(job.model_id), rows,
                                                 batch, opts, log=log)
     log(batch.describe() + ("" if batch.effective == PAPER.effective_batch else f"  [paper: {PAPER.effective_batch}]"))
@@ -216,6 +217,8 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
         "memory_plan": mem_plan.to_dict() if mem_plan is not None else None,
         "out_of_memory_retries": sft_memory.read_oom(out) + tried,  # a launcher's relaunches, then in-process retries
         "peak_gpu_memory_gib": _peak_gpu_gib(),
+        "peak_gpu_reserved_gib": _peak_gpu_gib(reserved=True),
+        "gpu_budget_gib": gpu_budget,
         "seed": args.seed,
         "full_determinism": args.full_determinism,
         "lora": {"r": opts.lora_r, "alpha": opts.lora_alpha, "dropout": opts.lora_dropout,
@@ -256,11 +259,14 @@ def _free_accelerator_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def _peak_gpu_gib() -> float | None:
-    """The peak of PyTorch's allocated GPU memory in this process (None on the CPU)."""
+def _peak_gpu_gib(reserved: bool = False) -> float | None:
+    """The peak of PyTorch's allocated (``reserved``: held by its caching allocator) GPU memory in this process (None
+    on the CPU)."""
     import torch
 
-    return round(torch.cuda.max_memory_allocated() / 1024**3, 2) if torch.cuda.is_available() else None
+    if not torch.cuda.is_available():
+        return None
+    return round((torch.cuda.max_memory_reserved() if reserved else torch.cuda.max_memory_allocated()) / 1024**3, 2)
 
 
 def _versions() -> dict:

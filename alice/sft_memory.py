@@ -57,6 +57,25 @@ def strategy_from_env() -> str | None:
     return None
 
 
+def cap_process_memory(log=print) -> float | None:
+    """On a card the pipeline's scheduler shares between steps (``$ALICE_GPU_BUDGET_GIB``, ``alice.schedule``): cap
+    this process's CUDA allocator at that share (``torch.cuda.set_per_process_memory_fraction``: past it the allocator
+    frees its cache, then raises an out-of-memory error, which the retries below handle) so that it never grows into
+    a neighbour's engine. Returns the cap in GiB, None when there is none (no budget, or no GPU)."""
+    budget = plan_mod.budget_gib()
+    if budget is None:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / plan_mod.GIB
+    torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total))
+    log(f"GPU memory: this step's share of a card other steps use is {budget:.1f} GiB of {total:.0f} (its plan fits "
+        f"it; the allocator is capped there)")
+    return budget
+
+
 def plan_run(model_id: str, tokenizer, rows: list[dict], batch: BatchSettings, opts: TrainOptions, log=print):
     """(batch, opts, plan): the batch and checkpointing the memory plan picks for these rows on this hardware (a
     ``plan_mod.PlanError`` when nothing fits), or the given ones with plan None (--no-memory-plan, or DeepSpeed's own

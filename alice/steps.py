@@ -1,5 +1,6 @@
 """Running the pipeline's steps: each in this process (its stage's ``run(config)``) or as a subprocess
-(``python -m alice.stages.<name> <flags>``), one after another or up to ``--jobs`` at once, each with its log.
+(``python -m alice.stages.<name> <flags>``), one after another, each with its log (up to ``--jobs`` at once:
+``alice.schedule``).
 
 A ``Step`` is one stage call of a setting: its command in the paper's script spelling (``argv``: what the dry run
 prints and what the outputs' records list, ``alice.fresh``), the files it makes and the steps it waits for.
@@ -42,6 +43,7 @@ class Step:
     argv: list[str]  # [python, <paper-named script>, *flags]: the documented command (dry run, records, logs)
     outputs: list[Path] = field(default_factory=list)  # all exist, made by this command from unchanged inputs -> done
     after: tuple[str, ...] = ()  # the steps (names) whose outputs this one reads: --jobs starts it once they succeeded
+    gpu_gib: float | None = None  # GPU memory it may use on a card shared by --jobs (alice.schedule); None: the card
     model: str | None = None  # the model it trains or generates with (hub id / folder of its architecture): the plan's
     launcher: list[str] = field(default_factory=list)  # a training step on several GPUs: the command it runs under
     resources: str = ""  # the plan of this step, as --dry-run prints it
@@ -302,85 +304,6 @@ def read_outcomes(console: str) -> dict[str, dict]:
     return out
 
 
-def _critical_path(steps: list[Step]) -> list[int]:
-    """For each step, the number of steps on the longest chain from it to the end (itself included): --jobs starts
-    the ready step with the longest chain first (the Alice chain before a lone evaluation)."""
-    index = {st.name: i for i, st in enumerate(steps)}
-    length = [1] * len(steps)
-    for i in range(len(steps) - 1, -1, -1):  # a step's prerequisites come before it in the plan
-        for dep in steps[i].after:
-            length[index[dep]] = max(length[index[dep]], length[i] + 1)
-    return length
-
-
-def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str | None = None) -> int:
-    """Run the steps not done yet, up to ``jobs`` at once, each in its own process with its log in ``logs``: a step
-    starts once every step in its ``after`` succeeded (or was done already), the longest remaining chain first, and
-    at most one training step runs at a time (it fills the accelerator). A failed step stops only the steps that
-    need it; the others run on, then the report (``after`` = every step) reports what exists. 0 when all succeed."""
-    logs.mkdir(parents=True, exist_ok=True)
-    names = {st.name for st in steps}
-    for st in steps:
-        unknown = [d for d in st.after if d not in names]
-        if unknown:
-            raise ValueError(f"step {st.name!r} waits for unknown steps {unknown}")
-    t_all = time.time()
-    prio = _critical_path(steps)
-    state = {st.name: "todo" for st in steps}  # todo -> running -> ok | failed; todo -> blocked
-    running: dict[int, tuple[subprocess.Popen, float, Path, object]] = {}
-    ran = skipped = 0
-    label = lambda i: f"[{i + 1:2d}/{len(steps)}] {steps[i].name}"  # noqa: E731
-    try:
-        while True:
-            _check_terminated()
-            for i, st in enumerate(steps):  # a failed prerequisite blocks its dependants (the report runs anyway)
-                if state[st.name] == "todo" and st.name != "report" and any(
-                        state[d] in ("failed", "blocked") for d in st.after):
-                    state[st.name] = "blocked"
-                    print(f"{label(i)}: not run (a step it needs failed)", file=sys.stderr, flush=True)
-            ready = sorted((i for i, st in enumerate(steps) if state[st.name] == "todo" and all(
-                state[d] in (("ok", "failed", "blocked") if st.name == "report" else ("ok",)) for d in st.after)),
-                key=lambda i: (-prio[i], i))
-            started = False
-            for i in ready:
-                st = steps[i]
-                if st.outputs and st.done():  # checked now: its prerequisites may just have been redone
-                    state[st.name] = "ok"
-                    skipped += 1
-                    print(f"{label(i)}: done, skipped", flush=True)
-                    started = True  # its dependants may be ready now
-                    continue
-                if len(running) >= jobs or (st.trains and any(steps[j].trains for j in running)):
-                    continue
-                argv, log, f = _open_log(logs, i + 1, st)
-                running[i] = (_spawn(argv, f), time.time(), log, f)
-                state[st.name] = "running"
-                print(f"{label(i)}: running (log: {log})", flush=True)
-                started = True
-            if not running and not started:
-                break
-            for i, (proc, t0, log, f) in list(running.items()):
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                f.close()
-                del running[i]
-                ran += 1
-                st = steps[i]
-                state[st.name] = "ok" if _outcome(label(i), st, rc, time.time() - t0, log, report_note) else "failed"
-            if running:
-                time.sleep(0.2)
-    finally:
-        for proc, *_ in running.values():  # Ctrl-C or a kill of the pipeline ends its steps too
-            proc.kill()
-            proc.wait()
-    bad = [n for n, v in state.items() if v != "ok"]
-    print(f"all steps finished in {time.time() - t_all:.0f}s ({ran} run, {skipped} skipped"
-          + (f"; failed or not run: {', '.join(bad)})" if bad else ")"), file=sys.stderr if bad else sys.stdout)
-    return 1 if bad else 0
-
-
-
 def _die_with_parent() -> None:
     """In the child: get SIGKILL when the pipeline dies (even by kill -9), so no step runs on unattended (Linux)."""
     try:
@@ -392,11 +315,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _spawn(argv: list[str], log) -> subprocess.Popen:
+def _spawn(argv: list[str], log, env_extra: dict | None = None) -> subprocess.Popen:
     """Start one step, its output to ``log``; it dies with the pipeline (even by kill -9). The step imports the
     ``alice`` package this process runs (from where it is installed or checked out), whatever else is on the path."""
     path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=str(PACKAGE_HOME) + (os.pathsep + path if path else ""))
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_HOME) + (os.pathsep + path if path else ""), **(env_extra or {}))
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 

@@ -1,0 +1,151 @@
+"""Running the pipeline's steps up to ``--jobs`` at once, each in its own process with its log.
+
+A step starts once every step it reads from succeeded, the longest remaining chain first, at most one training step
+at a time, and only when the card has room for it: with ``card_gib`` (what steps may use of one GPU, e.g. 0.92 of an
+80 GiB card) every running step holds its ``Step.gpu_gib`` (the memory plan's: a training step's estimate, an engine's
+weights + KV cache + overhead; None: the whole card), and a step whose share does not fit beside the running ones
+waits. A training step is held to its share: ``ALICE_GPU_BUDGET_GIB`` in its environment makes its memory plan fit
+that share and caps its process's allocator there (``alice.sft_memory.cap_process_memory``), with PyTorch's expandable
+segments against fragmentation, so it cannot grow into a neighbour's engine (measured on an H100: a 1.5B training
+step planned at 55 GiB held 73.7 GiB of the card, 44 GiB of it allocated, and the engine beside it died of OOM).
+A step that still runs out of GPU memory while another step shared the card runs once more alone: the retry changes
+what caused the failure, the neighbours."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+from .hardware import BUDGET_ENV
+from .steps import Step, _check_terminated, _open_log, _outcome, _spawn
+
+GPU_OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory")
+
+
+def _critical_path(steps: list[Step]) -> list[int]:
+    """For each step, the number of steps on the longest chain from it to the end (itself included): --jobs starts
+    the ready step with the longest chain first (the Alice chain before a lone evaluation)."""
+    index = {st.name: i for i, st in enumerate(steps)}
+    length = [1] * len(steps)
+    for i in range(len(steps) - 1, -1, -1):  # a step's prerequisites come before it in the plan
+        for dep in steps[i].after:
+            length[index[dep]] = max(length[index[dep]], length[i] + 1)
+    return length
+
+
+def share(st: Step, card_gib: float | None) -> float:
+    """What ``st`` holds of the card while it runs (GiB): its ``gpu_gib``, the whole card when that is unknown."""
+    if card_gib is None:
+        return 0.0
+    return card_gib if st.gpu_gib is None else min(st.gpu_gib, card_gib)
+
+
+def step_env(st: Step, card_gib: float | None) -> dict:
+    """The environment a step's process gets beside the pipeline's: a training step on a shared card its budget
+    (and expandable segments, unless PYTORCH_CUDA_ALLOC_CONF is set already)."""
+    if card_gib is None or not st.trains:
+        return {}
+    import os
+
+    env = {BUDGET_ENV: f"{share(st, card_gib):.1f}"}
+    if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    return env
+
+
+def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str | None = None,
+                     card_gib: float | None = None) -> int:
+    """Run the steps not done yet, up to ``jobs`` at once (see the module's doc; ``card_gib``: the GPU memory steps
+    may share, None: not counted). A failed step stops only the steps that need it; the others run on, then the
+    report (``after`` = every step) reports what exists. 0 when all succeed."""
+    logs.mkdir(parents=True, exist_ok=True)
+    names = {st.name for st in steps}
+    for st in steps:
+        unknown = [d for d in st.after if d not in names]
+        if unknown:
+            raise ValueError(f"step {st.name!r} waits for unknown steps {unknown}")
+    t_all = time.time()
+    prio = _critical_path(steps)
+    state = {st.name: "todo" for st in steps}  # todo -> running -> ok | failed; todo -> blocked
+    running: dict[int, tuple] = {}  # i -> (process, start, log path, log file)
+    shared: set[int] = set()  # running steps that have had a neighbour on the card
+    alone: set[int] = set()  # steps to run with nothing beside them (a retry after a GPU OOM beside others)
+    ran = skipped = 0
+    label = lambda i: f"[{i + 1:2d}/{len(steps)}] {steps[i].name}"  # noqa: E731
+    try:
+        while True:
+            _check_terminated()
+            for i, st in enumerate(steps):  # a failed prerequisite blocks its dependants (the report runs anyway)
+                if state[st.name] == "todo" and st.name != "report" and any(
+                        state[d] in ("failed", "blocked") for d in st.after):
+                    state[st.name] = "blocked"
+                    print(f"{label(i)}: not run (a step it needs failed)", file=sys.stderr, flush=True)
+            ready = sorted((i for i, st in enumerate(steps) if state[st.name] == "todo" and all(
+                state[d] in (("ok", "failed", "blocked") if st.name == "report" else ("ok",)) for d in st.after)),
+                key=lambda i: (-prio[i], i))
+            started = False
+            draining = any(i in alone for i in ready)  # a step waiting to run alone: nothing else starts meanwhile
+            for i in ready:
+                st = steps[i]
+                if st.outputs and st.done():  # checked now: its prerequisites may just have been redone
+                    state[st.name] = "ok"
+                    skipped += 1
+                    print(f"{label(i)}: done, skipped", flush=True)
+                    started = True  # its dependants may be ready now
+                    continue
+                held = sum(share(steps[j], card_gib) for j in running)
+                if draining and (i not in alone or running):
+                    continue
+                if running and (len(running) >= jobs or any(j in alone for j in running)
+                                or (st.trains and any(steps[j].trains for j in running))
+                                or (card_gib is not None and held + share(st, card_gib) > card_gib)):
+                    continue
+                argv, log, f = _open_log(logs, i + 1, st)
+                running[i] = (_spawn(argv, f, step_env(st, card_gib)), time.time(), log, f)
+                if len(running) > 1:
+                    shared.update(running)
+                state[st.name] = "running"
+                print(f"{label(i)}: running (log: {log})" + (" alone" if i in alone else ""), flush=True)
+                started = True
+            if not running and not started:
+                break
+            for i, (proc, t0, log, f) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                f.close()
+                del running[i]
+                ran += 1
+                st = steps[i]
+                if rc != 0 and i in shared and i not in alone and GPU_OOM.search(_tail(log)):
+                    alone.add(i)  # the retry changes something: nothing else on the card
+                    state[st.name] = "todo"
+                    print(f"{label(i)}: ran out of GPU memory beside other steps after {time.time() - t0:.0f}s "
+                          f"(see {log}); it runs again alone", file=sys.stderr, flush=True)
+                    shared.discard(i)
+                    continue
+                shared.discard(i)
+                state[st.name] = "ok" if _outcome(label(i), st, rc, time.time() - t0, log, report_note) else "failed"
+            if running:
+                time.sleep(0.2)
+    finally:
+        for proc, *_ in running.values():  # Ctrl-C or a kill of the pipeline ends its steps too
+            proc.kill()
+            proc.wait()
+    bad = [n for n, v in state.items() if v != "ok"]
+    print(f"all steps finished in {time.time() - t_all:.0f}s ({ran} run, {skipped} skipped"
+          + (f"; failed or not run: {', '.join(bad)})" if bad else ")"), file=sys.stderr if bad else sys.stdout)
+    return 1 if bad else 0
+
+
+def _tail(log: Path, size: int = 20000) -> str:
+    """The end of a step's log (where its error is)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
