@@ -9,6 +9,8 @@ clusters gsm8k/arc samples by. The datasets' own functions are re-exported under
 
 from __future__ import annotations
 
+import re
+
 from . import methods
 from .datasets import spec as _spec
 from .datasets.arc_challenge import (DIGITS, LETTERS, arc_final_marker, arc_gold_label, arc_options,  # noqa: F401
@@ -64,12 +66,17 @@ def reasoning_chars(text: str) -> int:
 
 
 def _squash(text: str) -> str:
-    return " ".join(text.lower().split())
+    """Lower case, runs of spaces as one, GSM8K's calculator annotations (``<<3*5=15>>``) removed."""
+    return " ".join(_CALCULATOR.sub("", text).lower().split())
+
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
 
 
 def copies_example(response: str, example: str) -> bool:
     """The response reproduces the example response of its prompt: the example's first line (its reasoning), compared
-    case- and whitespace-insensitively, appears in it."""
+    case- and whitespace-insensitively and without calculator annotations (a copy that drops ``<<3*5=15>>``, seen
+    in the CPU demo, is a copy), appears in it."""
     first = _squash(example.splitlines()[0])
     return bool(first) and first in _squash(response)
 

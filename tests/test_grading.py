@@ -215,6 +215,8 @@ ARC_WHY = "The Moon's constant rotation completes in the same amount of time it 
         ("gsm8k", f"{SANDWICH}\n#### 15", None, True),
         ("gsm8k", f"{EXAMPLE}\n#### 15", None, False),  # the prompt's own example, copied (113 of 746 'new' rows)
         ("gsm8k", f"Let us see.\n{EXAMPLE.upper()}  \n#### 15", None, False),  # a copy inside other text
+        ("gsm8k", f"{EXAMPLE.replace('<<3*5=15>>', '')}\n#### 15", None, False),  # a copy without the annotation
+        ("gsm8k", f"{SANDWICH.replace('<<3*5=15>>', '')}\n#### 15", None, True),  # a solution without one
         ("gsm8k", "#### 15", None, False),  # bare answer: what the 1.5B student wrote 221 times of 746
         ("gsm8k", "\n\n#### 15\n", None, False),
         ("gsm8k", "\\boxed{8}", None, False),  # boxed, no '####'

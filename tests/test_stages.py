@@ -181,7 +181,12 @@ def test_command_line_flags_override_the_config_file(tmp_path):
     f = tmp_path / "mine.yaml"
     f.write_text("data: hotpotqa\nnum_samples: 12\nstages:\n  cluster:\n    similarity_threshold: 0.8\n")
     o = _options(["--config", str(f), "--set", "cluster.similarity_threshold=0.7", "--num-samples", "6"])
-    assert (o.data, o.num_samples, o.stages) == ("hotpotqa", 6, {"cluster": {"similarity_threshold": 0.7}})
+    # beside the demo's own stage setting (a file without paper: true is a demo-scale run)
+    assert (o.data, o.num_samples, o.stages) == ("hotpotqa", 6, {"cluster": {"similarity_threshold": 0.7},
+                                                                  "final": {"final_tries": 12}})
+    o = _options(["--config", str(f), "--set", "final.final_tries=2", "--paper"])
+    assert o.stages == {"cluster": {"similarity_threshold": 0.8}, "final": {"final_tries": 2}}
+    assert _options(["--paper"]).stages == {}  # --paper: none of the demo's
 
 
 def test_any_stage_setting_reaches_its_steps_and_only_them():
