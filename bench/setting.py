@@ -16,7 +16,9 @@ busy share: samples with utilization above 0, and the mean utilization). Both mo
   living engine included), with how many engines were made, reused or refreshed.
 
 And the report's accuracies, each compared with the committed results file of the same setting (``--compare``): is
-it inside that file's 95% CI. One JSON file holds one run per (card, data, command) under ``runs``.
+it inside that file's 95% CI. ``critical_path``: the longest chain of steps through their prerequisites, by work
+seconds, the floor of any schedule without start-up. One JSON file holds one run per (card, data, command) under
+``runs``.
 """
 
 from __future__ import annotations
@@ -75,6 +77,32 @@ def analyze(root: Path, pipeline_log: str) -> dict:
     m = re.search(r"all steps finished in (\d+)s", pipeline_log)
     return {"steps": steps, "step_seconds": total, "pipeline_s": int(m.group(1)) if m else None,
             "failed_steps": [k for k, v in steps.items() if v["status"] != "ok"]}
+
+
+def critical_path(command: str | None, steps: dict) -> dict | None:
+    """The longest chain of steps through the plan's prerequisites (``Step.after``, the plan rebuilt from the recorded
+    command), by each step's measured work seconds, and by its wall seconds: with no start-up at all and unlimited
+    overlap, the setting still takes ``work_s``. ``complete``: every step on the plan was timed (a step that did not
+    run counts 0, so the figure is then a lower bound). None without a command that plans."""
+    import shlex
+
+    from alice import pipeline
+
+    if not command:
+        return None
+    argv = shlex.split(command)
+    try:
+        planned = pipeline.plan(pipeline.options_from_argv(argv[argv.index("alice.pipeline") + 1:]))
+    except (Exception, SystemExit):  # noqa: BLE001 - a command this checkout no longer plans: no figure
+        return None
+    best: dict[str, tuple[float, float, list]] = {}
+    for st in planned:  # a step's prerequisites come before it in the plan
+        own = steps.get(st.name, {})
+        before = max((best[d] for d in st.after if d in best), default=(0.0, 0.0, []), key=lambda b: b[0])
+        best[st.name] = (before[0] + own.get("work_s", 0.0), before[1] + (own.get("wall_s") or 0.0), before[2] + [st.name])
+    work, wall, chain = max(best.values(), key=lambda b: b[0])
+    return {"steps": chain, "work_s": round(work, 1), "wall_s": round(wall, 1),
+            "complete": all(st.name in steps and steps[st.name]["status"] == "ok" for st in planned)}
 
 
 def accuracies(root: Path, compare: Path | None) -> dict:
@@ -211,11 +239,16 @@ def main(argv=None) -> int:
              "num_samples": settings.get("num_samples"), "jobs": settings.get("jobs"),
              "wall_s": round(wall, 1) if wall is not None else None, "card": card,
              **analyze(root, text), "accuracy": accuracies(root, Path(a.compare) if a.compare else None)}
+    entry["critical_path"] = critical_path(command, entry["steps"])
     replace_run(a.out, entry, key=lambda r: (r.get("device"), r.get("data"), r.get("command")))
     s = entry["step_seconds"]
     print(f"{entry['data']}: wall {entry['wall_s']} s; step seconds {s['wall_s']} = work {s['work_s']} + start-up "
           f"{s['startup_s']} (engine loads {s['engine_load_s']}); failed: {entry['failed_steps'] or 'none'}"
           + (f"; card busy {card['busy_share']:.0%}" if card else ""))
+    cp = entry["critical_path"]
+    if cp:
+        print(f"critical path ({len(cp['steps'])} steps{'' if cp['complete'] else ', some not run: a lower bound'}): "
+              f"work {cp['work_s']} s, wall {cp['wall_s']} s: {' -> '.join(cp['steps'])}")
     print(f"wrote {a.out}")
     return 0 if not entry["failed_steps"] else 1
 

@@ -61,3 +61,31 @@ def test_a_setting_is_timed_step_by_step_from_its_own_logs(tiny_models, tmp_path
     again = json.loads((tmp_path / "again.json").read_text())["runs"][0]
     assert again["steps"] == steps
     assert all(a["inside_committed_ci"] for a in again["accuracy"].values())
+
+
+def test_the_critical_path_follows_the_plans_prerequisites_by_work_seconds():
+    """The floor of any schedule without start-up: the chain of prerequisites (the plan rebuilt from the recorded
+    command) with the most work, each step counted once, in plan order; a step not run makes it a lower bound."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import setting
+
+    from alice import pipeline
+
+    command = "python -m alice.pipeline --data gsm8k --teacher 0.5B --student 1.5B --jobs 2"
+    planned = pipeline.plan(pipeline.options_from_argv(command.split()[3:]))
+    steps = {st.name: {"status": "ok", "work_s": 1.0, "wall_s": 3} for st in planned}
+    alice_chain = [st.name for st in planned if st.name.startswith(("teacher stage1 cot", "alice", "eval alice"))]
+    steps["alice student 0.5B->1.5B"]["work_s"] = 50.0  # the Alice student's training: the longest chain goes through it
+    cp = setting.critical_path(command, steps)
+    assert cp["steps"][:-1] == [n for n in alice_chain if n in cp["steps"]] and "alice student 0.5B->1.5B" in cp["steps"]
+    assert cp["steps"][0] == "teacher stage1 cot" and cp["steps"][-2:] == ["eval alice", "report"]  # report: after all
+    assert cp["work_s"] == 50.0 + len(cp["steps"]) - 1 and cp["wall_s"] == 3 * len(cp["steps"]) and cp["complete"]
+    for i, name in enumerate(cp["steps"][1:]):  # each step waits for the one before it
+        assert cp["steps"][i] in next(st for st in planned if st.name == name).after
+
+    steps["base 1.5B"]["work_s"] = 500.0  # now a baseline's chain is the longest
+    assert setting.critical_path(command, steps)["steps"] == ["base 1.5B", "eval strong 1.5B", "report"]
+    del steps["eval strong 1.5B"]
+    assert setting.critical_path(command, steps)["complete"] is False
+    assert setting.critical_path(None, steps) is None
+    assert setting.critical_path("python -m alice.pipeline --no-such-flag", steps) is None
