@@ -43,12 +43,17 @@ def share(st: Step, card_gib: float | None) -> float:
 
 
 def step_env(st: Step, card_gib: float | None) -> dict:
-    """The environment a step's process gets beside the pipeline's: a training step on a shared card its budget
-    (and expandable segments, unless PYTORCH_CUDA_ALLOC_CONF is set already)."""
-    if card_gib is None or not st.trains:
-        return {}
+    """The environment a step's process gets beside the pipeline's, on a GPU (``card_gib`` given; a setting the user
+    made is kept): a training step its budget and expandable segments (PYTORCH_CUDA_ALLOC_CONF); a generating step
+    vLLM's engine core in its own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): the step makes one engine and
+    ends, so nothing of the engine outlives it, and one process start fewer is the cheapest engine start-up measured
+    (eager, 1.5B on an H200: 23-27 s of start-up, docs/lab-notes.md, session 8)."""
     import os
 
+    if card_gib is None or (not st.trains and not st.model):
+        return {}
+    if not st.trains:
+        return {} if "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ else {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     env = {BUDGET_ENV: f"{share(st, card_gib):.1f}"}
     if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
         env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"

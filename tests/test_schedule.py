@@ -69,6 +69,13 @@ def test_a_training_step_is_told_its_share_of_a_shared_card(tmp_path, monkeypatc
     got = dict((ln.split()[0], ln.split()[1:]) for ln in env.read_text().splitlines())
     assert got["train"] == ["54.1", "expandable_segments:True"]
     assert got["gen"] == ["none", "none"]  # an engine keeps vLLM's own memory settings
+    gen = step("gen", 0.1, gib=18.3)
+    assert schedule.step_env(gen, 73.6) == {}  # no model: not a generating step
+    gen.model = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    assert schedule.step_env(gen, 73.6) == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # one engine, in the step's process
+    assert schedule.step_env(gen, None) == {}  # no shared card (a CPU): as vLLM does by itself
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    assert schedule.step_env(gen, 73.6) == {}  # the user's setting stays
     (tmp_path / "env.txt").unlink()
     assert schedule.execute_parallel([step("train2", 0.1, gib=54.1, trains=True)], tmp_path / "l2", jobs=2,
                                      card_gib=None) == 0
