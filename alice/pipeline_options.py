@@ -195,6 +195,8 @@ class PipelineOptions:
         for k in SCALE:
             flags.setdefault(k, scale[k])
         settings = {} if args.paper else {st: dict(v) for st, v in DEMO_STAGES.items()}
+        if getattr(args, "seed_exact", False):  # the seed's final stage keeps its one sample: not the demo's 12 tries
+            settings.pop("final", None)
         for st, values in (stage_settings or {}).items():
             settings.setdefault(st, {}).update(values)
         return cli.options(cls, argparse.Namespace(**flags), stages=settings)

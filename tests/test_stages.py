@@ -187,6 +187,7 @@ def test_command_line_flags_override_the_config_file(tmp_path):
     o = _options(["--config", str(f), "--set", "final.final_tries=2", "--paper"])
     assert o.stages == {"cluster": {"similarity_threshold": 0.8}, "final": {"final_tries": 2}}
     assert _options(["--paper"]).stages == {}  # --paper: none of the demo's
+    assert _options(["--seed-exact"]).stages == {}  # the seed's one final sample, not the demo's 12 tries
 
 
 def test_any_stage_setting_reaches_its_steps_and_only_them():
