@@ -327,6 +327,13 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
     diff = next(c for c in saved["comparisons"] if c["b"] == "original_cot")  # from the packed prediction files
     assert diff["n"] == 20 and diff["diff"] == pytest.approx(0.1)
     assert (out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.md").is_file() and (out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.png").is_file()
+    # the setting is read off the recorded command: a cascade's mid-level too (its rows need it)
+    cascade = ("python -m alice.pipeline --model custom --data hotpotqa --teacher HuggingFaceTB/SmolLM2-135M-Instruct "
+               "--midlevel Qwen/Qwen2.5-Coder-0.5B-Instruct --student Qwen/Qwen2.5-Coder-1.5B-Instruct --paper")
+    assert mod.setting_of(cascade) == {"model": "custom", "teacher": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                       "midlevel": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+                                       "student": "Qwen/Qwen2.5-Coder-1.5B-Instruct"}
+    assert mod.setting_of("python -m alice.pipeline --no-such-flag") == {}
 
 
 def test_final_answer_format_counts_bare_and_boxed_answers(tmp_path):

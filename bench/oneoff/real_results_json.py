@@ -70,7 +70,24 @@ def training_records(root: Path) -> dict:
     return out
 
 
-def build(tarball: Path, data_dir: str | None, family: str, teacher: str, student: str) -> dict:
+def setting_of(command: str) -> dict:
+    """The family, teacher, mid-level and student the recorded pipeline command ran (empty when it does not parse)."""
+    import shlex
+
+    from alice import pipeline
+
+    argv = shlex.split(command)
+    try:
+        o = pipeline.options_from_argv(argv[argv.index("alice.pipeline") + 1:])
+    except (ValueError, SystemExit):
+        return {}
+    return {"model": o.model, "teacher": o.teacher, "midlevel": o.midlevel, "student": o.student}
+
+
+def build(tarball: Path, data_dir: str | None, family: str | None = None, teacher: str | None = None,
+          student: str | None = None, midlevel: str | None = None) -> dict:
+    """The report of a packed run; the setting (family, teacher, mid-level, student) is the recorded command's unless
+    given."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         with tarfile.open(tarball) as tf:
@@ -82,7 +99,10 @@ def build(tarball: Path, data_dir: str | None, family: str, teacher: str, studen
         # the pack leaves the trained weights out: a model folder stands for what its own record fingerprinted
         with fresh.weights_packed_out():
             changed = regrade_all(root, data, data_dir)
-            rep = report.build(Layout.default(root), family, teacher, student, data, None, data_dir)
+            ran = setting_of(command)
+            family, teacher = family or ran.get("model", "qwen2.5-coder"), teacher or ran.get("teacher", "0.5B")
+            student, midlevel = student or ran.get("student", "1.5B"), midlevel or ran.get("midlevel")
+            rep = report.build(Layout.default(root), family, teacher, student, data, midlevel, data_dir)
         start, end = _read(root, "start"), _read(root, "end")
         steps = {k: {"status": v["status"], "s": v["s"]} for k, v in read_outcomes(_read(root, "pipeline.log") or "").items()}
         trainings = training_records(root)
@@ -108,13 +128,17 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("tarball", type=Path)
     ap.add_argument("--data-dir", default=None, help="ground truth for the diagnostics (default: the Hub)")
-    ap.add_argument("--model", default="qwen2.5-coder")
-    ap.add_argument("--teacher", default="0.5B")
-    ap.add_argument("--student", default="1.5B")
+    ap.add_argument("--model", default=None, help="default: the recorded command's (as --teacher, --midlevel, --student)")
+    ap.add_argument("--teacher", default=None)
+    ap.add_argument("--midlevel", default=None)
+    ap.add_argument("--student", default=None)
     ap.add_argument("--out-dir", type=Path, default=REPO / "results")
     a = ap.parse_args(argv)
-    rep = build(a.tarball, a.data_dir, a.model, a.teacher, a.student)
-    stem = a.out_dir / f"{rep['data']}_{a.model}_{a.teacher}_to_{a.student}"
+    rep = build(a.tarball, a.data_dir, a.model, a.teacher, a.student, a.midlevel)
+    from alice.registry import model_tag
+
+    sizes = [rep.get(k) for k in ("teacher", "midlevel", "student") if rep.get(k)]
+    stem = a.out_dir / f"{rep['data']}_{rep.get('family') or a.model}_{'_to_'.join(model_tag(x) for x in sizes)}"
     a.out_dir.mkdir(parents=True, exist_ok=True)
     path = {ext: Path(f"{stem}.{ext}") for ext in ("json", "md", "png")}  # (with_suffix would eat ".5B")
     path["json"].write_text(json.dumps(rep, indent=1))
