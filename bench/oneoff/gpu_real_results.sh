@@ -11,7 +11,7 @@
 # Run from the checkout root after `source .carry/kit/on_device.sh env` (models by hub id, offline) with the data
 # under .gpu_data/ (both copied to /tmp/real/{code,gpu_data} at the first launch). Each dataset runs under
 # /tmp/real/<data> (its --root). Settings (env): TRAIN_LIMIT (1000),
-# NUM_SAMPLES (16), MAX_NEW_TOKENS (1024), GEN_ARGS / SFT_ARGS (extra generation / training flags), BACKEND (auto), EVAL_LIMIT (none:
+# NUM_SAMPLES (16), MAX_NEW_TOKENS (1024), MODEL / TEACHER / MIDLEVEL / STUDENT (the setting, below), GEN_ARGS / SFT_ARGS (extra generation / training flags), BACKEND (auto), EVAL_LIMIT (none:
 # the whole test split; set only for a rehearsal), JOBS (steps at once per dataset: 3 for one dataset on a card of
 # >= 120 GB, else 2), EXTRA_ARGS (more pipeline flags, e.g. '--ablations all').
 set -uo pipefail
@@ -31,11 +31,14 @@ JOBS=${JOBS:-$([ "${MEM_MIB:-0}" -ge 120000 ] && [ "$#" -le 2 ] && echo 3 || ech
 # on the H200, 1 x 16 trained 0.5B on 560 arc rows x 3 epochs at 8.4 rows/s (200 s)
 SFT_ARGS=${SFT_ARGS:---per-device-batch-size 16 --gradient-accumulation-steps 1}
 STUDENT_ID=Qwen/Qwen2.5-Coder-1.5B-Instruct
+# the setting (default: Qwen2.5-Coder 0.5B -> 1.5B); the cascade of issue 30: MODEL=custom
+# TEACHER=HuggingFaceTB/SmolLM2-135M-Instruct MIDLEVEL=Qwen/Qwen2.5-Coder-0.5B-Instruct STUDENT=$STUDENT_ID
+MODEL=${MODEL:-qwen2.5-coder}; TEACHER=${TEACHER:-0.5B}; STUDENT=${STUDENT:-1.5B}; MIDLEVEL=${MIDLEVEL:-}
 CODE=$RUNS/code  # a snapshot of the checkout: the next call's copy of the working tree must not change running code
 DATA_DIR=$RUNS/gpu_data
 
 command_for() {  # the one command, as recorded in the results file
-  echo python -m alice.pipeline --model qwen2.5-coder --data "$1" --teacher 0.5B --student 1.5B --paper \
+  echo python -m alice.pipeline --model "$MODEL" --data "$1" --teacher "$TEACHER" ${MIDLEVEL:+--midlevel "$MIDLEVEL"} --student "$STUDENT" --paper \
     --train-limit "$TRAIN_LIMIT" --num-samples "$NUM_SAMPLES" --max-new-tokens "$MAX_NEW_TOKENS" \
     --summarizer-model "$STUDENT_ID" --with-naive --backend "$BACKEND" --data-dir "$DATA_DIR" --root "$RUNS/$1" --jobs "$JOBS" \
     --extra-gen-args "'$GEN_ARGS'" --extra-sft-args "'$SFT_ARGS'" ${EVAL_LIMIT:+--eval-limit $EVAL_LIMIT} ${EXTRA_ARGS:-}
