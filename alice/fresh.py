@@ -325,10 +325,23 @@ def _write(output, meta: dict) -> None:
     write_json(meta_path(output), meta)
 
 
-def record(output, settings: dict, inputs: Iterable = (), argv: list[str] | None = None) -> None:
-    """Write ``output``'s record (call right after the output itself is written)."""
-    _write(output, {"format": FORMAT, "settings": _norm(settings), "inputs": _entries(inputs, output),
-                    "output": records.output_check(output), "argvs": [argv] if argv is not None else []})
+def record(output, settings: dict, inputs: Iterable = (), argv: list[str] | None = None,
+           checked: dict | None = None) -> None:
+    """Write ``output``'s record (call right after the output itself is written). ``checked``: checks the maker ran
+    on the output it wrote (e.g. ``{"weights_finite": True}``), which a reader may take instead of running them
+    again while the output checks against this record (``checked_by_maker``)."""
+    meta = {"format": FORMAT, "settings": _norm(settings), "inputs": _entries(inputs, output),
+            "output": records.output_check(output), "argvs": [argv] if argv is not None else []}
+    if checked:
+        meta["checked"] = _norm(checked)
+    _write(output, meta)
+
+
+def checked_by_maker(output, check: str) -> bool:
+    """The maker of ``output`` ran ``check`` on what it wrote (its record says so) and ``output`` is still what that
+    record describes (``believed``: the weight files' size, header and ends, its inputs unchanged)."""
+    meta = read_meta(output)
+    return bool(meta and (meta.get("checked") or {}).get(check)) and believed(output)
 
 
 def rerecord(output) -> None:

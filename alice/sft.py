@@ -233,7 +233,8 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
         write_json(out / "loss_log.json", trainer.state.log_history)
         write_json(out / "train_config.json", record)
         (out / sft_memory.OOM_FILE).unlink(missing_ok=True)  # recorded above
-        fresh.record(out, made_with, inputs, argv=argv)
+        # _save_final checked every weight it saved: a generator loading this folder need not read them again
+        fresh.record(out, made_with, inputs, argv=argv, checked={"weights_finite": True})
         if not opts.keep_checkpoints and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
             fresh.forget(ckpt_dir)

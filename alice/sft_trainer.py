@@ -126,11 +126,13 @@ def _divergence_callback():
     return DivergenceGuard
 
 
-def nonfinite_weight(model) -> str | None:
-    """The name of the first weight (of this process's shard) holding a NaN/inf, else None."""
+def nonfinite_weight(model, trainable_only: bool = False) -> str | None:
+    """The name of the first weight (of this process's shard; ``trainable_only``: of those trained) holding a NaN/inf,
+    else None."""
     import torch
 
-    return next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())), None)
+    return next((name for name, p in model.named_parameters() if (p.requires_grad or not trainable_only)
+                 and not bool(torch.isfinite(p.detach()).all())), None)
 
 
 def is_finished(out_dir: str | os.PathLike) -> bool:
@@ -254,7 +256,8 @@ def _save_final(trainer, out_dir: Path, lora: bool) -> None:
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     # Never save a broken model: every process checks its (shard of the) weights, all agree before anyone saves.
-    bad = nonfinite_weight(trainer.model)
+    # LoRA: the adapters here, the merged weights below (the base is frozen: what changes is in the adapters).
+    bad = nonfinite_weight(trainer.model, trainable_only=lora)
     if acc.reduce(torch.tensor([float(bad is not None)], device=acc.device), reduction="sum").item() > 0:
         raise TrainingDiverged(f"weight {bad}" if bad else "a weight (on another process)", float("nan"),
                                trainer.state.global_step, trainer.state.max_steps,
@@ -266,6 +269,10 @@ def _save_final(trainer, out_dir: Path, lora: bool) -> None:
             dtype = getattr(trainer, "save_dtype", None)
             if dtype is not None and dtype != torch.float32:
                 merged.to(dtype)  # written once in the source's dtype, not in fp32 and then rewritten (finish_saved_folder)
+            bad = nonfinite_weight(merged)  # every weight that is saved (the record says so: fresh.checked_by_maker)
+            if bad:
+                raise TrainingDiverged(f"merged weight {bad}", float("nan"), trainer.state.global_step,
+                                       trainer.state.max_steps, getattr(trainer, "guard_label", str(out_dir)))
             merged.save_pretrained(str(tmp))
             trainer.processing_class.save_pretrained(str(tmp))
     else:

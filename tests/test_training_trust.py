@@ -271,3 +271,56 @@ def test_saved_weights_keep_the_source_dtype(tiny_models, tmp_path):
     with safe_open(str(next(out.glob("*.safetensors"))), framework="pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    from alice import fresh
+
+    assert fresh.checked_by_maker(out, "weights_finite")  # its record: the saved weights were checked
+
+
+def test_the_generator_takes_the_trainings_weight_check_only_for_the_weights_it_checked(tiny_models, tmp_path):
+    """A folder whose record says its maker checked the saved weights (training/SFT.py does) is not read again; a NaN
+    planted afterwards changes the file, so the record no longer holds and the scan finds it. A LoRA save checks the
+    adapters, then the merged weights it writes."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alice import fresh
+    from alice.generation.common import check_weights_finite
+
+    folder = tmp_path / "checked"
+    m = AutoModelForCausalLM.from_pretrained(str(tiny_models["qwen_small"]))
+    m.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(tiny_models["qwen_small"])).save_pretrained(str(folder))
+    fresh.record(folder, {"made": "here"}, checked={"weights_finite": True})
+    assert fresh.checked_by_maker(folder, "weights_finite") and not fresh.checked_by_maker(folder, "other")
+    import safetensors
+
+    opened = []
+    real_open = safetensors.safe_open
+    safetensors.safe_open = lambda *a, **k: opened.append(a) or real_open(*a, **k)
+    try:
+        check_weights_finite(str(folder))
+        assert opened == []  # taken from the record: nothing read
+        with torch.no_grad():
+            m.model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
+        m.save_pretrained(str(folder))  # the same size, other bytes: the record's check of the file fails
+        assert not fresh.checked_by_maker(folder, "weights_finite")
+        with pytest.raises(GenerationError, match="non-finite"):
+            check_weights_finite(str(folder))
+        assert opened  # read and scanned
+    finally:
+        safetensors.safe_open = real_open
+
+    out = tmp_path / "lora_out"
+    trainer = _trainer(tiny_models["qwen_small"], out, lora=True)
+    trainer.train()
+    from alice import sft_trainer
+
+    sft_trainer._save_final(trainer, out, lora=True)  # the adapters, then the merged weights, checked
+    assert (out / "config.json").is_file() and sft_trainer.nonfinite_weight(trainer.model, trainable_only=True) is None
+    # a NaN in a frozen base weight passes the adapters' check and is caught in the merged weights: nothing saved
+    trainer = _trainer(tiny_models["qwen_small"], tmp_path / "lora_bad", lora=True)
+    with torch.no_grad():
+        next(p for n, p in trainer.model.named_parameters() if "up_proj.base_layer" in n).view(-1)[0] = float("nan")
+    assert sft_trainer.nonfinite_weight(trainer.model, trainable_only=True) is None
+    with pytest.raises(sft_trainer.TrainingDiverged, match="merged weight"):
+        sft_trainer._save_final(trainer, tmp_path / "lora_bad", lora=True)
+    assert not (tmp_path / "lora_bad" / "config.json").exists()
