@@ -36,10 +36,13 @@ def _critical_path(steps: list[Step]) -> list[int]:
 
 
 def share(st: Step, card_gib: float | None) -> float:
-    """What ``st`` holds of the card while it runs (GiB): its ``gpu_gib``, the whole card when that is unknown."""
+    """What ``st`` holds of the card while it runs (GiB): its ``gpu_gib``; the whole card when a step on a model has
+    none (its plan failed, or it spans several cards); nothing for a step on no model (the report, a data step)."""
     if card_gib is None:
         return 0.0
-    return card_gib if st.gpu_gib is None else min(st.gpu_gib, card_gib)
+    if st.gpu_gib is not None:
+        return min(st.gpu_gib, card_gib)
+    return card_gib if (st.model or st.trains) else 0.0
 
 
 def step_env(st: Step, card_gib: float | None) -> dict:

@@ -26,9 +26,10 @@ exit $3
 """)
     fake.chmod(0o755)
 
-    def step(name, secs, gib=None, trains=False, rc=0, after=()):
+    def step(name, secs, gib=None, trains=False, rc=0, after=(), model="a-model"):
         script = pipeline.SFT if trains else "evaluation.py"
-        return pipeline.Step(name, [str(fake), script, name, str(secs), str(rc)], [], tuple(after), gpu_gib=gib)
+        return pipeline.Step(name, [str(fake), script, name, str(secs), str(rc)], [], tuple(after), gpu_gib=gib,
+                             model=model)
 
     def spans():
         out: dict = {}
@@ -48,12 +49,14 @@ def test_steps_hold_their_share_of_the_card(tmp_path):
     """Two steps whose shares do not fit the card together never run at once; ones that fit do; a step of unknown
     share (None) holds the whole card. Without a card (None) only --jobs counts."""
     step, spans, _ = _fake(tmp_path)
-    steps = [step("big1", 0.6, gib=6), step("big2", 0.6, gib=6), step("small", 0.6, gib=3), step("whole", 0.3)]
+    steps = [step("big1", 0.6, gib=6), step("big2", 0.6, gib=6), step("small", 0.6, gib=3), step("whole", 0.3),
+             step("nomodel", 1.5, model=None)]
     assert schedule.execute_parallel(steps, tmp_path / "logs", jobs=3, card_gib=10) == 0
     s = spans()
     assert not _overlap(s["big1"][0], s["big2"][0])  # 6 + 6 > 10
     assert _overlap(s["big1"][0], s["small"][0]) or _overlap(s["big2"][0], s["small"][0])  # 6 + 3 <= 10
-    assert not any(_overlap(s["whole"][0], s[n][0]) for n in ("big1", "big2", "small"))
+    assert not any(_overlap(s["whole"][0], s[n][0]) for n in ("big1", "big2", "small"))  # a model, no share: the card
+    assert any(_overlap(s["nomodel"][0], s[n][0]) for n in ("big1", "big2", "small", "whole"))  # no model: holds none
 
     (tmp_path / "times.txt").unlink()
     steps = [step("big1", 0.6, gib=6), step("big2", 0.6, gib=6)]
@@ -69,7 +72,7 @@ def test_a_training_step_is_told_its_share_of_a_shared_card(tmp_path, monkeypatc
     got = dict((ln.split()[0], ln.split()[1:]) for ln in env.read_text().splitlines())
     assert got["train"] == ["54.1", "expandable_segments:True"]
     assert got["gen"] == ["none", "none"]  # an engine keeps vLLM's own memory settings
-    gen = step("gen", 0.1, gib=18.3)
+    gen = step("gen", 0.1, gib=18.3, model=None)
     assert schedule.step_env(gen, 73.6) == {}  # no model: not a generating step
     gen.model = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
     assert schedule.step_env(gen, 73.6) == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # one engine, in the step's process
