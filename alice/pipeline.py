@@ -254,7 +254,8 @@ def place(steps: list[Step], args: PipelineOptions) -> tuple[plan_mod.Hardware, 
         except plan_mod.PlanError as e:
             st.resources = f"DOES NOT FIT: {e}"
             problems.append((st.name, str(e)))
-        if args.jobs > 1 and hw.gpus and not st.resources.startswith("DOES NOT FIT"):
+            continue
+        if args.jobs > 1 and hw.gpus:
             st.resources += (f"; beside other steps (--jobs) it holds {st.gpu_gib:.1f} GiB of the card"
                              if st.gpu_gib is not None else "; it runs with no other step on its cards (--jobs)")
     return hw, problems

@@ -239,6 +239,20 @@ def options_from_argv(argv: list[str] | None = None) -> PipelineOptions:
     return PipelineOptions.from_args(args, stage_settings)
 
 
+def options_from_command(command: str) -> PipelineOptions | None:
+    """The typed options of a recorded command line (``python -m alice.pipeline <flags>``, as a results file or a run's
+    command.txt has it); None when it is not one, or this checkout no longer parses its flags."""
+    import shlex
+
+    argv = shlex.split(command)
+    if "alice.pipeline" not in argv:
+        return None
+    try:
+        return options_from_argv(argv[argv.index("alice.pipeline") + 1:])
+    except (SystemExit, ValueError):  # a usage error (argparse exits), a bad stage setting (ConfigError)
+        return None
+
+
 # set by the pipeline for each step (the setting, its models, method and folders, --seed-exact, the ablation): not
 # a stage setting
 PER_STEP = ("data", "model", "teacher", "student", "midlevel", "method", "type", "ours_wts_type", "original_wts_type",

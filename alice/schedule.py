@@ -24,15 +24,20 @@ from .steps import Step, _check_terminated, _open_log, _outcome, _spawn
 GPU_OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory")
 
 
-def _critical_path(steps: list[Step]) -> list[int]:
-    """For each step, the number of steps on the longest chain from it to the end (itself included): --jobs starts
-    the ready step with the longest chain first (the Alice chain before a lone evaluation)."""
+def chains(steps: list[Step], weight=lambda st: 1) -> tuple[list[float], list[int | None]]:
+    """For each step, the weight of the heaviest chain of steps from it to the end, through the steps that wait for
+    it (itself included; ``weight``: of one step, 1 counts steps), and the next step on that chain (None: the last).
+    --jobs starts the ready step with the longest chain first (the Alice chain before a lone evaluation);
+    bench/setting.py weighs steps by their measured work to find a run's critical path."""
     index = {st.name: i for i, st in enumerate(steps)}
-    length = [1] * len(steps)
+    length = [weight(st) for st in steps]
+    after: list[int | None] = [None] * len(steps)
     for i in range(len(steps) - 1, -1, -1):  # a step's prerequisites come before it in the plan
         for dep in steps[i].after:
-            length[index[dep]] = max(length[index[dep]], length[i] + 1)
-    return length
+            d = index[dep]
+            if weight(steps[d]) + length[i] > length[d]:
+                length[d], after[d] = weight(steps[d]) + length[i], i
+    return length, after
 
 
 def share(st: Step, card_gib: float | None) -> float:
@@ -75,7 +80,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
         if unknown:
             raise ValueError(f"step {st.name!r} waits for unknown steps {unknown}")
     t_all = time.time()
-    prio = _critical_path(steps)
+    prio = chains(steps)[0]
     state = {st.name: "todo" for st in steps}  # todo -> running -> ok | failed; todo -> blocked
     running: dict[int, tuple] = {}  # i -> (process, start, log path, log file)
     shared: set[int] = set()  # running steps that have had a neighbour on the card

@@ -81,27 +81,28 @@ def analyze(root: Path, pipeline_log: str) -> dict:
 
 def critical_path(command: str | None, steps: dict) -> dict | None:
     """The longest chain of steps through the plan's prerequisites (``Step.after``, the plan rebuilt from the recorded
-    command), by each step's measured work seconds, and by its wall seconds: with no start-up at all and unlimited
-    overlap, the setting still takes ``work_s``. ``complete``: every step on the plan was timed (a step that did not
-    run counts 0, so the figure is then a lower bound). None without a command that plans."""
-    import shlex
+    command), by each step's measured work seconds (``alice.schedule.chains``), with its wall seconds: with no
+    start-up at all and unlimited overlap, the setting still takes ``work_s``. ``complete``: every step on the plan
+    was timed (a step that did not run counts 0, so the figure is then a lower bound). None without a command that
+    plans."""
+    from alice import pipeline, schedule
+    from alice.pipeline_options import options_from_command
 
-    from alice import pipeline
-
-    if not command:
+    options = options_from_command(command) if command else None
+    if options is None:
         return None
-    argv = shlex.split(command)
     try:
-        planned = pipeline.plan(pipeline.options_from_argv(argv[argv.index("alice.pipeline") + 1:]))
+        planned = pipeline.plan(options)
     except (Exception, SystemExit):  # noqa: BLE001 - a command this checkout no longer plans: no figure
         return None
-    best: dict[str, tuple[float, float, list]] = {}
-    for st in planned:  # a step's prerequisites come before it in the plan
-        own = steps.get(st.name, {})
-        before = max((best[d] for d in st.after if d in best), default=(0.0, 0.0, []), key=lambda b: b[0])
-        best[st.name] = (before[0] + own.get("work_s", 0.0), before[1] + (own.get("wall_s") or 0.0), before[2] + [st.name])
-    work, wall, chain = max(best.values(), key=lambda b: b[0])
-    return {"steps": chain, "work_s": round(work, 1), "wall_s": round(wall, 1),
+    length, after = schedule.chains(planned, lambda st: steps.get(st.name, {}).get("work_s", 0.0))
+    start = max(range(len(planned)), key=lambda k: length[k])
+    chain, i = [], start
+    while i is not None:
+        chain.append(planned[i].name)
+        i = after[i]
+    return {"steps": chain, "work_s": round(length[start], 1),
+            "wall_s": round(sum(steps.get(n, {}).get("wall_s") or 0.0 for n in chain), 1),
             "complete": all(st.name in steps and steps[st.name]["status"] == "ok" for st in planned)}
 
 

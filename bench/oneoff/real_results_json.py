@@ -24,6 +24,7 @@ from alice import fresh
 from alice import report
 from alice.evaluate import regrade
 from alice.paths import Layout
+from alice.pipeline_options import options_from_command
 from alice.steps import read_outcomes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,16 +73,8 @@ def training_records(root: Path) -> dict:
 
 def setting_of(command: str) -> dict:
     """The family, teacher, mid-level and student the recorded pipeline command ran (empty when it does not parse)."""
-    import shlex
-
-    from alice import pipeline
-
-    argv = shlex.split(command)
-    try:
-        o = pipeline.options_from_argv(argv[argv.index("alice.pipeline") + 1:])
-    except (ValueError, SystemExit):
-        return {}
-    return {"model": o.model, "teacher": o.teacher, "midlevel": o.midlevel, "student": o.student}
+    o = options_from_command(command)
+    return {"model": o.model, "teacher": o.teacher, "midlevel": o.midlevel, "student": o.student} if o else {}
 
 
 def build(tarball: Path, data_dir: str | None, family: str | None = None, teacher: str | None = None,
