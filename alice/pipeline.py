@@ -26,6 +26,8 @@ prints one worked example of Alice (a question on which the teacher's samples di
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 import shlex
 import sys
@@ -242,6 +244,8 @@ def place(steps: list[Step], args: PipelineOptions) -> tuple[plan_mod.Hardware, 
                                             tokens=TRAIN_PAPER.max_length, hw=hw)
                 st.resources = tp.describe() + " (worst case: rows of max length; the step plans from its rows)"
                 st.gpu_gib = None if tp.launched else tp.estimate_gib
+                if not tp.launched and hw.gpus and not hw.assumed:  # its real share once its rows exist
+                    st.refine = functools.partial(_rows_share, st.flags, dataclasses.replace(hw, free_gib=None))
                 if tp.launched:
                     st.launcher = [args.python, "-m", "alice.launch", str(st.outputs[0]), "--",
                                    *launch.launcher(tp.strategy, tp.gpus, folder, args.python, write=not args.dry_run)]
@@ -259,6 +263,13 @@ def place(steps: list[Step], args: PipelineOptions) -> tuple[plan_mod.Hardware, 
             st.resources += (f"; beside other steps (--jobs) it holds {st.gpu_gib:.1f} GiB of the card"
                              if st.gpu_gib is not None else "; it runs with no other step on its cards (--jobs)")
     return hw, problems
+
+
+def _rows_share(flags: list[str], hw: plan_mod.Hardware) -> float | None:
+    """A training step's share of the card from its rows (``alice.stages.train.planned_gib``)."""
+    from .stages import train
+
+    return train.planned_gib(flags, hw)
 
 
 def _setting_name(args: PipelineOptions) -> str:

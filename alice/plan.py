@@ -199,10 +199,10 @@ def plan_training(model: str, *, lora: bool, effective_batch: int, tokens: int, 
         return TrainPlan(model, lora, hw.describe(), 0, "cpu", b, effective_batch // (b * world), False, tokens,
                          effective_batch, gpu_bytes(parts) / GIB, hw.cpu_gib, _gib(parts))
     capacity = USABLE * hw.gpu_gib * GIB
-    if hw.free_gib is not None and not hw.assumed:  # another step's engine on the card: plan within what is free
+    if hw.budget_gib is not None:  # the share of a card the pipeline's scheduler gave this step (alice.schedule):
+        capacity = min(capacity, hw.budget_gib * GIB)  # the same plan whatever its neighbours use at the moment
+    elif hw.free_gib is not None and not hw.assumed:  # another process's engine on the card: plan within what is free
         capacity = min(capacity, (hw.free_gib - 0.5) * GIB)
-    if hw.budget_gib is not None:  # the share of a card the pipeline's scheduler gave this step (alice.schedule)
-        capacity = min(capacity, hw.budget_gib * GIB)
     counts = [processes] if processes else [g for g in _gpu_counts(hw.gpus) if effective_batch % g == 0]
     tried = []
     for g in counts:

@@ -85,6 +85,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     running: dict[int, tuple] = {}  # i -> (process, start, log path, log file)
     shared: set[int] = set()  # running steps that have had a neighbour on the card
     alone: set[int] = set()  # steps to run with nothing beside them (a retry after a GPU OOM beside others)
+    refined: set[int] = set()  # steps whose share was read from their inputs (Step.refine)
     ran = skipped = 0
     label = lambda i: f"[{i + 1:2d}/{len(steps)}] {steps[i].name}"  # noqa: E731
     try:
@@ -108,12 +109,19 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                     print(f"{label(i)}: done, skipped", flush=True)
                     started = True  # its dependants may be ready now
                     continue
+                if card_gib is not None and st.refine and i not in refined:
+                    refined.add(i)
+                    refine(label(i), st)
                 held = sum(share(steps[j], card_gib) for j in running)
                 if draining and (i not in alone or running):
                     continue
                 if running and (len(running) >= jobs or any(j in alone for j in running)
-                                or (st.trains and any(steps[j].trains for j in running))
-                                or (card_gib is not None and held + share(st, card_gib) > card_gib)):
+                                or (st.trains and any(steps[j].trains for j in running))):
+                    continue
+                if running and card_gib is not None and held + share(st, card_gib) > card_gib:
+                    # no room yet: the steps after it in priority wait too, else a stream of small steps could keep
+                    # a large one (a training step) off the card, and with it the longest chain
+                    draining = True
                     continue
                 argv, log, f = _open_log(logs, i + 1, st)
                 running[i] = (_spawn(argv, f, step_env(st, card_gib)), time.time(), log, f)
@@ -151,6 +159,21 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     print(f"all steps finished in {time.time() - t_all:.0f}s ({ran} run, {skipped} skipped"
           + (f"; failed or not run: {', '.join(bad)})" if bad else ")"), file=sys.stderr if bad else sys.stdout)
     return 1 if bad else 0
+
+
+def refine(label: str, st: Step) -> None:
+    """``st.gpu_gib`` from its inputs, now that they exist (a training step's plan from its rows instead of the
+    worst case of rows of max length), with 0.1 GiB over the plan's rounded estimate so that the step, given it as
+    its budget, makes the same plan. A failure keeps the worst case."""
+    try:
+        gib = st.refine()
+    except Exception as e:  # noqa: BLE001 - the worst case holds; the step itself reports a real problem
+        print(f"{label}: its share of the card stays {st.gpu_gib} GiB (reading its rows: {e})", file=sys.stderr)
+        return
+    if gib is not None and st.gpu_gib is not None and gib + 0.1 < st.gpu_gib:
+        print(f"{label}: holds {gib + 0.1:.1f} GiB of the card (its plan from its rows; "
+              f"{st.gpu_gib:.1f} for rows of max length)", flush=True)
+        st.gpu_gib = round(gib + 0.1, 1)
 
 
 def _tail(log: Path, size: int = 20000) -> str:

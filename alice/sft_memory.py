@@ -76,17 +76,19 @@ def cap_process_memory(log=print) -> float | None:
     return budget
 
 
-def plan_run(model_id: str, tokenizer, rows: list[dict], batch: BatchSettings, opts: TrainOptions, log=print):
-    """(batch, opts, plan): the batch and checkpointing the memory plan picks for these rows on this hardware (a
-    ``plan_mod.PlanError`` when nothing fits), or the given ones with plan None (--no-memory-plan, or DeepSpeed's own
-    accumulation pinned in its config, which the trainer cannot change)."""
+def plan_run(model_id: str, tokenizer, rows: list[dict], batch: BatchSettings, opts: TrainOptions, log=print,
+             hw: plan_mod.Hardware | None = None):
+    """(batch, opts, plan): the batch and checkpointing the memory plan picks for these rows on this hardware (``hw``:
+    other hardware, e.g. the whole card for the pipeline's scheduler; a ``plan_mod.PlanError`` when nothing fits), or
+    the given ones with plan None (--no-memory-plan, or DeepSpeed's own accumulation pinned in its config, which the
+    trainer cannot change)."""
     if not opts.memory_plan:
         return batch, opts, None
     if not batch.auto_grad_accum and batch.sources.get("grad_accum", "").startswith("deepspeed_config"):
         log("memory plan: skipped (DeepSpeed's gradient_accumulation_steps is pinned in its config; set it to auto)")
         return batch, opts, None
     tokens = longest_row_tokens(tokenizer, rows, opts.max_length)
-    hw = plan_mod.detect_hardware()
+    hw = hw or plan_mod.detect_hardware()
     if hw.gpus:
         hw = replace(hw, gpus=batch.world_size)
     requested = None if batch.auto_per_device else batch.per_device

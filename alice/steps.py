@@ -47,6 +47,7 @@ class Step:
     model: str | None = None  # the model it trains or generates with (hub id / folder of its architecture): the plan's
     launcher: list[str] = field(default_factory=list)  # a training step on several GPUs: the command it runs under
     resources: str = ""  # the plan of this step, as --dry-run prints it
+    refine: object = None  # () -> GiB: its gpu_gib from its inputs once they exist (a training step: from its rows)
     # the stage it calls: a name in alice.stages (default: the stage of its script), or any object with the stage
     # interface parse(flags) -> config and run(config); None: a plain command, run as a subprocess
     stage: object = None

@@ -138,3 +138,80 @@ def test_the_dry_run_shows_each_steps_share_only_with_jobs(jobs, capsys, monkeyp
     out = capsys.readouterr().out
     assert rc == 0
     assert ("it holds 18.3 GiB of the card" in out) == (jobs > 1)
+
+
+def test_a_step_that_does_not_fit_yet_keeps_lower_priority_steps_off_the_card(tmp_path):
+    """'big' (a longer chain after it) waits for room beside 'first'; 'small', behind it in priority, would fit at
+    once but waits too: a stream of small steps must not keep the large one (and its chain) off the card."""
+    step, spans, _ = _fake(tmp_path)
+    steps = [step("first", 0.8, gib=6), step("big", 0.3, gib=8), step("small", 0.3, gib=2),
+             step("after_first1", 0.1, model=None, after=("first",)), step("after_first2", 0.1, model=None, after=("after_first1",)),
+             step("after_big", 0.1, model=None, after=("big",))]
+    assert schedule.execute_parallel(steps, tmp_path / "logs", jobs=3, card_gib=10) == 0
+    s = spans()
+    assert s["big"][0][0] >= s["first"][0][1]  # 6 + 8 > 10
+    assert s["small"][0][0] >= s["big"][0][0]  # it fitted beside 'first' (6 + 2), and still waited its turn
+    assert _overlap(s["small"][0], s["big"][0])  # 8 + 2 <= 10: beside 'big'
+
+
+def test_a_training_steps_share_is_read_from_its_rows_once_they_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    step, spans, env = _fake(tmp_path)
+    train = step("train", 0.4, gib=70.0, trains=True)
+    train.refine = lambda: 40.04  # the plan from its rows
+    steps = [train, step("gen", 0.4, gib=18.3)]
+    assert schedule.execute_parallel(steps, tmp_path / "logs", jobs=2, card_gib=73.6) == 0
+    assert _overlap(spans()["train"][0], spans()["gen"][0])  # 40.1 + 18.3 fit; 70 + 18.3 would not
+    assert "holds 40.1 GiB of the card (its plan from its rows; 70.0 for rows of max length)" in capsys.readouterr().out
+    assert env.read_text().split()[:3] == ["train", "40.1", "expandable_segments:True"]
+
+    def broken():
+        raise FileNotFoundError("no rows")
+
+    train2 = step("train2", 0.1, gib=70.0, trains=True)
+    train2.refine = broken
+    assert schedule.execute_parallel([train2], tmp_path / "l2", jobs=2, card_gib=73.6) == 0
+    assert train2.gpu_gib == 70.0 and "stays 70.0 GiB (reading its rows: no rows)" in capsys.readouterr().err
+
+
+def test_the_step_given_its_rows_share_as_budget_makes_the_same_plan(tiny_models, tmp_path, monkeypatch):
+    """alice.stages.train.planned_gib is what the scheduler gives a training step; the step's own plan under that
+    budget (whatever its neighbours use: free memory is not read then) picks the same micro-batch; a smaller
+    budget picks a smaller one."""
+    from alice.jsonl import write_jsonl
+    from alice.sft_memory import plan_run
+    from alice.stages import train
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    data = tmp_path / "data"
+    write_jsonl(data / "gsm8k" / "train.jsonl", [
+        {"question": f"Tom has {i} apples and buys {i + 1} more. How many apples? " * (1 + i % 5),
+         "answer": f"He has {i}+{i + 1} = {2 * i + 1} apples.\n#### {2 * i + 1}"} for i in range(40)])
+    flags = ["--model", "custom", "--data", "gsm8k", "--root", str(tmp_path), "--data-dir", str(data), "--method",
+             "base", "--student", str(tiny_models["qwen_small"]), "--per-device-batch-size", "16",
+             "--gradient-accumulation-steps", "1"]
+    card = Hardware(1, 80.0, 64.0, name="H100")
+    gib = train.planned_gib(flags, card)
+    cfg = train.parse(flags)
+    j = train.job(cfg)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(j.model_id)
+    batch = __import__("alice.sft", fromlist=["x"]).batch_settings(None, 16, 1)
+
+    def plan_with(budget, free=None):
+        return plan_run(j.model_id, tok, j.rows, batch, cfg.options, log=lambda *a: None,
+                        hw=Hardware(1, 80.0, 64.0, name="H100", budget_gib=budget, free_gib=free))[2]
+
+    whole = plan_run(j.model_id, tok, j.rows, batch, cfg.options, log=lambda *a: None, hw=card)[2]
+    assert gib == whole.estimate_gib and whole.per_device == 16
+    shared = plan_with(round(gib + 0.1, 1), free=0.01)  # a neighbour's engine left almost nothing free: not read
+    assert (shared.per_device, shared.grad_accum, shared.estimate_gib) == (16, 1, gib)
+    tokens = whole.tokens
+
+    def need(b):
+        return plan.gpu_bytes(plan.training_memory(plan.shape(j.model_id), strategy="single", gpus=1, micro_batch=b,
+                                                   tokens=tokens, checkpointing=False, lora=False)) / plan.GIB
+
+    tight = plan_with((need(16) + need(8)) / 2)  # room for 8 rows a micro-batch, not 16
+    assert (tight.per_device, tight.grad_accum) == (8, 2)

@@ -134,6 +134,24 @@ def run(cfg: Config) -> dict | None:
         return sft.run(j, batch, cfg.options, overwrite=cfg.overwrite, settings=settings, argv=cfg.recorded_argv())
 
 
+def planned_gib(flags: list[str], hw) -> float | None:
+    """The GPU memory (GiB) this training step's plan expects on ``hw`` from its rows, which must exist (the
+    pipeline's scheduler reads it when the step is ready to run, so that the step holds its real share of a card,
+    not the worst case of rows of max length); None when no plan applies (--no-memory-plan, a pinned DeepSpeed
+    accumulation). The step, given this share as its budget, makes this same plan."""
+    from transformers import AutoTokenizer
+
+    from ..sft_memory import plan_run
+
+    cfg = parse(flags)
+    batch = sft.batch_settings(cfg.config_file, cfg.per_device_batch_size, cfg.gradient_accumulation_steps)
+    j = job(cfg)
+    rows = j.rows[: cfg.limit] if cfg.limit else j.rows
+    _, _, p = plan_run(j.model_id, AutoTokenizer.from_pretrained(j.model_id), rows, batch, cfg.options,
+                       log=lambda *a: None, hw=hw)
+    return None if p is None else p.estimate_gib
+
+
 @cli.main_guard
 def main(argv: list[str] | None = None) -> dict | None:
     return run(parse(argv))
