@@ -167,7 +167,7 @@ def refine(label: str, st: Step) -> None:
     its budget, makes the same plan. A failure keeps the worst case."""
     try:
         gib = st.refine()
-    except Exception as e:  # noqa: BLE001 - the worst case holds; the step itself reports a real problem
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the worst case holds; the step reports a real problem
         print(f"{label}: its share of the card stays {st.gpu_gib} GiB (reading its rows: {e})", file=sys.stderr)
         return
     if gib is not None and st.gpu_gib is not None and gib + 0.1 < st.gpu_gib:
