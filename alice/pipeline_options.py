@@ -131,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subprocess", action="store_true",
                    help="run every step as its own process (each loads its model) instead of in this process")
     p.add_argument("--jobs", type=cli.positive_int, default=1,
-                   help="run up to N independent steps at once, each in its own process, one training step at a time "
-                        "(a GPU with room for several engines: give each a share with --set generate.kv_cache_gib=G, "
-                        "see README)")
+                   help="run up to N independent steps at once, each in its own process, within the GPU's memory "
+                        "(each step's planned share; on a CPU one training step at a time); give each engine a share "
+                        "with --set generate.kv_cache_gib=G (README)")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="a settings file (YAML/JSON: flag names with _ as keys, 'stages:' for stage settings; e.g. "
                         "configs/paper.yaml); flags given beside it override it")

@@ -1,7 +1,8 @@
 """Running the pipeline's steps up to ``--jobs`` at once, each in its own process with its log.
 
-A step starts once every step it reads from succeeded, the longest remaining chain first, at most one training step
-at a time, and only when the card has room for it: with ``card_gib`` (what steps may use of one GPU, e.g. 0.92 of an
+A step starts once every step it reads from succeeded, the longest remaining chain first, and only when the card has
+room for it (training steps too: two fit beside each other when their plans do; without a counted card, one training
+step at a time): with ``card_gib`` (what steps may use of one GPU, e.g. 0.92 of an
 80 GiB card) every running step holds its ``Step.gpu_gib`` (the memory plan's: a training step's estimate, an engine's
 weights + KV cache + overhead; None: the whole card), and a step whose share does not fit beside the running ones
 waits. A training step is held to its share: ``ALICE_GPU_BUDGET_GIB`` in its environment makes its memory plan fit
@@ -116,8 +117,8 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                 if draining and (i not in alone or running):
                     continue
                 if running and (len(running) >= jobs or any(j in alone for j in running)
-                                or (st.trains and any(steps[j].trains for j in running))):
-                    continue
+                                or (st.trains and card_gib is None and any(steps[j].trains for j in running))):
+                    continue  # memory not counted (no GPU): one training step at a time, it fills the machine
                 if running and card_gib is not None and held + share(st, card_gib) > card_gib:
                     # no room yet: the steps after it in priority wait too, else a stream of small steps could keep
                     # a large one (a training step) off the card, and with it the longest chain

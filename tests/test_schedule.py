@@ -215,3 +215,17 @@ def test_the_step_given_its_rows_share_as_budget_makes_the_same_plan(tiny_models
 
     tight = plan_with((need(16) + need(8)) / 2)  # room for 8 rows a micro-batch, not 16
     assert (tight.per_device, tight.grad_accum) == (8, 2)
+
+
+def test_training_steps_share_the_card_when_their_plans_fit(tmp_path):
+    """With the card's memory counted, two training steps run at once when their shares fit beside each other (two
+    0.5B students), and not when they do not (two 1.5B ones); without a counted card, one training at a time
+    (tests/test_pipeline.py)."""
+    step, spans, _ = _fake(tmp_path)
+    steps = [step("small1", 0.5, gib=20, trains=True), step("small2", 0.5, gib=20, trains=True)]
+    assert schedule.execute_parallel(steps, tmp_path / "logs", jobs=2, card_gib=73.6) == 0
+    assert _overlap(spans()["small1"][0], spans()["small2"][0])
+    (tmp_path / "times.txt").unlink()
+    steps = [step("big1", 0.3, gib=55.2, trains=True), step("big2", 0.3, gib=55.2, trains=True)]
+    assert schedule.execute_parallel(steps, tmp_path / "logs2", jobs=2, card_gib=73.6) == 0
+    assert not _overlap(spans()["big1"][0], spans()["big2"][0])
