@@ -102,6 +102,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                 key=lambda i: (-prio[i], i))
             started = False
             draining = any(i in alone for i in ready)  # a step waiting to run alone: nothing else starts meanwhile
+            reserve = None  # the share of the first step waiting for room on the card (see below)
             for i in ready:
                 st = steps[i]
                 if st.outputs and st.done():  # checked now: its prerequisites may just have been redone
@@ -119,10 +120,9 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                 if running and (len(running) >= jobs or any(j in alone for j in running)
                                 or (st.trains and card_gib is None and any(steps[j].trains for j in running))):
                     continue  # memory not counted (no GPU): one training step at a time, it fills the machine
-                if running and card_gib is not None and held + share(st, card_gib) > card_gib:
-                    # no room yet: the steps after it in priority wait too, else a stream of small steps could keep
-                    # a large one (a training step) off the card, and with it the longest chain
-                    draining = True
+                if running and card_gib is not None and not fits(share(st, card_gib), held, reserve, card_gib,
+                                                                 [share(steps[j], card_gib) for j in running]):
+                    reserve = share(st, card_gib) if reserve is None else reserve
                     continue
                 argv, log, f = _open_log(logs, i + 1, st)
                 running[i] = (_spawn(argv, f, step_env(st, card_gib)), time.time(), log, f)
@@ -162,16 +162,29 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     return 1 if bad else 0
 
 
+def fits(gib: float, held: float, reserve: float | None, card_gib: float, running: list[float]) -> bool:
+    """Whether a step holding ``gib`` may start beside running steps holding ``running`` (``held`` in all). With a
+    step of higher priority waiting for room (``reserve``: its share), a lower one starts only when it leaves that
+    room once the largest running step ends: a stream of small steps cannot keep a large one (a training step) off
+    the card, and an engine still runs beside a training step while another training step waits for it (measured
+    on an H100: with every lower step held back instead, no evaluation ran beside 9 minutes of training)."""
+    if held + gib > card_gib:
+        return False
+    return reserve is None or gib + reserve <= card_gib - (held - max(running, default=0.0))
+
+
 def refine(label: str, st: Step) -> None:
     """``st.gpu_gib`` from its inputs, now that they exist (a training step's plan from its rows instead of the
-    worst case of rows of max length), with 0.1 GiB over the plan's rounded estimate so that the step, given it as
-    its budget, makes the same plan. A failure keeps the worst case."""
+    plan for rows of max length), with 0.1 GiB over the plan's rounded estimate so that the step, given it as its
+    budget, makes the same plan it makes alone on the card: its micro-batch does not depend on its neighbours.
+    A failure keeps the worst case."""
     try:
         gib = st.refine()
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the worst case holds; the step reports a real problem
         print(f"{label}: its share of the card stays {st.gpu_gib} GiB (reading its rows: {e})", file=sys.stderr)
         return
-    if gib is not None and st.gpu_gib is not None and gib + 0.1 < st.gpu_gib:
+    if gib is not None and st.gpu_gib is not None:  # more or less than the worst case: rows of max length plan a
+        # smaller micro-batch, shorter rows may fit the asked one (measured: 45.2 GiB at 16 x 1 against 43.6 at 4 x 4)
         print(f"{label}: holds {gib + 0.1:.1f} GiB of the card (its plan from its rows; "
               f"{st.gpu_gib:.1f} for rows of max length)", flush=True)
         st.gpu_gib = round(gib + 0.1, 1)
