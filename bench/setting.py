@@ -198,6 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("--from-root", default=None, help="analyze a run made before (its root; pipeline.log in it or "
                                                      "--pipeline-log)")
     p.add_argument("--pipeline-log", default=None)
+    p.add_argument("--note", default=None, help="what the run is, stored with its figures (e.g. a run that stopped early)")
     p.add_argument("--out", required=True)
     first, _ = p.parse_known_args(argv)
     if first.config:
@@ -239,7 +240,8 @@ def main(argv=None) -> int:
              "data": settings.get("data"), "train_limit": settings.get("train_limit"),
              "num_samples": settings.get("num_samples"), "jobs": settings.get("jobs"),
              "wall_s": round(wall, 1) if wall is not None else None, "card": card,
-             **analyze(root, text), "accuracy": accuracies(root, Path(a.compare) if a.compare else None)}
+             **analyze(root, text), "accuracy": accuracies(root, Path(a.compare) if a.compare else None),
+             **({"note": a.note} if a.note else {})}
     entry["critical_path"] = critical_path(command, entry["steps"])
     replace_run(a.out, entry, key=lambda r: (r.get("device"), r.get("data"), r.get("command")))
     s = entry["step_seconds"]
