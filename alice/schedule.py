@@ -22,6 +22,7 @@ from pathlib import Path
 from .hardware import BUDGET_ENV
 from .steps import Step, _check_terminated, _open_log, _outcome, _spawn
 
+POLL_S = 0.2  # how often running steps are checked (bench/schedule_sim.py, which replays steps sped up, lowers it)
 GPU_OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory")
 
 
@@ -151,7 +152,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                 shared.discard(i)
                 state[st.name] = "ok" if _outcome(label(i), st, rc, time.time() - t0, log, report_note) else "failed"
             if running:
-                time.sleep(0.2)
+                time.sleep(POLL_S)
     finally:
         for proc, *_ in running.values():  # Ctrl-C or a kill of the pipeline ends its steps too
             proc.kill()
