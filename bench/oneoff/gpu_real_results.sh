@@ -13,7 +13,7 @@
 # /tmp/real/<data> (its --root). Settings (env): TRAIN_LIMIT (1000),
 # NUM_SAMPLES (16), MAX_NEW_TOKENS (1024), MODEL / TEACHER / MIDLEVEL / STUDENT (the setting, below), GEN_ARGS / SFT_ARGS (extra generation / training flags), BACKEND (auto), EVAL_LIMIT (none:
 # the whole test split; set only for a rehearsal), JOBS (steps at once per dataset: 3 for one dataset on a card of
-# >= 120 GB, else 2), EXTRA_ARGS (more pipeline flags, e.g. '--ablations all').
+# >= 120 GB, else 2), EXTRA_ARGS (more pipeline flags, e.g. '--ablations all'), WITH_NAIVE (1; 0: no untrained rows).
 set -uo pipefail
 RUNS=${RUNS:-/tmp/real}
 TRAIN_LIMIT=${TRAIN_LIMIT:-1000}
@@ -40,7 +40,7 @@ DATA_DIR=$RUNS/gpu_data
 command_for() {  # the one command, as recorded in the results file
   echo python -m alice.pipeline --model "$MODEL" --data "$1" --teacher "$TEACHER" ${MIDLEVEL:+--midlevel "$MIDLEVEL"} --student "$STUDENT" --paper \
     --train-limit "$TRAIN_LIMIT" --num-samples "$NUM_SAMPLES" --max-new-tokens "$MAX_NEW_TOKENS" \
-    --summarizer-model "$STUDENT_ID" --with-naive --backend "$BACKEND" --data-dir "$DATA_DIR" --root "$RUNS/$1" --jobs "$JOBS" \
+    --summarizer-model "$STUDENT_ID" $([ "${WITH_NAIVE:-1}" = 1 ] && echo --with-naive) --backend "$BACKEND" --data-dir "$DATA_DIR" --root "$RUNS/$1" --jobs "$JOBS" \
     --extra-gen-args "'$GEN_ARGS'" --extra-sft-args "'$SFT_ARGS'" ${EVAL_LIMIT:+--eval-limit $EVAL_LIMIT} ${EXTRA_ARGS:-}
 }
 
