@@ -115,14 +115,13 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                 if card_gib is not None and st.refine and i not in refined:
                     refined.add(i)
                     refine(label(i), st)
-                held = sum(share(steps[j], card_gib) for j in running)
                 if draining and (i not in alone or running):
                     continue
                 if running and (len(running) >= jobs or any(j in alone for j in running)
                                 or (st.trains and card_gib is None and any(steps[j].trains for j in running))):
                     continue  # memory not counted (no GPU): one training step at a time, it fills the machine
-                if running and card_gib is not None and not fits(share(st, card_gib), held, reserve, card_gib,
-                                                                 [share(steps[j], card_gib) for j in running]):
+                if running and card_gib is not None and not fits(share(st, card_gib), [share(steps[j], card_gib)
+                                                                                        for j in running], reserve, card_gib):
                     reserve = share(st, card_gib) if reserve is None else reserve
                     continue
                 argv, log, f = _open_log(logs, i + 1, st)
@@ -163,12 +162,13 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     return 1 if bad else 0
 
 
-def fits(gib: float, held: float, reserve: float | None, card_gib: float, running: list[float]) -> bool:
-    """Whether a step holding ``gib`` may start beside running steps holding ``running`` (``held`` in all). With a
+def fits(gib: float, running: list[float], reserve: float | None, card_gib: float) -> bool:
+    """Whether a step holding ``gib`` may start beside running steps holding ``running`` (GiB each). With a
     step of higher priority waiting for room (``reserve``: its share), a lower one starts only when it leaves that
     room once the largest running step ends: a stream of small steps cannot keep a large one (a training step) off
     the card, and an engine still runs beside a training step while another training step waits for it (measured
     on an H100: with every lower step held back instead, no evaluation ran beside 9 minutes of training)."""
+    held = sum(running)
     if held + gib > card_gib:
         return False
     return reserve is None or gib + reserve <= card_gib - (held - max(running, default=0.0))

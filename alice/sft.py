@@ -83,7 +83,7 @@ def fresh_settings(job: Job, batch: BatchSettings, opts: TrainOptions) -> tuple[
     settings = {k: v for k, v in asdict(opts).items() if k not in _NOT_SETTINGS}
     if not opts.full_determinism:  # recorded only when on: folders trained before the option existed stay valid
         settings.pop("full_determinism")
-    rows = job.rows[: opts.limit] if opts.limit else job.rows
+    rows = job.training_rows(opts.limit)
     settings.update(method=job.method, type=job.type_, model=model_identity(job.model_id),
                     rows=rows_digest(rows) if rows else None, effective_batch=batch.effective)
     return settings, [job.input_file, job.model_id]
@@ -127,7 +127,7 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-    rows = job.rows[: opts.limit] if opts.limit else job.rows
+    rows = job.training_rows(opts.limit)
     if not rows:
         raise SFTError("no training rows (check --limit)")
 

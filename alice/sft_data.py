@@ -41,6 +41,10 @@ class Job:
     rows: list[dict] = field(default_factory=list)
     input_file: Path | None = None  # the stage file the rows come from (None: a dataset split)
 
+    def training_rows(self, limit: int | None) -> list[dict]:
+        """The rows a run trains on: the first ``limit`` (--limit), else all."""
+        return self.rows[:limit] if limit else self.rows
+
 
 def method_entry(method: str, ours_type: str | None, original_type: str | None) -> methods.Method:
     """The registry entry of ``--method`` and its type flag (checked: a wrong pair is one line naming the choices)."""

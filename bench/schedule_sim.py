@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from alice import pipeline, schedule  # noqa: E402
-from alice.hardware import Hardware  # noqa: E402
+from alice.hardware import HARDWARE_ENV, parse_hardware  # noqa: E402
 from alice.plan import USABLE  # noqa: E402
 from alice.pipeline_options import options_from_command  # noqa: E402
 from alice.stages import train  # noqa: E402
@@ -109,16 +110,14 @@ def main(argv: list[str] | None = None) -> int:
             overrides["data_dir"] = a.data_dir
         opts = dataclasses.replace(opts, **overrides)
         steps = pipeline.plan(opts)
-        hw = Hardware(1, card / USABLE, 64.0, name=f"{card:.0f} GiB usable")
-        os.environ["ALICE_PLAN_HARDWARE"] = f"1x{card / USABLE:.1f}"
+        os.environ[HARDWARE_ENV] = f"1x{card / USABLE:.1f}"  # the plans below are made for this card
+        hw = parse_hardware(os.environ[HARDWARE_ENV])
         pipeline.place(steps, dataclasses.replace(opts, jobs=max(a.jobs)))
         shares = {}
         for st in steps:
-            if st.trains and a.rows_root:
-                try:
-                    st.gpu_gib = round(train.planned_gib(st.flags, hw) + 0.1, 1)
-                except (Exception, SystemExit):  # noqa: BLE001 - no rows for it: the plan for rows of max length
-                    pass
+            if st.trains and a.rows_root:  # the scheduler's own reading of a training step's share from its rows
+                st.refine = functools.partial(train.planned_gib, st.flags, hw)
+                schedule.refine(st.name, st)  # no rows for it: the plan for rows of max length stays
             shares[st.name] = st.gpu_gib
         by_kind: dict[str, list[float]] = {}
         for st in steps:

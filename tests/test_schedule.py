@@ -161,11 +161,11 @@ def test_a_step_waiting_for_room_keeps_it_from_lower_priority_steps_that_would_t
     assert s["greedy"][0][0] >= s["big"][0][1]  # it fitted beside 'first' (6 + 3), and would have kept 'big' waiting
 
     # the H100 case: an evaluation beside a training step while another training step waits; a second one waits
-    assert schedule.fits(18.3, 54.1, 54.1, 73.3, [54.1])
-    assert not schedule.fits(18.3, 72.4, 54.1, 73.3, [54.1, 18.3])
+    assert schedule.fits(18.3, [54.1], 54.1, 73.3)
+    assert not schedule.fits(18.3, [54.1, 18.3], 54.1, 73.3)
     # three engines on the card and a training step waiting: no fourth engine
-    assert not schedule.fits(18.3, 36.6, 54.1, 73.3, [18.3, 18.3])
-    assert schedule.fits(18.3, 36.6, None, 73.3, [18.3, 18.3])
+    assert not schedule.fits(18.3, [18.3, 18.3], 54.1, 73.3)
+    assert schedule.fits(18.3, [18.3, 18.3], None, 73.3)
 
 
 def test_a_training_steps_share_is_read_from_its_rows_once_they_exist(tmp_path, monkeypatch, capsys):

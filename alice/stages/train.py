@@ -123,8 +123,13 @@ def inputs(cfg: Config) -> list:
     return [j.input_file, j.model_id]
 
 
+def batch_of(cfg: Config) -> sft.BatchSettings:
+    """The batch settings ``cfg`` asks for (flags over the accelerate config file's ``# sft.*`` lines)."""
+    return sft.batch_settings(cfg.config_file, cfg.per_device_batch_size, cfg.gradient_accumulation_steps)
+
+
 def run(cfg: Config) -> dict | None:
-    batch = sft.batch_settings(cfg.config_file, cfg.per_device_batch_size, cfg.gradient_accumulation_steps)
+    batch = batch_of(cfg)
     settings = dict(common.to_dict(cfg), argv=[SCRIPT, *(cfg.argv or ())])
     j = job(cfg)
     registry.check_loadable(j.model_id, f"--{j.role}")
@@ -144,11 +149,9 @@ def planned_gib(flags: list[str], hw) -> float | None:
     from ..sft_memory import plan_run
 
     cfg = parse(flags)
-    batch = sft.batch_settings(cfg.config_file, cfg.per_device_batch_size, cfg.gradient_accumulation_steps)
     j = job(cfg)
-    rows = j.rows[: cfg.limit] if cfg.limit else j.rows
-    _, _, p = plan_run(j.model_id, AutoTokenizer.from_pretrained(j.model_id), rows, batch, cfg.options,
-                       log=lambda *a: None, hw=hw)
+    _, _, p = plan_run(j.model_id, AutoTokenizer.from_pretrained(j.model_id), j.training_rows(cfg.limit), batch_of(cfg),
+                       cfg.options, log=lambda *a: None, hw=hw)
     return None if p is None else p.estimate_gib
 
 

@@ -13,22 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from alice.jsonl import read_jsonl  # noqa: E402
+from alice.steps import read_outcomes  # noqa: E402
 
 
 def _read(p: Path) -> str | None:
     return p.read_text().strip() if p.exists() else None
 
 
-def _rows(p: Path) -> list:
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
 def run_info(root: Path) -> dict:
     log = _read(root / "pipeline.log") or ""
-    walls = {m[1]: int(m[2]) for m in re.finditer(r"\] (.+?): ok in (\d+)s", log)}
+    walls = {name: o["s"] for name, o in read_outcomes(log).items() if o["status"] == "ok"}
     return {"command": _read(root / "command.txt"), "commit": _read(root / "commit.txt"),
             "device": _read(root / "device.txt"), "steps_ok": len(walls), "step_wall_s": walls,
             "gpu_oom_retries": log.count("ran out of GPU memory beside other steps")}
@@ -65,8 +65,8 @@ def compare(a: Path, b: Path) -> dict:
     files = []
     names = {str(p.relative_to(r)) for r in (a, b) for p in (r / "data").rglob("*.jsonl")}
     for name in sorted(names):
-        ra = _rows(a / name) if (a / name).exists() else None
-        rb = _rows(b / name) if (b / name).exists() else None
+        ra = read_jsonl(a / name) if (a / name).exists() else None
+        rb = read_jsonl(b / name) if (b / name).exists() else None
         row = {"file": name, "rows_a": None if ra is None else len(ra), "rows_b": None if rb is None else len(rb)}
         if ra is not None and rb is not None:
             row["identical_rows"] = sum(x == y for x, y in zip(ra, rb))
