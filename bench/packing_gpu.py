@@ -1,0 +1,123 @@
+"""What padding-free packing does to the pipeline's own training step on real weights (issue 31): the training's wall
+time and the trained model's test accuracy, each variant of the stage's flags in its own --root, the same rows.
+
+    python bench/packing_gpu.py --config bench/configs/packing_gpu.yaml --data-dir DIR --root /tmp/packing \\
+        --out results/packing_gpu.json
+
+Per variant: ``training/SFT.py --method base`` (the strong baseline's step: ground-truth rows) with the variant's
+flags, then ``evaluation.py --method base`` on the whole test split. Written: each step's wall seconds, what the
+training recorded (``train_config.json``: optimizer steps, micro-batch, peak memory, the loop's own seconds, skipped
+steps), the accuracy with its 95% CI, and each variant's paired difference to the first one on the shared questions.
+The file holds one run per device (``alice.jsonl.replace_run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from alice import fresh  # noqa: E402
+from alice.evaluate import load_correct  # noqa: E402
+from alice.jsonl import replace_run  # noqa: E402
+from alice.report import paired_diff  # noqa: E402
+
+RECORDED = ("optimizer_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "packing", "rows",
+            "rows_after_preparation", "peak_gpu_memory_gib", "peak_gpu_reserved_gib", "train_wall_time_s",
+            "skipped_nonfinite_steps", "out_of_memory_retries")
+
+
+def _device() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        return out.splitlines()[0] if out else "cpu"
+    except (OSError, subprocess.SubprocessError):
+        return "cpu"
+
+
+def _timed(argv: list[str], log: Path) -> tuple[float, int]:
+    t0 = time.time()
+    with log.open("a") as f:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    return round(time.time() - t0, 1), rc
+
+
+def variant(name: str, flags: str, a, root: Path) -> dict:
+    common = ["--model", a.model, "--data", a.data, "--root", str(root), "--student", a.student, "--method", "base"]
+    common += ["--data-dir", a.data_dir] if a.data_dir else []
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "bench.log"
+    out: dict = {"flags": flags}
+    train = [sys.executable, "training/SFT.py", *common, "--epochs", str(a.epochs), "--limit", str(a.limit),
+             "--full-determinism", *shlex.split(flags)]
+    out["train_wall_s"], rc = _timed(train, log)
+    cfgs = sorted(root.glob("model_outputs/*/*/train_config.json"))
+    if rc or not cfgs:
+        return dict(out, error=f"training exited {rc}: see {log}")
+    cfg = json.loads(cfgs[0].read_text())
+    out["training"] = {k: cfg.get(k) for k in RECORDED}
+    ev = [sys.executable, "evaluation.py", *common, "--backend", a.backend, "--max-new-tokens", str(a.max_new_tokens),
+          *shlex.split(a.gen_args), *(["--limit", str(a.eval_limit)] if a.eval_limit else [])]
+    out["eval_wall_s"], rc = _timed(ev, log)
+    summaries = sorted(root.glob(f"model_outputs/eval/{a.data}/*_summary.json"))
+    if rc or not summaries:
+        return dict(out, error=f"evaluation exited {rc}: see {log}")
+    s = json.loads(summaries[0].read_text())
+    out["eval"] = {k: s.get(k) for k in ("accuracy", "ci95", "correct", "n")}
+    out["_predictions"] = str(Path(summaries[0]).with_name(Path(s["predictions"]).name))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=None, help="a YAML file of these flags (bench/configs/packing_gpu.yaml)")
+    p.add_argument("--model", default="qwen2.5-coder")
+    p.add_argument("--data", default="gsm8k")
+    p.add_argument("--student", default="1.5B")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--gen-args", default="", help="evaluation.py's generation flags")
+    p.add_argument("--variants", type=json.loads, default={"padded": ""},
+                   help='JSON {name: "training/SFT.py flags"}; the first is the reference')
+    p.add_argument("--eval-limit", type=int, default=None, help="the first N test questions (a rehearsal; default: all)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--out", default=None)
+    first, _ = p.parse_known_args(argv)
+    if first.config:  # the file's values are defaults: a flag on the command line overrides them
+        import yaml
+
+        p.set_defaults(**{k.replace("-", "_"): v for k, v in (yaml.safe_load(Path(first.config).read_text()) or {}).items()})
+    a = p.parse_args(argv)
+    res = {"command": "python bench/packing_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "commit": fresh.git_commit(ROOT), "device": _device(), "data": a.data, "model": a.model,
+           "student": a.student, "limit": a.limit, "epochs": a.epochs, "eval_limit": a.eval_limit, "variants": {}}
+    ref = None
+    for name, flags in a.variants.items():
+        v = variant(name, flags, a, a.root / name)
+        preds = v.pop("_predictions", None)
+        if preds and ref is None:
+            ref = (name, load_correct(preds))
+        elif preds:
+            d = paired_diff(load_correct(preds), ref[1])
+            v["paired_difference"] = dict(d, against=ref[0]) if d else None
+        res["variants"][name] = v
+        print(name, json.dumps(v), flush=True)
+        if a.out:
+            replace_run(a.out, res, key=lambda r: r.get("device"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
