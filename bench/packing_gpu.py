@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from alice import fresh  # noqa: E402
 from alice.evaluate import load_correct  # noqa: E402
 from alice.jsonl import replace_run  # noqa: E402
+from alice.stages import common as stage_common  # noqa: E402
 from alice.report import paired_diff  # noqa: E402
 
 RECORDED = ("optimizer_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "packing", "rows",
@@ -88,23 +89,19 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=1024)
     p.add_argument("--backend", default="auto")
     p.add_argument("--gen-args", default="", help="evaluation.py's generation flags")
-    p.add_argument("--variants", type=json.loads, default={"padded": ""},
-                   help='JSON {name: "training/SFT.py flags"}; the first is the reference')
+    p.add_argument("--variants", default={"padded": ""},
+                   help='JSON {name: "training/SFT.py flags"} (a mapping in --config); the first is the reference')
     p.add_argument("--eval-limit", type=int, default=None, help="the first N test questions (a rehearsal; default: all)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--out", default=None)
-    first, _ = p.parse_known_args(argv)
-    if first.config:  # the file's values are defaults: a flag on the command line overrides them
-        import yaml
-
-        p.set_defaults(**{k.replace("-", "_"): v for k, v in (yaml.safe_load(Path(first.config).read_text()) or {}).items()})
-    a = p.parse_args(argv)
+    a = stage_common.parse_args(p, argv)  # a --config file's values are defaults: a flag given overrides them
     res = {"command": "python bench/packing_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "commit": fresh.git_commit(ROOT), "device": _device(), "data": a.data, "model": a.model,
            "student": a.student, "limit": a.limit, "epochs": a.epochs, "eval_limit": a.eval_limit, "variants": {}}
+    variants = json.loads(a.variants) if isinstance(a.variants, str) else a.variants
     ref = None
-    for name, flags in a.variants.items():
+    for name, flags in variants.items():
         v = variant(name, flags, a, a.root / name)
         preds = v.pop("_predictions", None)
         if preds and ref is None:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from alice import fresh  # noqa: E402
 from alice import plan as P  # noqa: E402
 from alice.jsonl import replace_run  # noqa: E402
+from alice.stages import common as stage_common  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
 
@@ -203,12 +204,7 @@ def main(argv=None) -> int:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.92)
     p.add_argument("--no-vllm", action="store_true")
     p.add_argument("--out", default=None)
-    first, _ = p.parse_known_args(argv)
-    if first.config:  # the file's values are defaults: a flag on the command line overrides them
-        import yaml
-
-        p.set_defaults(**{k.replace("-", "_"): v for k, v in (yaml.safe_load(Path(first.config).read_text()) or {}).items()})
-    a = p.parse_args(argv)
+    a = stage_common.parse_args(p, argv)  # a --config file's values are defaults: a flag given overrides them
     res = {"command": "python bench/scale_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "commit": fresh.git_commit(ROOT), "device": _device(), "training": [], "generation": []}
 

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from alice import fresh  # noqa: E402
 from alice.jsonl import replace_run  # noqa: E402
+from alice.stages import common as stage_common  # noqa: E402
 from alice.steps import read_outcomes  # noqa: E402
 
 GEN = re.compile(r"^\[generation\] .+?: \d+ prompts x \d+, \d+ tokens in ([\d.]+)s", re.M)
@@ -200,12 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("--pipeline-log", default=None)
     p.add_argument("--note", default=None, help="what the run is, stored with its figures (e.g. a run that stopped early)")
     p.add_argument("--out", required=True)
-    first, _ = p.parse_known_args(argv)
-    if first.config:
-        import yaml
-
-        p.set_defaults(**{k.replace("-", "_"): v for k, v in (yaml.safe_load(Path(first.config).read_text()) or {}).items()})
-    a = p.parse_args(argv)
+    a = stage_common.parse_args(p, argv)  # a --config file's values are defaults: a flag given overrides them
     if a.from_root:
         root = Path(a.from_root)
         log = Path(a.pipeline_log) if a.pipeline_log else root / "pipeline.log"
