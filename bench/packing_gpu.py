@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from alice import fresh  # noqa: E402
 from alice.evaluate import load_correct  # noqa: E402
+from alice.hardware import detect_hardware  # noqa: E402
 from alice.jsonl import replace_run  # noqa: E402
 from alice.stages import common as stage_common  # noqa: E402
 from alice.report import paired_diff  # noqa: E402
@@ -33,15 +34,6 @@ from alice.report import paired_diff  # noqa: E402
 RECORDED = ("optimizer_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "packing", "rows",
             "rows_after_preparation", "peak_gpu_memory_gib", "peak_gpu_reserved_gib", "train_wall_time_s",
             "skipped_nonfinite_steps", "out_of_memory_retries")
-
-
-def _device() -> str:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30).stdout.strip()
-        return out.splitlines()[0] if out else "cpu"
-    except (OSError, subprocess.SubprocessError):
-        return "cpu"
 
 
 def _timed(argv: list[str], log: Path) -> tuple[float, int]:
@@ -52,7 +44,7 @@ def _timed(argv: list[str], log: Path) -> tuple[float, int]:
     return round(time.time() - t0, 1), rc
 
 
-def variant(name: str, flags: str, a, root: Path) -> dict:
+def variant(flags: str, a, root: Path) -> dict:
     common = ["--model", a.model, "--data", a.data, "--root", str(root), "--student", a.student, "--method", "base"]
     common += ["--data-dir", a.data_dir] if a.data_dir else []
     root.mkdir(parents=True, exist_ok=True)
@@ -97,12 +89,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     a = stage_common.parse_args(p, argv)  # a --config file's values are defaults: a flag given overrides them
     res = {"command": "python bench/packing_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
-           "commit": fresh.git_commit(ROOT), "device": _device(), "data": a.data, "model": a.model,
+           "commit": fresh.git_commit(ROOT), "device": detect_hardware().describe(), "data": a.data, "model": a.model,
            "student": a.student, "limit": a.limit, "epochs": a.epochs, "eval_limit": a.eval_limit, "variants": {}}
     variants = json.loads(a.variants) if isinstance(a.variants, str) else a.variants
     ref = None
     for name, flags in variants.items():
-        v = variant(name, flags, a, a.root / name)
+        v = variant(flags, a, a.root / name)
         preds = v.pop("_predictions", None)
         if preds and ref is None:
             ref = (name, load_correct(preds))
