@@ -147,7 +147,7 @@ def train_case(model_id: str, tokens: int, steps: int, lora: bool, tokenizer_id:
 
 
 def generate_case(model_id: str, quantization: str | None, prompts: int, prompt_tokens: int, new_tokens: int,
-                  utilization: float) -> dict:
+                  utilization: float, force: bool = False) -> dict:
     import random
 
     hw = P.detect_hardware()
@@ -158,7 +158,9 @@ def generate_case(model_id: str, quantization: str | None, prompts: int, prompt_
                                          quantization=quantization).to_dict()
     except P.PlanError as e:
         case["plan_refused"] = str(e)
-        return case
+        if not force:
+            return case
+        case["forced"] = True  # run anyway: does the refusal hold on the card?
     from vllm import LLM, SamplingParams  # after the plan: a refused case needs no vLLM
     from vllm.inputs import TokensPrompt
 
@@ -220,7 +222,8 @@ def main(argv=None) -> int:
         done("training", train_case(m, a.tokens, a.steps, True, a.tokenizer, a.force))
     for m in ([] if a.no_vllm else a.generate or []):
         try:
-            case = generate_case(m, a.quantization, a.prompts, a.prompt_tokens, a.new_tokens, a.gpu_memory_utilization)
+            case = generate_case(m, a.quantization, a.prompts, a.prompt_tokens, a.new_tokens, a.gpu_memory_utilization,
+                                 a.force)
         except Exception as e:  # noqa: BLE001 - a failed engine start (an OOM, a missing wheel) is this case's figure
             case = {"model": m, "quantization": a.quantization, "ran": False,
                     "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}

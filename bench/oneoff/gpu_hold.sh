@@ -5,6 +5,8 @@
 #   1. the scale bench's training cases (torch + the kit's wheels only: they start at once)
 #   2. its 70B-class generation case, once vLLM's wheel is joined and installed (call `vllm`, with its last part)
 #   3. the packing bench, once the 1.5B's parts are all there (it provisions the 1.5B first)
+# Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); SCALE_GEN_ARGS adds
+# flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card).
 # Nothing runs here between two calls (the machine goes back after 30 s idle): waits happen there (`wait`).
 #
 #   carry [.carry/kit .carry/vllm-deps .carry/tok .gpu_data]:  bash bench/oneoff/gpu_hold.sh start
@@ -30,9 +32,11 @@ case "${1:-}" in
     export PYTHONPATH=$SITE:$CODE HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 ALICE_COMMIT=$(cat $H/gpu_data/commit.txt)
     cd $CODE
     cfg="--config bench/configs/scale_gpu.yaml --tokenizer tok"
-    python3 bench/scale_gpu.py $cfg --no-vllm --out $H/scale_train.json > $H/train.log 2>&1; mark train $?
+    if [ "${SCALE_TRAIN:-1}" = 1 ]; then
+      python3 bench/scale_gpu.py $cfg --no-vllm --out $H/scale_train.json > $H/train.log 2>&1; mark train $?
+    fi
     until [ -f $H/vllm.rc ]; do sleep 2; done
-    python3 bench/scale_gpu.py $cfg --train --lora --out $H/scale_gen.json > $H/gen.log 2>&1; mark gen $?
+    python3 bench/scale_gpu.py $cfg --train --lora ${SCALE_GEN_ARGS:-} --out $H/scale_gen.json > $H/gen.log 2>&1; mark gen $?
     until [ "$(ls $PARTS/Qwen--Qwen2.5-Coder-1.5B-Instruct.gguf.part* 2>/dev/null | wc -l)" -ge $PARTS_15B ]; do sleep 2; done
     grep 1.5B $H/kit/manifest.txt > $H/m && mv $H/m $H/kit/manifest.txt
     ALICE_KIT_NO_WHEELS=1 bash $H/kit/on_device.sh provision > $H/provision.log 2>&1; rc=$?; mark provision $rc
