@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One short GPU hold, run by the machine itself (issues 26 and 31): the scale bench (bench/configs/scale_gpu.yaml)
-# and then the packing bench (bench/configs/packing_gpu.yaml), while the calls that carry weights go on. A driver
+# One short GPU hold, run by the machine itself (issues 26, 30, 31): the scale bench (bench/configs/scale_gpu.yaml),
+# then two training benches (bench/train_variants.py), while the calls that carry weights go on. A driver
 # started by the first call (setsid, so it outlives the call) runs the steps in order and waits for what each needs:
 #   1. the scale bench's training cases (torch + the kit's wheels only: they start at once)
 #   2. its 70B-class generation case, once vLLM's wheel is joined and installed (call `vllm`, with its last part)
-#   3. the packing bench, once the 1.5B's parts are all there (it provisions the 1.5B first)
+#   3. the NaN-norm bench (bench/configs/nan_norms_gpu.yaml), once the 0.5B's parts are there (provisioned first)
+#   4. the packing bench, once the 1.5B's parts are there (likewise)
 # Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); SCALE_GEN_ARGS adds
 # flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card).
 # Nothing runs here between two calls (the machine goes back after 30 s idle): waits happen there (`wait`).
@@ -17,13 +18,13 @@
 set -uo pipefail
 H=${HOLD:-/tmp/hold}; CODE=$H/code; SITE=${SITE:-/tmp/site}; PARTS=${PARTS:-/tmp/alice-parts}
 VLLM_WHL=vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64.whl
-PARTS_15B=24  # Qwen--Qwen2.5-Coder-1.5B-Instruct.gguf.part00..23
+PARTS_05B=11; PARTS_15B=24  # Qwen--Qwen2.5-Coder-{0.5B,1.5B}-Instruct.gguf.part*
 mark() { echo "$2" > "$H/$1.rc"; echo "$(date +%T) $1 rc=$2"; }
 case "${1:-}" in
   start)
     mkdir -p $H $CODE
     tar cf - --exclude=./.carry --exclude=./.whl --exclude=./.gpu_data . | tar xf - -C $CODE
-    cp -r .carry/tok $CODE/tok; cp -r .gpu_data $H/gpu_data; cp -r .carry/kit $H/kit
+    cp -r .carry/tok $CODE/tok; cp -r .gpu_data $H/gpu_data; cp -r .carry/kit $H/kit; cp $H/kit/manifest.txt $H/manifest.all
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE \
       .carry/kit/*.whl .carry/vllm-deps/*.whl 2>&1 | grep -v "^WARNING" ; echo "wheels: rc=${PIPESTATUS[0]}"
     setsid nohup bash $CODE/bench/oneoff/gpu_hold.sh drive > $H/drive.log 2>&1 < /dev/null &
@@ -37,13 +38,20 @@ case "${1:-}" in
     fi
     until [ -f $H/vllm.rc ]; do sleep 2; done
     python3 bench/scale_gpu.py $cfg --train --lora ${SCALE_GEN_ARGS:-} --out $H/scale_gen.json > $H/gen.log 2>&1; mark gen $?
-    until [ "$(ls $PARTS/Qwen--Qwen2.5-Coder-1.5B-Instruct.gguf.part* 2>/dev/null | wc -l)" -ge $PARTS_15B ]; do sleep 2; done
-    grep 1.5B $H/kit/manifest.txt > $H/m && mv $H/m $H/kit/manifest.txt
-    ALICE_KIT_NO_WHEELS=1 bash $H/kit/on_device.sh provision > $H/provision.log 2>&1; rc=$?; mark provision $rc
-    [ $rc = 0 ] || { mark drive 1; exit 1; }
     source $H/kit/on_device.sh env
-    python3 bench/packing_gpu.py --config bench/configs/packing_gpu.yaml --data-dir $H/gpu_data --root /tmp/packing \
-      --out $H/packing_gpu.json > $H/packing.log 2>&1; mark packing $?
+    # a model's weights, once its parts are all there: provision it (the manifest cut to it), then its bench
+    provision() {  # NAME PARTS
+      until [ "$(ls $PARTS/Qwen--Qwen2.5-Coder-$1-Instruct.gguf.part* 2>/dev/null | wc -l)" -ge $2 ]; do sleep 2; done
+      grep "Coder-$1" $H/manifest.all > $H/kit/manifest.txt
+      ALICE_KIT_NO_WHEELS=1 bash $H/kit/on_device.sh provision > $H/provision_$1.log 2>&1; local rc=$?
+      mark provision_$1 $rc; return $rc
+    }
+    bench() {  # NAME (bench/configs/NAME_gpu.yaml)
+      python3 bench/train_variants.py --config bench/configs/$1_gpu.yaml --data-dir $H/gpu_data --root /tmp/$1 \
+        --out $H/$1_gpu.json > $H/$1.log 2>&1; mark $1 $?
+    }
+    provision 0.5B $PARTS_05B && bench nan_norms
+    provision 1.5B $PARTS_15B && bench packing
     mark drive 0;;
   vllm)
     # join in the background: the next call carries the next part meanwhile
@@ -56,12 +64,12 @@ case "${1:-}" in
     until [ -f $H/$marker.rc ] || [ $(( $(date +%s) - t0 )) -ge "$limit" ]; do sleep 5; done
     bash "$0" status;;
   status)
-    cat $H/drive.log 2>/dev/null; for f in train gen packing; do [ -f $H/$f.log ] && { echo "== $f"; tail -n 4 $H/$f.log; }; done
+    cat $H/drive.log 2>/dev/null; for f in train gen nan_norms packing; do [ -f $H/$f.log ] && { echo "== $f"; tail -n 4 $H/$f.log; }; done
     echo "parts: $(ls $PARTS 2>/dev/null | wc -l)"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader;;
   pack)
     # at most 8 files come back: the JSON files, the logs in one tarball, the packing roots (no weights) in another
     cp $H/*.json ${OUT:-/tmp} 2>/dev/null; (cd $H && tar czf ${OUT:-/tmp}/hold_logs.tar.gz *.log *.rc)
-    (cd /tmp/packing 2>/dev/null && tar czf ${OUT:-/tmp}/packing_roots.tar.gz --exclude='*.safetensors' --exclude='*.bin' \
-      --exclude='*.pt' --exclude='checkpoint-*' .); ls -l ${OUT:-/tmp};;
+    (cd /tmp && tar czf ${OUT:-/tmp}/bench_roots.tar.gz --exclude='*.safetensors' --exclude='*.bin' \
+      --exclude='*.pt' --exclude='checkpoint-*' $(ls -d nan_norms packing 2>/dev/null)); ls -l ${OUT:-/tmp};;
   *) sed -n 2,14p "$0"; exit 2;;
 esac
