@@ -3,8 +3,9 @@
 # then two training benches (bench/train_variants.py), while the calls that carry weights go on. A driver
 # started by the first call (setsid, so it outlives the call) runs the steps in order and waits for what each needs:
 #   1. the scale bench's training cases (torch + the kit's wheels only: they start at once)
-#   2. its 70B-class generation case, once vLLM's wheel is joined and installed (call `vllm`, with its last part)
-#   3. the NaN-norm bench (bench/configs/nan_norms_gpu.yaml), once the 0.5B's parts are there (provisioned first)
+#   2. the NaN-norm bench (bench/configs/nan_norms_gpu.yaml), once the 0.5B's parts are there (provisioned first;
+#      no vLLM needed, so the 0.5B's parts travel first)
+#   3. the scale bench's 70B-class generation case, once vLLM's wheel is joined and installed (call `vllm`)
 #   4. the packing bench, once the 1.5B's parts are there (likewise)
 # Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); SCALE_GEN_ARGS adds
 # flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card).
@@ -36,8 +37,6 @@ case "${1:-}" in
     if [ "${SCALE_TRAIN:-1}" = 1 ]; then
       python3 bench/scale_gpu.py $cfg --no-vllm --out $H/scale_train.json > $H/train.log 2>&1; mark train $?
     fi
-    until [ -f $H/vllm.rc ]; do sleep 2; done
-    python3 bench/scale_gpu.py $cfg --train --lora ${SCALE_GEN_ARGS:-} --out $H/scale_gen.json > $H/gen.log 2>&1; mark gen $?
     source $H/kit/on_device.sh env
     # a model's weights, once its parts are all there: provision it (the manifest cut to it), then its bench
     provision() {  # NAME PARTS
@@ -51,6 +50,8 @@ case "${1:-}" in
         --out $H/$1_gpu.json > $H/$1.log 2>&1; mark $1 $?
     }
     provision 0.5B $PARTS_05B && bench nan_norms
+    until [ -f $H/vllm.rc ]; do sleep 2; done
+    python3 bench/scale_gpu.py $cfg --train --lora ${SCALE_GEN_ARGS:-} --out $H/scale_gen.json > $H/gen.log 2>&1; mark gen $?
     provision 1.5B $PARTS_15B && bench packing
     mark drive 0;;
   vllm)
