@@ -8,7 +8,8 @@
 #   3. the scale bench's 70B-class generation case, once vLLM's wheel is joined and installed (call `vllm`)
 #   4. the packing bench, once the 1.5B's parts are there (likewise)
 # Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); SCALE_GEN_ARGS adds
-# flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card).
+# flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card); ORDER
+# (default 'nan gen packing') is the order of steps 2-4: carry the parts in the same order.
 # Nothing runs here between two calls (the machine goes back after 30 s idle): waits happen there (`wait`).
 #
 #   carry [.carry/kit .carry/vllm-deps .carry/tok .gpu_data]:  bash bench/oneoff/gpu_hold.sh start
@@ -49,10 +50,18 @@ case "${1:-}" in
       python3 bench/train_variants.py --config bench/configs/$1_gpu.yaml --data-dir $H/gpu_data --root /tmp/$1 \
         --out $H/$1_gpu.json > $H/$1.log 2>&1; mark $1 $?
     }
-    provision 0.5B $PARTS_05B && bench nan_norms
-    until [ -f $H/vllm.rc ]; do sleep 2; done
-    python3 bench/scale_gpu.py $cfg --train --lora ${SCALE_GEN_ARGS:-} --out $H/scale_gen.json > $H/gen.log 2>&1; mark gen $?
-    provision 1.5B $PARTS_15B && bench packing
+    gen() {
+      until [ -f $H/vllm.rc ]; do sleep 2; done
+      python3 bench/scale_gpu.py $cfg --train --lora ${SCALE_GEN_ARGS:-} --out $H/scale_gen.json > $H/gen.log 2>&1
+      mark gen $?
+    }
+    for job in ${ORDER:-nan gen packing}; do
+      case $job in
+        nan) provision 0.5B $PARTS_05B && bench nan_norms;;
+        gen) gen;;
+        packing) provision 1.5B $PARTS_15B && bench packing;;
+      esac
+    done
     mark drive 0;;
   vllm)
     # join in the background: the next call carries the next part meanwhile
