@@ -161,6 +161,9 @@ def generate_case(model_id: str, quantization: str | None, prompts: int, prompt_
         if not force:
             return case
         case["forced"] = True  # run anyway: does the refusal hold on the card?
+    from alice.generation.vllm_engine import cuda_engine_env
+
+    cuda_engine_env()
     from vllm import LLM, SamplingParams  # after the plan: a refused case needs no vLLM
     from vllm.inputs import TokensPrompt
 
@@ -182,10 +185,13 @@ def generate_case(model_id: str, quantization: str | None, prompts: int, prompt_
     dt = time.time() - t0
     n = sum(len(o.outputs[0].token_ids) for o in outs)
     case.update(generate_s=round(dt, 1), generated_tokens=n, tokens_per_s=round(n / dt))
+    cache = llm.llm_engine.vllm_config.cache_config
     try:
-        case["kv_cache_gib"] = round(llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes / P.GIB, 1)
+        case["kv_cache_gib"] = round(cache.kv_cache_memory_bytes / P.GIB, 1)
     except (AttributeError, TypeError):
         pass
+    if getattr(cache, "num_gpu_blocks", None):  # the KV cache in tokens (vLLM logs it as "GPU KV cache size")
+        case["kv_cache_tokens"] = cache.num_gpu_blocks * cache.block_size
     return case
 
 

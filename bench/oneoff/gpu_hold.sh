@@ -9,7 +9,8 @@
 #   4. the packing bench, once the 1.5B's parts are there (likewise)
 # Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); SCALE_GEN_ARGS adds
 # flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card); ORDER
-# (default 'nan gen packing') is the order of steps 2-4: carry the parts in the same order.
+# (default 'nan gen packing') is the order of steps 2-4: carry the parts in the same order; 'kernels' runs
+# bench/nan_kernels_gpu.py (the 0.5B).
 # Nothing runs here between two calls (the machine goes back after 30 s idle): waits happen there (`wait`).
 #
 #   carry [.carry/kit .carry/vllm-deps .carry/tok .gpu_data]:  bash bench/oneoff/gpu_hold.sh start
@@ -26,9 +27,11 @@ case "${1:-}" in
   start)
     mkdir -p $H $CODE
     tar cf - --exclude=./.carry --exclude=./.whl --exclude=./.gpu_data . | tar xf - -C $CODE
-    cp -r .carry/tok $CODE/tok; cp -r .gpu_data $H/gpu_data; cp -r .carry/kit $H/kit; cp $H/kit/manifest.txt $H/manifest.all
+    cp -r .gpu_data $H/gpu_data; cp -r .carry/kit $H/kit; cp $H/kit/manifest.txt $H/manifest.all
+    [ ! -d .carry/tok ] || cp -r .carry/tok $CODE/tok
+    [ ! -d .carry/parts ] || bash .carry/kit/on_device.sh collect  # a part may travel with this call too
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE \
-      .carry/kit/*.whl .carry/vllm-deps/*.whl 2>&1 | grep -v "^WARNING" ; echo "wheels: rc=${PIPESTATUS[0]}"
+      $(ls .carry/kit/*.whl .carry/vllm-deps/*.whl 2>/dev/null) 2>&1 | grep -v "^WARNING" ; echo "wheels: rc=${PIPESTATUS[0]}"
     setsid nohup bash $CODE/bench/oneoff/gpu_hold.sh drive > $H/drive.log 2>&1 < /dev/null &
     sleep 5; cat $H/drive.log;;
   drive)
@@ -60,6 +63,8 @@ case "${1:-}" in
         nan) provision 0.5B $PARTS_05B && bench nan_norms;;
         gen) gen;;
         packing) provision 1.5B $PARTS_15B && bench packing;;
+        kernels) provision 0.5B $PARTS_05B && { python3 bench/nan_kernels_gpu.py --config bench/configs/nan_kernels_gpu.yaml \
+          --data-dir $H/gpu_data --out $H/nan_kernels_gpu.json > $H/nan_kernels.log 2>&1; mark nan_kernels $?; };;
       esac
     done
     mark drive 0;;
@@ -74,7 +79,7 @@ case "${1:-}" in
     until [ -f $H/$marker.rc ] || [ $(( $(date +%s) - t0 )) -ge "$limit" ]; do sleep 5; done
     bash "$0" status;;
   status)
-    cat $H/drive.log 2>/dev/null; for f in train gen nan_norms packing; do [ -f $H/$f.log ] && { echo "== $f"; tail -n 4 $H/$f.log; }; done
+    cat $H/drive.log 2>/dev/null; for f in train gen nan_norms nan_kernels packing; do [ -f $H/$f.log ] && { echo "== $f"; tail -n 4 $H/$f.log; }; done
     echo "parts: $(ls $PARTS 2>/dev/null | wc -l)"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader;;
   pack)
     # at most 8 files come back: the JSON files, the logs in one tarball, the packing roots (no weights) in another
