@@ -56,7 +56,7 @@ def build_batches(train_argv: list[str], steps: list[int], pads: list[tuple[int,
         for b in dl:
             step += 1
             if step in want:
-                got[step] = {k: b[k] for k in ("input_ids", "attention_mask", "labels")}
+                got[step] = {k: b[k].cpu() for k in ("input_ids", "attention_mask", "labels")}
         if len(got) == len(want):
             break
     out = {}

@@ -11,6 +11,17 @@ from . import common, pool
 from .common import CPU_MAX_MODEL_LEN, CPU_STEP_TOKENS, GenerationError, Sampling, _cpu_vllm_dtype, _hf_token, stop_token_ids
 
 
+def cuda_engine_env() -> None:
+    """What a vLLM engine on a CUDA GPU needs in the environment, set before it starts (defaults: the environment wins)."""
+    # this process may have touched CUDA already (a training step, a check): vLLM's engine process must then be
+    # spawned, not forked ("Cannot re-initialize CUDA in forked subprocess", seen on the H200)
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    if importlib.util.find_spec("flashinfer") is None:
+        # vLLM's sampler imports flashinfer unless told not to (its wheel is not needed otherwise); without this the
+        # engine dies at start-up ("No module named 'flashinfer'", seen with dummy weights on an H100)
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+
+
 class VLLMBackend:
     """The vLLM methods of ``Generator`` (a mixin: it uses the Generator's settings, tokenizer and stop tokens)."""
 
@@ -24,12 +35,7 @@ class VLLMBackend:
             if (os.cpu_count() or 1) <= 4:
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         if cuda:
-            # this process may have touched CUDA already (a training step, a check): vLLM's engine process must then
-            # be spawned, not forked ("Cannot re-initialize CUDA in forked subprocess", seen on the H200)
-            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-            if importlib.util.find_spec("flashinfer") is None:
-                # vLLM's top-k/top-p sampler imports flashinfer unless told not to (its wheel is not needed otherwise)
-                os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+            cuda_engine_env()
         if self.batch_invariant:
             if not cuda:  # its kernels are Triton GPU kernels: vllm-cpu's engine dies at the first step
                 raise GenerationError("--batch-invariant needs vLLM on a CUDA GPU (Hopper or newer); on this machine "
