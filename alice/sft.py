@@ -133,6 +133,7 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
 
     from transformers.trainer_utils import get_last_checkpoint
 
+    import torch
     import torch.distributed as dist
 
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
@@ -221,6 +222,7 @@ def _run(job: Job, batch: BatchSettings, opts: TrainOptions, overwrite: bool, se
         "gpu_budget_gib": gpu_budget,
         "seed": args.seed,
         "full_determinism": args.full_determinism,
+        "cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(),  # off: its backward's NaN bug (sft_trainer)
         "lora": {"r": opts.lora_r, "alpha": opts.lora_alpha, "dropout": opts.lora_dropout,
                  "target_modules": opts.lora_target_modules, "merged": True} if opts.lora else None,
         "resumed_from": resume,

@@ -174,6 +174,11 @@ def build_trainer(model_id: str, rows: list[dict], out_dir: Path, batch: BatchSe
 
     prec = precision(opts)
     bf16 = prec != "fp32"
+    # PyTorch's cuDNN attention backward (the default SDPA kernel on an H100/H200 with torch >= 2.11) returns NaN
+    # gradients for a batch padded to 64 mod 128 tokens (pytorch/pytorch#196678): measured here, the teacher's gsm8k
+    # CoT SFT skipped every step of 320 tokens (results/nan_norms_gpu.json, results/nan_kernels_gpu.json). Training
+    # takes the memory-efficient or flash kernel instead, as --full-determinism's dispatch already did.
+    torch.backends.cuda.enable_cudnn_sdp(False)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_id)
     if tokenizer.chat_template is None:
         raise SFTError(f"{model_id} has no chat template: SFT renders prompts with the model's own template (use an instruct model)")

@@ -7,7 +7,8 @@ training step, as the project's trainer builds them, under several attention ker
 runs with the default kernels and none with ``--full-determinism``; those three batches, and no other of the 189, are
 padded to exactly 320 tokens. Here each chosen batch (by optimizer step, the trainer's own order) goes once forward
 (bf16 autocast over fp32 weights, as the training does) and backward per variant, each variant in its own process:
-``sdpa`` (the default), ``sdpa_math``, ``sdpa_efficient`` (one SDPA backend allowed), ``eager`` attention, and
+``sdpa`` (the default), ``sdpa_math``, ``sdpa_efficient``, ``sdpa_cudnn`` (one SDPA backend allowed),
+``sdpa_no_cudnn`` (the default without cuDNN's kernel: the project's training since), ``eager`` attention, and
 ``deterministic`` (the default with ``torch.use_deterministic_algorithms`` and ``CUBLAS_WORKSPACE_CONFIG``, as
 ``--full-determinism`` sets them). ``--pad`` adds a batch padded to other lengths (extra padding: attention mask 0,
 labels ignored): the same rows at another length, another length for the same rows. Written per batch and variant:
@@ -32,7 +33,7 @@ from alice.hardware import detect_hardware  # noqa: E402
 from alice.jsonl import replace_run  # noqa: E402
 from alice.stages import common as stage_common  # noqa: E402
 
-VARIANTS = ("sdpa", "sdpa_math", "sdpa_efficient", "eager", "deterministic")
+VARIANTS = ("sdpa", "sdpa_math", "sdpa_efficient", "sdpa_cudnn", "sdpa_no_cudnn", "eager", "deterministic")
 
 
 def build_batches(train_argv: list[str], steps: list[int], pads: list[tuple[int, int]]) -> dict:
@@ -88,7 +89,9 @@ def run_variant(variant: str, batches_file: str) -> dict:
     attn = "eager" if variant == "eager" else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32, attn_implementation=attn).to(dev)
     model.train()
-    backend = {"sdpa_math": "MATH", "sdpa_efficient": "EFFICIENT_ATTENTION"}.get(variant)
+    backend = {"sdpa_math": "MATH", "sdpa_efficient": "EFFICIENT_ATTENTION", "sdpa_cudnn": "CUDNN_ATTENTION"}.get(variant)
+    if variant == "sdpa_no_cudnn":  # the default dispatch without the cuDNN kernel: what the project's training does
+        torch.backends.cuda.enable_cudnn_sdp(False)
     res = {}
     for name, b in spec["batches"].items():
         t = {k: torch.tensor(v, device=dev) for k, v in b.items()}

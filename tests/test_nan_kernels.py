@@ -27,10 +27,10 @@ def test_batches_padding_and_variants(tiny_models, tmp_path):
              f"--epochs 2 --per-device-batch-size 4 --gradient-accumulation-steps 1 --root {tmp_path / 'root'}")
     out = tmp_path / "nk.json"
     p = _run(["--train-args", train, "--data-dir", str(data), "--steps", "1,4", "--pad", "4:200",
-              "--variants", "sdpa,sdpa_math,eager,deterministic", "--out", str(out)], tmp_path)
+              "--variants", "sdpa,sdpa_math,sdpa_no_cudnn,eager,deterministic", "--out", str(out)], tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     run = json.loads(out.read_text())["runs"][0]
-    assert set(run["variants"]) == {"sdpa", "sdpa_math", "eager", "deterministic"}
+    assert set(run["variants"]) == {"sdpa", "sdpa_math", "sdpa_no_cudnn", "eager", "deterministic"}
     ref = run["variants"]["eager"]
     assert set(ref) == {"step1", "step4", "step4_pad200"}
     assert ref["step4_pad200"]["length"] == 200 and ref["step4"]["length"] < 200

@@ -268,6 +268,7 @@ def test_an_oom_retries_at_half_the_micro_batch_keeping_the_effective_batch(tiny
     assert [(r["per_device"], r["grad_accum"]) for r in rec["out_of_memory_retries"]] == [(8, 2), (4, 4)]
     assert (rec["per_device_train_batch_size"], rec["gradient_accumulation_steps"], rec["effective_batch"]) == (2, 8, 16)
     assert rec["optimizer_steps"] == 2 and not (out / "oom.json").exists()
+    assert rec["cudnn_attention"] is False  # its backward's NaN bug (pytorch/pytorch#196678): off in every training
 
 
 def test_an_oom_at_every_rung_fails_in_one_line_and_saves_nothing(tiny_models, tmp_path):

@@ -143,7 +143,9 @@ def test_collated_batch_labels_only_the_response(tiny_models, tmp_path):
         {"id": "c", "question": "Hi?", "answer": "Mercury is the closest planet to the sun, so the answer is Mercury."},
     ]
     b = sft.BatchSettings(3, 1, 1, None, "test", {"per_device": "test", "grad_accum": "test"})
+    torch.backends.cuda.enable_cudnn_sdp(True)
     trainer = sft.build_trainer(str(tiny_models["qwen_small"]), rows, tmp_path, b, sft.TrainOptions(max_steps=1))
+    assert not torch.backends.cuda.cudnn_sdp_enabled()  # cuDNN attention's NaN backward (results/nan_kernels_gpu.json)
     batch = next(iter(trainer.get_train_dataloader()))
     tok = AutoTokenizer.from_pretrained(tiny_models["qwen_small"])
     end_of_turn = tok.convert_tokens_to_ids("<|im_end|>")
