@@ -14,6 +14,7 @@ from . import methods
 from .registry import model_tag
 
 ROOT_ENV = "ALICE_ROOT"
+PACKAGE_HOME = Path(__file__).resolve().parent.parent  # the folder holding this ``alice`` package
 TOP_FOLDERS = ("data", "model_outputs")  # every output of a root lives under one of these (Layout.data, .models)
 
 
@@ -151,3 +152,10 @@ def eval_run_name(
         return f"{model}_{s}_{method}"
     kind = original_wts_type if method == "original-wts" else ours_wts_type
     return f"{model}_{_tag(teacher)}_to_{s}_{method}-{kind}"
+
+
+def child_env(**extra: str) -> dict:
+    """This process's environment for a child that imports this very ``alice`` package (from where it is installed or
+    checked out, whatever else is on the path), with ``extra`` set on top."""
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=str(PACKAGE_HOME) + (os.pathsep + path if path else ""), **extra)

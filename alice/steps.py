@@ -30,12 +30,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, fresh, generation, stages
+from . import artifacts, fresh, generation, paths, stages
 from .errors import AliceError
 from .sft import is_finished
 
 SFT = artifacts.SFT  # the training script: a step running it frees the pooled engines first
-PACKAGE_HOME = Path(__file__).resolve().parent.parent  # the folder holding this ``alice`` package (a subprocess's path)
 
 @dataclass
 class Step:
@@ -319,9 +318,7 @@ def _die_with_parent() -> None:
 def _spawn(argv: list[str], log, env_extra: dict | None = None) -> subprocess.Popen:
     """Start one step, its output to ``log``; it dies with the pipeline (even by kill -9). The step imports the
     ``alice`` package this process runs (from where it is installed or checked out), whatever else is on the path."""
-    path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=str(PACKAGE_HOME) + (os.pathsep + path if path else ""), **(env_extra or {}))
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=paths.child_env(**(env_extra or {})),
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from alice import fresh  # noqa: E402
+from alice import fresh, paths  # noqa: E402
 from alice.hardware import detect_hardware  # noqa: E402
 from alice.jsonl import replace_run  # noqa: E402
 from alice.stages import common as stage_common  # noqa: E402
@@ -139,9 +138,8 @@ def main(argv=None) -> int:
         batches = Path(tmp) / "batches.json"
         batches.write_text(json.dumps(spec))
         for v in variants:
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-            if v == "deterministic":  # read by cuBLAS at its first use in the process: set before it starts
-                env["CUBLAS_WORKSPACE_CONFIG"] = ":16:8"
+            # deterministic: CUBLAS_WORKSPACE_CONFIG is read by cuBLAS at its first use in the process, so set at start
+            env = paths.child_env(**({"CUBLAS_WORKSPACE_CONFIG": ":16:8"} if v == "deterministic" else {}))
             pr = subprocess.run([sys.executable, __file__, "--variant-run", v, str(batches)], env=env,
                                 capture_output=True, text=True)
             errors = [ln for ln in pr.stderr.splitlines() if "Error" in ln] or pr.stderr.strip().splitlines() or ["?"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from alice import fresh  # noqa: E402
+from alice import fresh, paths  # noqa: E402
 from alice.evaluate import load_correct  # noqa: E402
 from alice.hardware import detect_hardware  # noqa: E402
 from alice.jsonl import replace_run  # noqa: E402
@@ -43,8 +42,7 @@ RECORDED = ("optimizer_steps", "per_device_train_batch_size", "gradient_accumula
 def _timed(argv: list[str], log: Path) -> tuple[float, int]:
     t0 = time.time()
     with log.open("a") as f:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(argv, cwd=ROOT, env=paths.child_env(), stdout=f, stderr=subprocess.STDOUT).returncode
     return round(time.time() - t0, 1), rc
 
 

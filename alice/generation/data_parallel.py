@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import lifeline
+from .. import lifeline, paths
 from ..jsonl import Progress
 from .checkpoint import cache_path, clear_resumable
 from .common import GenerationError
@@ -91,10 +91,7 @@ def _worker_gpus(i: int, tp: int, gpus: list[str], per_gpu: int = 1) -> list[str
 
 
 def _worker_env(i: int, n: int, tp: int, gpus: list[str], per_gpu: int = 1) -> dict:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])  # the folder holding the alice package
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["PYTHONUNBUFFERED"] = "1"
+    env = paths.child_env(PYTHONUNBUFFERED="1")
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(_worker_gpus(i, tp, gpus, per_gpu))
     else:  # CPU: each worker its own share of the cores, instead of every worker taking them all
