@@ -10,7 +10,9 @@
 # Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); SCALE_GEN_ARGS adds
 # flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card); ORDER
 # (default 'nan gen packing') is the order of steps 2-4: carry the parts in the same order; 'kernels' runs
-# bench/nan_kernels_gpu.py (the 0.5B).
+# bench/nan_kernels_gpu.py (the 0.5B); 'real' runs the one command on REAL_DATA (default gsm8k) by
+# bench/oneoff/gpu_real_results.sh, whose settings (JOBS, WITH_NAIVE, EXTRA_ARGS, GEN_ARGS...) `start` passes on,
+# once the 0.5B, the 1.5B and vLLM are there; then `gpu_real_results.sh wait|pack`.
 # Nothing runs here between two calls (the machine goes back after 30 s idle): waits happen there (`wait`).
 #
 #   carry [.carry/kit .carry/vllm-deps .carry/tok .gpu_data]:  bash bench/oneoff/gpu_hold.sh start
@@ -63,6 +65,11 @@ case "${1:-}" in
         nan) provision 0.5B $PARTS_05B && bench nan_norms;;
         gen) gen;;
         packing) provision 1.5B $PARTS_15B && bench packing;;
+        real)  # the one command on REAL_DATA (bench/oneoff/gpu_real_results.sh, its settings from start's env)
+          provision 0.5B $PARTS_05B && provision 1.5B $PARTS_15B && {
+            until [ -f $H/vllm.rc ]; do sleep 2; done
+            cp -r $H/gpu_data .gpu_data && bash bench/oneoff/gpu_real_results.sh launch ${REAL_DATA:-gsm8k} > $H/real.log 2>&1
+            until [ -f /tmp/real/${REAL_DATA:-gsm8k}/rc ]; do sleep 5; done; mark real $(cat /tmp/real/${REAL_DATA:-gsm8k}/rc); };;
         kernels) provision 0.5B $PARTS_05B && { python3 bench/nan_kernels_gpu.py --config bench/configs/nan_kernels_gpu.yaml \
           --data-dir $H/gpu_data --out $H/nan_kernels_gpu.json > $H/nan_kernels.log 2>&1; mark nan_kernels $?; };;
       esac
@@ -79,7 +86,7 @@ case "${1:-}" in
     until [ -f $H/$marker.rc ] || [ $(( $(date +%s) - t0 )) -ge "$limit" ]; do sleep 5; done
     bash "$0" status;;
   status)
-    cat $H/drive.log 2>/dev/null; for f in train gen nan_norms nan_kernels packing; do [ -f $H/$f.log ] && { echo "== $f"; tail -n 4 $H/$f.log; }; done
+    cat $H/drive.log 2>/dev/null; for f in train gen nan_norms nan_kernels packing real; do [ -f $H/$f.log ] && { echo "== $f"; tail -n 4 $H/$f.log; }; done
     echo "parts: $(ls $PARTS 2>/dev/null | wc -l)"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader;;
   pack)
     # at most 8 files come back: the JSON files, the logs in one tarball, the packing roots (no weights) in another
