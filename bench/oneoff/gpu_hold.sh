@@ -64,7 +64,7 @@ case "${1:-}" in
       case $job in
         nan) provision 0.5B $PARTS_05B && bench nan_norms;;
         gen) gen;;
-        packing) provision 1.5B $PARTS_15B && bench packing;;
+        packing) provision 1.5B $PARTS_15B && until [ -f $H/vllm.rc ]; do sleep 2; done && bench packing;;
         real)  # the one command on REAL_DATA (bench/oneoff/gpu_real_results.sh, its settings from start's env)
           # carry the 0.5B, then vLLM, then the 1.5B: the run starts once the first two are in, and the 1.5B is
           # provisioned meanwhile (~100 s after its last part; the first 1.5B step starts ~3 min into the run)
