@@ -341,7 +341,8 @@ def run(args: PipelineOptions) -> int:
         return 2
     if args.jobs > 1:
         card = plan_mod.USABLE * hw.gpu_gib if hw.gpus and not hw.assumed else None  # the memory steps share
-        rc = execute_parallel(steps, logs, args.jobs, report_note=smoke_note(args), card_gib=card)
+        rc = execute_parallel(steps, logs, args.jobs, report_note=smoke_note(args), card_gib=card,
+                              shared_engines=args.shared_engines)
     else:
         rc = execute(steps, logs, in_process=not args.subprocess, report_note=smoke_note(args))
     if rc == 0:

@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run up to N independent steps at once, each in its own process, within the GPU's memory "
                         "(each step's planned share; on a CPU one training step at a time); give each engine a share "
                         "with --set generate.kv_cache_gib=G (README)")
+    p.add_argument("--shared-engines", action=argparse.BooleanOptionalAction, default=False,
+                   help="with --jobs: run the generating steps one after another in one long-lived process, sharing "
+                        "loaded engines (a trained model's weights go into a living engine of its shape), beside the "
+                        "training steps' processes (docs/pipeline.md)")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="a settings file (YAML/JSON: flag names with _ as keys, 'stages:' for stage settings; e.g. "
                         "configs/paper.yaml); flags given beside it override it")
@@ -183,6 +187,7 @@ class PipelineOptions:
     gpu_memory_gib: float | None = None
     seed_exact: bool = False
     ablations: tuple[str, ...] = ()
+    shared_engines: bool = False
     # stage -> {field: value}: settings of one stage's config ('generate': of every generating stage), checked
     stages: dict = field(default_factory=dict)
 

@@ -14,12 +14,14 @@ what caused the failure, the neighbours."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
 from .hardware import BUDGET_ENV
+from .lane import Lane
 from .steps import Step, _check_terminated, _open_log, _outcome, _spawn
 
 POLL_S = 0.2  # how often running steps are checked (bench/schedule_sim.py, which replays steps sped up, lowers it)
@@ -58,12 +60,10 @@ def step_env(st: Step, card_gib: float | None) -> dict:
     vLLM's engine core in its own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): the step makes one engine and
     ends, so nothing of the engine outlives it, and one process start fewer is the cheapest engine start-up measured
     (eager, 1.5B on an H200: 23-27 s of start-up, docs/lab-notes.md, session 8)."""
-    import os
-
     if card_gib is None or (not st.trains and not st.model):
         return {}
     if not st.trains:
-        return {} if "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ else {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+        return engine_env(card_gib)
     env = {BUDGET_ENV: f"{share(st, card_gib):.1f}"}
     if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
         env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
@@ -71,10 +71,12 @@ def step_env(st: Step, card_gib: float | None) -> dict:
 
 
 def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str | None = None,
-                     card_gib: float | None = None) -> int:
+                     card_gib: float | None = None, shared_engines: bool = False) -> int:
     """Run the steps not done yet, up to ``jobs`` at once (see the module's doc; ``card_gib``: the GPU memory steps
     may share, None: not counted). A failed step stops only the steps that need it; the others run on, then the
-    report (``after`` = every step) reports what exists. 0 when all succeed."""
+    report (``after`` = every step) reports what exists. 0 when all succeed. ``shared_engines``: the generating
+    steps run one after another in one engine lane (``alice.lane``), sharing loaded engines; what its kept engine
+    holds counts as a running step's share, and a step that does not fit beside it has the lane free it first."""
     logs.mkdir(parents=True, exist_ok=True)
     names = {st.name for st in steps}
     for st in steps:
@@ -90,9 +92,12 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     refined: set[int] = set()  # steps whose share was read from their inputs (Step.refine)
     ran = skipped = 0
     label = lambda i: f"[{i + 1:2d}/{len(steps)}] {steps[i].name}"  # noqa: E731
+    lane = Lane(logs / "engine_lane.log", engine_env(card_gib)) if shared_engines else None
     try:
         while True:
             _check_terminated()
+            if lane is not None and lane.resting:
+                lane.job.poll()
             for i, st in enumerate(steps):  # a failed prerequisite blocks its dependants (the report runs anyway)
                 if state[st.name] == "todo" and st.name != "report" and any(
                         state[d] in ("failed", "blocked") for d in st.after):
@@ -117,21 +122,37 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                     refine(label(i), st)
                 if draining and (i not in alone or running):
                     continue
+                in_lane = lane is not None and lane_step(st)
+                if in_lane and lane.busy:
+                    continue  # the lane runs one step at a time
                 if running and (len(running) >= jobs or any(j in alone for j in running)
                                 or (st.trains and card_gib is None and any(steps[j].trains for j in running))):
                     continue  # memory not counted (no GPU): one training step at a time, it fills the machine
-                if running and card_gib is not None and not fits(share(st, card_gib), [share(steps[j], card_gib)
-                                                                                        for j in running], reserve, card_gib):
+                kept = [lane.held_gib] if lane is not None and not lane.busy and lane.held_gib and not in_lane else []
+                if card_gib is not None and (running or kept) and not fits(
+                        share(st, card_gib), [share(steps[j], card_gib) for j in running] + kept, reserve, card_gib):
+                    if kept and fits(share(st, card_gib), [share(steps[j], card_gib) for j in running], reserve,
+                                     card_gib):
+                        lane.rest()  # the lane's kept engine is in the way: freed (or put to sleep) first
                     reserve = share(st, card_gib) if reserve is None else reserve
                     continue
-                argv, log, f = _open_log(logs, i + 1, st)
-                running[i] = (_spawn(argv, f, step_env(st, card_gib)), time.time(), log, f)
+                if st.trains and card_gib is None and lane is not None and lane.pooled and not lane.busy:
+                    lane.rest()  # no GPU: a training step takes the machine, the lane's engines go first
+                    continue
+                if in_lane:
+                    argv, log, f = _open_log(logs, i + 1, st, in_process=True)
+                    f.close()  # the lane appends the step's output
+                    running[i] = (lane.run(st.name, st.argv, log, bool(st.outputs), share(st, card_gib)),
+                                  time.time(), log, f)
+                else:
+                    argv, log, f = _open_log(logs, i + 1, st)
+                    running[i] = (_spawn(argv, f, step_env(st, card_gib)), time.time(), log, f)
                 if len(running) > 1:
                     shared.update(running)
                 state[st.name] = "running"
                 print(f"{label(i)}: running (log: {log})" + (" alone" if i in alone else ""), flush=True)
                 started = True
-            if not running and not started:
+            if not running and not started and not (lane is not None and lane.busy):
                 break
             for i, (proc, t0, log, f) in list(running.items()):
                 rc = proc.poll()
@@ -156,10 +177,27 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
         for proc, *_ in running.values():  # Ctrl-C or a kill of the pipeline ends its steps too
             proc.kill()
             proc.wait()
+        if lane is not None:
+            lane.close()
     bad = [n for n, v in state.items() if v != "ok"]
     print(f"all steps finished in {time.time() - t_all:.0f}s ({ran} run, {skipped} skipped"
           + (f"; failed or not run: {', '.join(bad)})" if bad else ")"), file=sys.stderr if bad else sys.stdout)
     return 1 if bad else 0
+
+
+def lane_step(st: Step) -> bool:
+    """A step the engine lane runs: one that generates (it has a model and does not train) with a stage of this
+    package, in this interpreter, under no launcher."""
+    return bool(st.model) and not st.trains and isinstance(st.stage, str) and st.argv[0] == sys.executable \
+        and not st.launcher
+
+
+def engine_env(card_gib: float | None) -> dict:
+    """What a process that makes engines gets on a GPU (a generating step's, the engine lane's): vLLM's engine core
+    in that process."""
+    if card_gib is None or "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ:
+        return {}
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
 def fits(gib: float, running: list[float], reserve: float | None, card_gib: float) -> bool:
