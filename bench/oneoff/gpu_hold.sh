@@ -10,7 +10,7 @@
 # Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); SCALE_GEN_ARGS adds
 # flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card); ORDER
 # (default 'nan gen packing') is the order of steps 2-4: carry the parts in the same order; 'kernels' runs
-# bench/nan_kernels_gpu.py (the 0.5B); 'real' runs the one command on REAL_DATA (default gsm8k) by
+# bench/nan_kernels_gpu.py (the 0.5B; KERNELS_ARGS: its flags beside the config, e.g. '--variants sdpa,sdpa_cudnn'); 'real' runs the one command on REAL_DATA (default gsm8k) by
 # bench/oneoff/gpu_real_results.sh, whose settings (JOBS, WITH_NAIVE, EXTRA_ARGS, GEN_ARGS...) `start` passes on,
 # once the 0.5B, the 1.5B and vLLM are there; then `gpu_real_results.sh wait|pack`.
 # Nothing runs here between two calls (the machine goes back after 30 s idle): waits happen there (`wait`).
@@ -73,7 +73,7 @@ case "${1:-}" in
             cp -r $H/gpu_data .gpu_data && bash bench/oneoff/gpu_real_results.sh launch ${REAL_DATA:-gsm8k} > $H/real.log 2>&1
             provision 1.5B $PARTS_15B
             until [ -f /tmp/real/${REAL_DATA:-gsm8k}/rc ]; do sleep 5; done; mark real $(cat /tmp/real/${REAL_DATA:-gsm8k}/rc); };;
-        kernels) provision 0.5B $PARTS_05B && { python3 bench/nan_kernels_gpu.py --config bench/configs/nan_kernels_gpu.yaml \
+        kernels) provision 0.5B $PARTS_05B && { python3 bench/nan_kernels_gpu.py --config bench/configs/nan_kernels_gpu.yaml ${KERNELS_ARGS:-} \
           --data-dir $H/gpu_data --out $H/nan_kernels_gpu.json > $H/nan_kernels.log 2>&1; mark nan_kernels $?; };;
       esac
     done
