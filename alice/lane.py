@@ -170,6 +170,8 @@ def serve(reply_fd: int) -> int:
                 st = Step(name=request["step"], argv=request["argv"])
                 with open(request["log"], "a") as f:
                     rc = _call_in_process(st, f, overwrite=bool(request["overwrite"]))
+                if rc != 0:  # an engine a failed step leaves (e.g. after a CUDA error) serves no later step
+                    generation.pool.free_pooled()
             replies.write(json.dumps({"rc": rc, "pooled": len(generation.pool.pooled_keys())}) + "\n")
     return 0
 

@@ -12,7 +12,8 @@
 # (default 'nan gen packing') is the order of steps 2-4: carry the parts in the same order; 'kernels' runs
 # bench/nan_kernels_gpu.py (the 0.5B; KERNELS_ARGS: its flags beside the config, e.g. '--variants sdpa,sdpa_cudnn'); 'real' runs the one command on REAL_DATA (default gsm8k) by
 # bench/oneoff/gpu_real_results.sh, whose settings (JOBS, WITH_NAIVE, EXTRA_ARGS, GEN_ARGS...) `start` passes on,
-# once the 0.5B, the 1.5B and vLLM are there; then `gpu_real_results.sh wait|pack`.
+# once the 0.5B, the 1.5B and vLLM are there; then `gpu_real_results.sh wait|pack`; 'setting' times issue 31's gsm8k
+# setting (bench/setting.py, SETTING_ARGS beside its config).
 # Nothing runs here between two calls (the machine goes back after 30 s idle): waits happen there (`wait`).
 #
 #   carry [.carry/kit .carry/vllm-deps .carry/tok .gpu_data]:  bash bench/oneoff/gpu_hold.sh start
@@ -73,6 +74,10 @@ case "${1:-}" in
             cp -r $H/gpu_data .gpu_data && bash bench/oneoff/gpu_real_results.sh launch ${REAL_DATA:-gsm8k} > $H/real.log 2>&1
             provision 1.5B $PARTS_15B
             until [ -f /tmp/real/${REAL_DATA:-gsm8k}/rc ]; do sleep 5; done; mark real $(cat /tmp/real/${REAL_DATA:-gsm8k}/rc); };;
+        setting)  # issue 31's gsm8k setting, timed (bench/setting.py; SETTING_ARGS: e.g. '--pipeline-args --shared-engines')
+          provision 0.5B $PARTS_05B && provision 1.5B $PARTS_15B && until [ -f $H/vllm.rc ]; do sleep 2; done && {
+            python3 bench/setting.py --config bench/configs/setting_gpu.yaml --root /tmp/setting --data-dir $H/gpu_data \
+              --out $H/setting_gpu.json ${SETTING_ARGS:-} > $H/setting.log 2>&1; mark setting $?; };;
         kernels) provision 0.5B $PARTS_05B && { python3 bench/nan_kernels_gpu.py --config bench/configs/nan_kernels_gpu.yaml ${KERNELS_ARGS:-} \
           --data-dir $H/gpu_data --out $H/nan_kernels_gpu.json > $H/nan_kernels.log 2>&1; mark nan_kernels $?; };;
       esac
@@ -89,7 +94,7 @@ case "${1:-}" in
     until [ -f $H/$marker.rc ] || [ $(( $(date +%s) - t0 )) -ge "$limit" ]; do sleep 5; done
     bash "$0" status;;
   status)
-    cat $H/drive.log 2>/dev/null; for f in train gen nan_norms nan_kernels packing real; do [ -f $H/$f.log ] && { echo "== $f"; tail -n 4 $H/$f.log; }; done
+    cat $H/drive.log 2>/dev/null; for f in train gen nan_norms nan_kernels packing real setting; do [ -f $H/$f.log ] && { echo "== $f"; tail -n 4 $H/$f.log; }; done
     echo "parts: $(ls $PARTS 2>/dev/null | wc -l)"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader;;
   pack)
     # at most 8 files come back: the JSON files, the logs in one tarball, the packing roots (no weights) in another
