@@ -47,7 +47,7 @@ class Job:
         return self.rc
 
     def kill(self) -> None:
-        self.lane.close()
+        self.lane.close(kill=True)
 
     def wait(self) -> int:
         return self.rc if self.rc is not None else -9
@@ -134,24 +134,27 @@ class Lane:
         if job is not None:
             job.rc = rc
 
-    def close(self) -> None:
-        """End the lane (its engines are freed with its process)."""
+    def close(self, kill: bool = False) -> None:
+        """End the lane: at once (``kill``: a step of it is killed), else once it has freed its engines."""
+        rc = -9
         if self.proc is not None:
+            if kill:
+                self.proc.kill()
             try:
                 self.proc.stdin.close()
             except OSError:
                 pass
             try:
-                self.proc.wait(timeout=60)
+                rc = self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                rc = self.proc.wait()
             self.proc = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
         if self.job is not None:
-            self._finish(self.proc.returncode if self.proc else -9, 0)
+            self._finish(rc if rc else -9, 0)
 
 
 def serve(reply_fd: int) -> int:

@@ -69,7 +69,7 @@ for n, line in enumerate(sys.stdin):
     if req.get("rest"):
         out.write(json.dumps({"rc": 0, "pooled": 0}) + "\\n"); continue
     open(req["log"], "a").write("ran " + req["step"] + " in lane " + str(os.getpid()) + "\\n")
-    time.sleep(0.3)
+    time.sleep(30 if req["step"].startswith("sleep") else 0.3)
     if req["step"].startswith("crash"):
         os._exit(3)
     out.write(json.dumps({"rc": 7 if req["step"].startswith("fail") else 0, "pooled": 1}) + "\\n")
@@ -78,7 +78,7 @@ for n, line in enumerate(sys.stdin):
 
 def _fake_lane(tmp_path, monkeypatch):
     """The lane's process replaced by a stand-in speaking its protocol: it logs each step with its pid, keeps one
-    engine after a step, fails a step named fail*, dies (exit 3) in a step named crash*."""
+    engine after a step, fails a step named fail*, dies (exit 3) in a step named crash*, takes 30 s for sleep*."""
     script = tmp_path / "fake_lane.py"
     script.write_text(FAKE_LANE)
     monkeypatch.setattr(lane_mod, "lane_argv", lambda fd: [sys.executable, str(script), str(fd)])
@@ -127,3 +127,18 @@ def test_the_lanes_kept_engine_counts_on_the_card_and_is_freed_for_a_step_that_n
     assert [r for r, _ in requests] == ["gen", "rest"]
     started = float((tmp_path / "t.txt").read_text().split()[1])
     assert started > requests[1][1]
+
+
+def test_killing_a_lane_step_ends_the_lane_at_once(tmp_path, monkeypatch):
+    """Ctrl-C or a kill of the pipeline kills its running steps: a lane step's kill ends the lane's process at once
+    (not after the step), and the step counts as killed."""
+    _fake_lane(tmp_path, monkeypatch)
+    lane = lane_mod.Lane(tmp_path / "lane.log")
+    job = lane.run("sleep", [sys.executable, "evaluation.py"], tmp_path / "sleep.log", overwrite=False)
+    proc = lane.proc
+    time.sleep(0.5)
+    assert job.poll() is None and lane.busy
+    t0 = time.time()
+    job.kill()
+    assert time.time() - t0 < 5 and proc.poll() is not None and lane.proc is None
+    assert job.rc is not None and job.rc != 0 and not lane.busy
