@@ -11,8 +11,9 @@ lane's fds 1 and 2 are the steps' logs while they run, and its console log betwe
 
 - ``{"step": name, "argv": [...], "log": path, "overwrite": bool}``: run the step (``steps._call_in_process``, its
   output appended to its log); reply ``{"rc": n, "pooled": engines kept}``;
-- ``{"rest": true}``: free the pooled engines, or put them to sleep (vLLM's sleep mode on a GPU, ``ALICE_VLLM_SLEEP``),
-  so that a training step gets their memory; reply ``{"rc": 0, "pooled": 0}``.
+- ``{"rest": true, "need": bytes or null}``: free the pooled engines, or put them to sleep (vLLM's sleep mode on a
+  GPU, ``ALICE_VLLM_SLEEP``), so that a training step gets their memory (on a CPU they stay while the free memory
+  covers ``need`` too); reply ``{"rc": 0, "pooled": engines kept}``.
 
 A lane that dies (a crash of a library) fails its step with the lane's exit status; the next step starts a new lane.
 """
@@ -105,9 +106,11 @@ class Lane:
         """Start a step in the lane; ``gib``: its share of the card, what its engine keeps holding afterwards."""
         return self._send({"step": name, "argv": [str(a) for a in argv], "log": str(log), "overwrite": overwrite}, gib)
 
-    def rest(self) -> Job:
-        """Free (or put to sleep) the engines the lane keeps: their memory goes to a training step."""
-        return self._send({"rest": True})
+    def rest(self, need: int | None = None) -> Job:
+        """Free (or put to sleep) the engines the lane keeps: their memory goes to a training step. On a CPU, ``need``
+        (the training's bytes, ``pool.training_need``) lets engines stay while the machine's free memory covers both,
+        as in-process steps do (``generation.rest_for_training``)."""
+        return self._send({"rest": True, "need": need})
 
     def _read(self) -> None:
         try:
@@ -167,7 +170,8 @@ def serve(reply_fd: int) -> int:
         for line in sys.stdin:
             request = json.loads(line)
             if request.get("rest"):
-                generation.rest_for_training()
+                need = request.get("need")
+                generation.rest_for_training((lambda: need) if need else None)
                 rc = 0
             else:
                 st = Step(name=request["step"], argv=request["argv"])

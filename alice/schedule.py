@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .hardware import BUDGET_ENV
 from .lane import Lane
-from .steps import Step, _check_terminated, _open_log, _outcome, _spawn
+from .steps import Step, _check_terminated, _open_log, _outcome, _spawn, _training_need
 
 POLL_S = 0.2  # how often running steps are checked (bench/schedule_sim.py, which replays steps sped up, lowers it)
 GPU_OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory")
@@ -90,6 +90,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     shared: set[int] = set()  # running steps that have had a neighbour on the card
     alone: set[int] = set()  # steps to run with nothing beside them (a retry after a GPU OOM beside others)
     refined: set[int] = set()  # steps whose share was read from their inputs (Step.refine)
+    rested: set[int] = set()  # training steps for which the lane has put its engines to rest (no GPU)
     ran = skipped = 0
     label = lambda i: f"[{i + 1:2d}/{len(steps)}] {steps[i].name}"  # noqa: E731
     lane = Lane(logs / "engine_lane.log", engine_env(card_gib)) if shared_engines else None
@@ -136,8 +137,10 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                         lane.rest()  # the lane's kept engine is in the way: freed (or put to sleep) first
                     reserve = share(st, card_gib) if reserve is None else reserve
                     continue
-                if st.trains and card_gib is None and lane is not None and lane.pooled and not lane.busy:
-                    lane.rest()  # no GPU: a training step takes the machine, the lane's engines go first
+                if st.trains and card_gib is None and lane is not None and lane.pooled and not lane.busy \
+                        and i not in rested:  # no GPU: the lane's engines stay only where the memory covers both
+                    rested.add(i)
+                    lane.rest(need=cpu_training_need(st))
                     continue
                 if in_lane:
                     argv, log, f = _open_log(logs, i + 1, st, in_process=True)
@@ -183,6 +186,14 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     print(f"all steps finished in {time.time() - t_all:.0f}s ({ran} run, {skipped} skipped"
           + (f"; failed or not run: {', '.join(bad)})" if bad else ")"), file=sys.stderr if bad else sys.stdout)
     return 1 if bad else 0
+
+
+def cpu_training_need(st: Step) -> int | None:
+    """The CPU memory a training step takes (``pool.training_need``), None when its flags do not say."""
+    try:
+        return _training_need(st, st.config())
+    except (Exception, SystemExit):  # noqa: BLE001 - a plain command or flags of no stage: unknown
+        return None
 
 
 def lane_step(st: Step) -> bool:

