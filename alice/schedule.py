@@ -129,11 +129,14 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                 if running and (len(running) >= jobs or any(j in alone for j in running)
                                 or (st.trains and card_gib is None and any(steps[j].trains for j in running))):
                     continue  # memory not counted (no GPU): one training step at a time, it fills the machine
-                kept = [lane.held_gib] if lane is not None and not lane.busy and lane.held_gib and not in_lane else []
+                # what the idle lane's kept engine holds (until a rest of it has finished; a step of the lane's
+                # own counts its engine in its share)
+                kept = [lane.held_gib] if lane is not None and lane.held_gib and not in_lane and (
+                    not lane.busy or lane.resting) else []
                 if card_gib is not None and (running or kept) and not fits(
                         share(st, card_gib), [share(steps[j], card_gib) for j in running] + kept, reserve, card_gib):
-                    if kept and fits(share(st, card_gib), [share(steps[j], card_gib) for j in running], reserve,
-                                     card_gib):
+                    if kept and not lane.busy and fits(share(st, card_gib), [share(steps[j], card_gib)
+                                                                             for j in running], reserve, card_gib):
                         lane.rest()  # the lane's kept engine is in the way: freed (or put to sleep) first
                     reserve = share(st, card_gib) if reserve is None else reserve
                     continue

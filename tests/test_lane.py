@@ -67,6 +67,8 @@ out = os.fdopen(int(sys.argv[-1]), "w", buffering=1)
 for n, line in enumerate(sys.stdin):
     req = json.loads(line)
     if req.get("rest"):
+        time.sleep(0.5)
+        open(os.path.join(os.path.dirname(sys.argv[0]), "rested.txt"), "a").write(str(time.time()) + "\\n")
         out.write(json.dumps({"rc": 0, "pooled": 0}) + "\\n"); continue
     open(req["log"], "a").write("ran " + req["step"] + " in lane " + str(os.getpid()) + "\\n")
     time.sleep(30 if req["step"].startswith("sleep") else 0.3)
@@ -108,7 +110,7 @@ def test_a_step_the_lane_dies_in_fails_and_the_next_gets_a_new_lane(tmp_path, mo
 
 def test_the_lanes_kept_engine_counts_on_the_card_and_is_freed_for_a_step_that_needs_the_room(tmp_path, monkeypatch):
     """A generating step leaves its engine in the lane (6 of a 10 GiB card); a training step of 6 GiB then does not
-    fit beside it: the lane rests (frees it) first, and only then the training step starts."""
+    fit beside it: the lane rests (frees it) first, and the training step starts only once that has finished."""
     _fake_lane(tmp_path, monkeypatch)
     requests = []
     real_send = lane_mod.Lane._send
@@ -126,7 +128,7 @@ def test_the_lanes_kept_engine_counts_on_the_card_and_is_freed_for_a_step_that_n
     assert schedule.execute_parallel(steps, tmp_path / "logs", jobs=2, card_gib=10, shared_engines=True) == 0
     assert [r for r, _ in requests] == ["gen", "rest"]
     started = float((tmp_path / "t.txt").read_text().split()[1])
-    assert started > requests[1][1]
+    assert started > float((tmp_path / "rested.txt").read_text()) > requests[1][1]
 
 
 def test_killing_a_lane_step_ends_the_lane_at_once(tmp_path, monkeypatch):
