@@ -124,7 +124,10 @@ class Lane:
             reply = json.loads(line)
             self._finish(int(reply["rc"]), int(reply.get("pooled", 0)))
         elif chunk == b"" or (self.proc is not None and self.proc.poll() is not None and not chunk):
-            rc = self.proc.poll() if self.proc is not None else None
+            try:  # its replies' pipe closed: it has ended, or is ending
+                rc = self.proc.wait(timeout=10) if self.proc is not None else None
+            except subprocess.TimeoutExpired:
+                rc = None
             print(f"[lane] the engine lane ended (exit status {rc}); the next generating step starts a new one "
                   f"(its output: {self.console})", file=sys.stderr, flush=True)
             self._finish(rc if rc else 1, 0)
