@@ -146,8 +146,8 @@ def main(argv=None) -> int:
             res["variants"][v] = (json.loads(pr.stdout.strip().splitlines()[-1]) if pr.returncode == 0 else
                                   {"error": f"exit {pr.returncode}: {errors[-1][:300]}"})
             print(v, json.dumps(res["variants"][v]), flush=True)
-            if a.out:
-                replace_run(a.out, res, key=lambda r: r.get("device"))
+            if a.out:  # one run per card and command: a rerun of some variants is kept beside the full run
+                replace_run(a.out, res, key=lambda r: (r.get("device"), r.get("command")))
     return 0
 
 
