@@ -26,8 +26,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import paths
-
 
 def lane_argv(reply_fd: int) -> list[str]:
     """The lane's command: this interpreter serving requests, its replies to ``reply_fd``."""
@@ -78,15 +76,12 @@ class Lane:
         return self.job is not None and self._gib is None
 
     def _start(self) -> None:
-        from .steps import _die_with_parent
+        from .steps import _spawn
 
         read_fd, write_fd = os.pipe()
         self.console.parent.mkdir(parents=True, exist_ok=True)
         with open(self.console, "ab") as log:
-            self.proc = subprocess.Popen(
-                lane_argv(write_fd), stdin=subprocess.PIPE, stdout=log,
-                stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=paths.child_env(**self.env_extra),
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            self.proc = _spawn(lane_argv(write_fd), log, self.env_extra, stdin=subprocess.PIPE, pass_fds=(write_fd,))
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self._fd, self._buf, self.pooled, self.held_gib = read_fd, b"", 0, 0.0

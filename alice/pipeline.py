@@ -310,11 +310,11 @@ def run(args: PipelineOptions) -> int:
     L = Layout.default(args.root)
     logs = L.models / "logs" / _setting_name(args)
     hw, problems = place(steps, args)
+    lane = args.jobs > 1 and args.shared_engines and not args.subprocess  # generating steps in one engine lane
     if args.dry_run:
         print(f"# hardware: {hw.describe()}" + ("; planned for one 80 GiB GPU (no GPU visible here; --gpus N "
                                                 "--gpu-memory-gib G plan for other hardware)" if hw.assumed and
                                                 args.gpus is None and args.gpu_memory_gib is None else ""))
-        lane = args.jobs > 1 and args.shared_engines and not args.subprocess
         print("# each step: its stage's run(config), the config parsed from the flags below"
               + (" (generating steps in one engine lane, the others as a subprocess: python -m alice.stages.<stage> "
                  "with these flags)" if lane else " (as a subprocess: python -m alice.stages.<stage> with these flags)"
@@ -344,7 +344,7 @@ def run(args: PipelineOptions) -> int:
     if args.jobs > 1:
         card = plan_mod.USABLE * hw.gpu_gib if hw.gpus and not hw.assumed else None  # the memory steps share
         rc = execute_parallel(steps, logs, args.jobs, report_note=smoke_note(args), card_gib=card,
-                              shared_engines=args.shared_engines and not args.subprocess)
+                              shared_engines=lane)
     else:
         rc = execute(steps, logs, in_process=not args.subprocess, report_note=smoke_note(args))
     if rc == 0:

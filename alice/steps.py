@@ -315,11 +315,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def _spawn(argv: list[str], log, env_extra: dict | None = None) -> subprocess.Popen:
-    """Start one step, its output to ``log``; it dies with the pipeline (even by kill -9). The step imports the
-    ``alice`` package this process runs (from where it is installed or checked out), whatever else is on the path."""
+def _spawn(argv: list[str], log, env_extra: dict | None = None, **popen) -> subprocess.Popen:
+    """Start one step (or the engine lane: ``popen``, more of Popen's arguments), its output to ``log``; it dies with
+    the pipeline (even by kill -9). The step imports the ``alice`` package this process runs (from where it is
+    installed or checked out), whatever else is on the path."""
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=paths.child_env(**(env_extra or {})),
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None, **popen)
 
 
 def _call(argv: list[str], log) -> int:

@@ -56,8 +56,9 @@ case "${1:-}" in
       python3 bench/train_variants.py --config bench/configs/$1_gpu.yaml --data-dir $H/gpu_data --root /tmp/$1 \
         --out $H/$1_gpu.json > $H/$1.log 2>&1; mark $1 $?
     }
+    vllm_in() { until [ -f $H/vllm.rc ]; do sleep 2; done; }  # vLLM's wheel joined and installed (call `vllm`)
     gen() {
-      until [ -f $H/vllm.rc ]; do sleep 2; done
+      vllm_in
       python3 bench/scale_gpu.py $cfg --train --lora ${SCALE_GEN_ARGS:-} --out $H/scale_gen.json > $H/gen.log 2>&1
       mark gen $?
     }
@@ -65,17 +66,17 @@ case "${1:-}" in
       case $job in
         nan) provision 0.5B $PARTS_05B && bench nan_norms;;
         gen) gen;;
-        packing) provision 1.5B $PARTS_15B && until [ -f $H/vllm.rc ]; do sleep 2; done && bench packing;;
+        packing) provision 1.5B $PARTS_15B && vllm_in && bench packing;;
         real)  # the one command on REAL_DATA (bench/oneoff/gpu_real_results.sh, its settings from start's env)
           # carry the 0.5B, then vLLM, then the 1.5B: the run starts once the first two are in, and the 1.5B is
           # provisioned meanwhile (~100 s after its last part; the first 1.5B step starts ~3 min into the run)
           provision 0.5B $PARTS_05B && {
-            until [ -f $H/vllm.rc ]; do sleep 2; done
+            vllm_in
             cp -r $H/gpu_data .gpu_data && bash bench/oneoff/gpu_real_results.sh launch ${REAL_DATA:-gsm8k} > $H/real.log 2>&1
             provision 1.5B $PARTS_15B
             until [ -f /tmp/real/${REAL_DATA:-gsm8k}/rc ]; do sleep 5; done; mark real $(cat /tmp/real/${REAL_DATA:-gsm8k}/rc); };;
         setting)  # issue 31's gsm8k setting, timed (bench/setting.py; SETTING_ARGS: e.g. '--pipeline-args --shared-engines')
-          provision 0.5B $PARTS_05B && provision 1.5B $PARTS_15B && until [ -f $H/vllm.rc ]; do sleep 2; done && {
+          provision 0.5B $PARTS_05B && provision 1.5B $PARTS_15B && vllm_in && {
             python3 bench/setting.py --config bench/configs/setting_gpu.yaml --root /tmp/setting --data-dir $H/gpu_data \
               --out $H/setting_gpu.json ${SETTING_ARGS:-} > $H/setting.log 2>&1; mark setting $?; };;
         kernels) provision 0.5B $PARTS_05B && { python3 bench/nan_kernels_gpu.py --config bench/configs/nan_kernels_gpu.yaml ${KERNELS_ARGS:-} \
