@@ -76,12 +76,12 @@ class Lane:
         return self.job is not None and self._gib is None
 
     def _start(self) -> None:
-        from .steps import _spawn
+        from .steps import spawn
 
         read_fd, write_fd = os.pipe()
         self.console.parent.mkdir(parents=True, exist_ok=True)
         with open(self.console, "ab") as log:
-            self.proc = _spawn(lane_argv(write_fd), log, self.env_extra, stdin=subprocess.PIPE, pass_fds=(write_fd,))
+            self.proc = spawn(lane_argv(write_fd), log, self.env_extra, stdin=subprocess.PIPE, pass_fds=(write_fd,))
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self._fd, self._buf, self.pooled, self.held_gib = read_fd, b"", 0, 0.0

@@ -57,7 +57,7 @@ from .steps import (  # noqa: F401  (alice.pipeline.<name>)
     BadStep,
     Step,
     Terminated,
-    _open_log,
+    open_log,
     _output_to,
     check_steps,
     execute,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .hardware import BUDGET_ENV
 from .lane import Lane
-from .steps import Step, _check_terminated, _open_log, _outcome, _spawn, _training_need
+from .steps import Step, check_terminated, open_log, outcome, spawn, training_need
 
 POLL_S = 0.2  # how often running steps are checked (bench/schedule_sim.py, which replays steps sped up, lowers it)
 GPU_OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory")
@@ -96,7 +96,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
     lane = Lane(logs / "engine_lane.log", engine_env(card_gib)) if shared_engines else None
     try:
         while True:
-            _check_terminated()
+            check_terminated()
             if lane is not None and lane.resting:
                 lane.job.poll()
             for i, st in enumerate(steps):  # a failed prerequisite blocks its dependants (the report runs anyway)
@@ -146,13 +146,13 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                     lane.rest(need=cpu_training_need(st))
                     continue
                 if in_lane:
-                    argv, log, f = _open_log(logs, i + 1, st, in_process=True)
+                    argv, log, f = open_log(logs, i + 1, st, in_process=True)
                     f.close()  # the lane appends the step's output
                     running[i] = (lane.run(st.name, st.argv, log, bool(st.outputs), share(st, card_gib)),
                                   time.time(), log, f)
                 else:
-                    argv, log, f = _open_log(logs, i + 1, st)
-                    running[i] = (_spawn(argv, f, step_env(st, card_gib)), time.time(), log, f)
+                    argv, log, f = open_log(logs, i + 1, st)
+                    running[i] = (spawn(argv, f, step_env(st, card_gib)), time.time(), log, f)
                 if len(running) > 1:
                     shared.update(running)
                 state[st.name] = "running"
@@ -176,7 +176,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
                     shared.discard(i)
                     continue
                 shared.discard(i)
-                state[st.name] = "ok" if _outcome(label(i), st, rc, time.time() - t0, log, report_note) else "failed"
+                state[st.name] = "ok" if outcome(label(i), st, rc, time.time() - t0, log, report_note) else "failed"
             if running:
                 time.sleep(POLL_S)
     finally:
@@ -194,7 +194,7 @@ def execute_parallel(steps: list[Step], logs: Path, jobs: int, report_note: str 
 def cpu_training_need(st: Step) -> int | None:
     """The CPU memory a training step takes (``pool.training_need``), None when its flags do not say."""
     try:
-        return _training_need(st, st.config())
+        return training_need(st, st.config())
     except (Exception, SystemExit):  # noqa: BLE001 - a plain command or flags of no stage: unknown
         return None
 

@@ -181,7 +181,7 @@ def _output_to(f):
         os.close(saved[1])
 
 
-def _training_need(st: Step, cfg) -> int | None:
+def training_need(st: Step, cfg) -> int | None:
     """A CPU's memory the training step ``st`` takes (``pool.training_need``): its model, LoRA or not, its precision."""
     from .generation import pool
     from .sft_config import precision
@@ -200,7 +200,7 @@ def _call_in_process(st: Step, f, overwrite: bool) -> int:
         try:
             cfg = st.config(overwrite)
             if st.trains:  # pooled engines sleep (GPU), stay where memory allows (CPU) or are freed
-                generation.rest_for_training(lambda: _training_need(st, cfg))
+                generation.rest_for_training(lambda: training_need(st, cfg))
             st.stage_module().run(cfg)
             rc = 0
         except SystemExit as e:  # a usage error of the stage's parser (or a stage that exits)
@@ -229,29 +229,29 @@ def execute(steps: list[Step], logs: Path, in_process: bool = True, report_note:
     timings = []
     with generation.engine_pool(generation.pool.default_size()):
         for i, st in enumerate(steps, 1):
-            _check_terminated()
+            check_terminated()
             label = f"[{i:2d}/{len(steps)}] {st.name}"
             if st.done():
                 print(f"{label}: done, skipped", flush=True)
                 continue
             here = in_process and st.stage is not None and st.argv[0] == sys.executable and not st.launcher
-            argv, log, f = _open_log(logs, i, st, in_process=here)
+            argv, log, f = open_log(logs, i, st, in_process=here)
             print(f"{label}: running (log: {log})", flush=True)
             t0 = time.time()
             with f:
                 if st.trains and not here:  # training under a launcher (several GPUs) needs the cards too
                     generation.rest_for_training()
                 rc = _call_in_process(st, f, overwrite=bool(st.outputs)) if here else _call(argv, f)
-            _check_terminated()
+            check_terminated()
             dt = time.time() - t0
             timings.append((st.name, dt))
-            if not _outcome(label, st, rc, dt, log, report_note):
+            if not outcome(label, st, rc, dt, log, report_note):
                 return 1
     print(f"all steps finished in {time.time() - t_all:.0f}s ({len(timings)} run, {len(steps) - len(timings)} skipped)")
     return 0
 
 
-def _open_log(logs: Path, i: int, st: Step, in_process: bool = False):
+def open_log(logs: Path, i: int, st: Step, in_process: bool = False):
     """The step's command (with ``--overwrite``: a step not done redoes what was made otherwise, alice.fresh), its log
     ``logs/<i>_<name>.log`` and that log opened, the command written first (in-process: the documented command the
     stage's config is parsed from; an earlier attempt's log becomes ``<i>_<name>.attempt<k>.log``)."""
@@ -273,7 +273,7 @@ def _open_log(logs: Path, i: int, st: Step, in_process: bool = False):
     return argv, log, f
 
 
-def _outcome(label: str, st: Step, rc: int, dt: float, log: Path, report_note: str | None) -> bool:
+def outcome(label: str, st: Step, rc: int, dt: float, log: Path, report_note: str | None) -> bool:
     """Print how a finished step went (a failure: its exit status and its log's tail; the report: its table); True
     when it succeeded (exit 0 and, for a step with outputs, all of them made and recorded)."""
     if rc != 0 or (st.outputs and not st.done()):
@@ -291,7 +291,7 @@ OUTCOME_LINE = re.compile(r"^\[\s*(\d+)/\d+\] (.+?): (running|ok in (\d+)s|FAILE
 
 
 def read_outcomes(console: str) -> dict[str, dict]:
-    """Each step as the pipeline's console output tells it (``execute``'s and ``_outcome``'s lines): ``{name: {"index":
+    """Each step as the pipeline's console output tells it (``execute``'s and ``outcome``'s lines): ``{name: {"index":
     i, "status": "ok" | "FAILED" | "not finished" (started, never ended), "s": seconds or None}}``."""
     out = {}
     for m in OUTCOME_LINE.finditer(console):
@@ -315,7 +315,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _spawn(argv: list[str], log, env_extra: dict | None = None, **popen) -> subprocess.Popen:
+def spawn(argv: list[str], log, env_extra: dict | None = None, **popen) -> subprocess.Popen:
     """Start one step (or the engine lane: ``popen``, more of Popen's arguments), its output to ``log``; it dies with
     the pipeline (even by kill -9). The step imports the ``alice`` package this process runs (from where it is
     installed or checked out), whatever else is on the path."""
@@ -325,7 +325,7 @@ def _spawn(argv: list[str], log, env_extra: dict | None = None, **popen) -> subp
 
 def _call(argv: list[str], log) -> int:
     """Run one step; Ctrl-C or a kill of the pipeline ends the step too."""
-    proc = _spawn(argv, log)
+    proc = spawn(argv, log)
     try:
         return proc.wait()
     except BaseException:
@@ -348,7 +348,7 @@ def _raise_terminated(signum, frame):
     raise Terminated(signum)
 
 
-def _check_terminated() -> None:
+def check_terminated() -> None:
     """Raise ``Terminated`` when a SIGTERM came (its exception may have been swallowed where it landed: inside a
     finalizer or a library's ``except BaseException``); checked between steps, so no further step starts."""
     if _TERMINATED:

@@ -158,7 +158,7 @@ def test_a_cpu_keeps_pooled_engines_through_training_when_its_memory_allows(spik
              steps_mod.Step("train", [py, steps_mod.SFT, spiky, str(trained)], stage=train, model=spiky),
              steps_mod.Step("t1", [py, "gen.py", str(trained), str(tmp_path / "t1.json")], stage=gen),
              steps_mod.Step("a2", [py, "gen.py", spiky, str(tmp_path / "a2.json")], stage=gen)]
-    assert steps_mod._training_need(steps[1], steps[1].config()) > 0  # the estimate of the LoRA training of that model
+    assert steps_mod.training_need(steps[1], steps[1].config()) > 0  # the estimate of the LoRA training of that model
     pool.COUNTS.clear()
     assert steps_mod.execute(steps, tmp_path / "logs") == 0
     logs = {p.name: p.read_text() for p in (tmp_path / "logs").iterdir()}

@@ -71,7 +71,7 @@ def test_long_model_paths_fit_every_file_and_log_name(tmp_path):
     for i, st in enumerate(steps, 1):
         for o in st.outputs:
             assert len(o.name.encode()) < 200, o.name
-        argv, log, f = pipeline._open_log(logs, i, st)  # the step's log is opened (no 'File name too long')
+        argv, log, f = pipeline.open_log(logs, i, st)  # the step's log is opened (no 'File name too long')
         f.close()
         assert len(log.name) < 120
 
