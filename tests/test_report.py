@@ -334,6 +334,9 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
                                        "midlevel": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
                                        "student": "Qwen/Qwen2.5-Coder-1.5B-Instruct"}
     assert mod.setting_of("python -m alice.pipeline --no-such-flag") == {}
+    # what the packed files cannot say (a run resumed by a second launch) is recorded when given
+    mod.main([str(tarball), "--out-dir", str(out), "--data-dir", data_dir, "--note", "resumed once"])
+    assert json.load(open(out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.json"))["provenance"]["note"] == "resumed once"
 
 
 def test_final_answer_format_counts_bare_and_boxed_answers(tmp_path):

@@ -68,12 +68,11 @@ case "${1:-}" in
         gen) gen;;
         packing) provision 1.5B $PARTS_15B && vllm_in && bench packing;;
         real)  # the one command on REAL_DATA (bench/oneoff/gpu_real_results.sh, its settings from start's env)
-          # carry the 0.5B, then vLLM, then the 1.5B: the run starts once the first two are in, and the 1.5B is
-          # provisioned meanwhile (~100 s after its last part; the first 1.5B step starts ~3 min into the run)
-          provision 0.5B $PARTS_05B && {
-            vllm_in
+          # carry the 0.5B, then vLLM, then the 1.5B (the 0.5B is provisioned while the rest travels): the run starts
+          # once all three are in, as the pipeline checks every model of the setting before its first step (session
+          # 16: a launch before the 1.5B was in stopped at that check)
+          provision 0.5B $PARTS_05B && vllm_in && provision 1.5B $PARTS_15B && {
             cp -r $H/gpu_data .gpu_data && bash bench/oneoff/gpu_real_results.sh launch ${REAL_DATA:-gsm8k} > $H/real.log 2>&1
-            provision 1.5B $PARTS_15B
             until [ -f /tmp/real/${REAL_DATA:-gsm8k}/rc ]; do sleep 5; done; mark real $(cat /tmp/real/${REAL_DATA:-gsm8k}/rc); };;
         setting)  # issue 31's gsm8k setting, timed (bench/setting.py; SETTING_ARGS: e.g. '--pipeline-args --shared-engines')
           provision 0.5B $PARTS_05B && provision 1.5B $PARTS_15B && vllm_in && {

@@ -78,7 +78,7 @@ def setting_of(command: str) -> dict:
 
 
 def build(tarball: Path, data_dir: str | None, family: str | None = None, teacher: str | None = None,
-          student: str | None = None, midlevel: str | None = None) -> dict:
+          student: str | None = None, midlevel: str | None = None, note: str | None = None) -> dict:
     """The report of a packed run; the setting (family, teacher, mid-level, student) is the recorded command's unless
     given."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,6 +114,8 @@ def build(tarball: Path, data_dir: str | None, family: str | None = None, teache
             "graded_with_commit": fresh.git_commit(),
             "regraded_accuracy_changed": changed,
         }
+        if note:  # what the packed files cannot say (e.g. a run resumed by a second launch: wall_s is the last one's)
+            rep["provenance"]["note"] = note
         return rep
 
 
@@ -126,8 +128,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--midlevel", default=None)
     ap.add_argument("--student", default=None)
     ap.add_argument("--out-dir", type=Path, default=REPO / "results")
+    ap.add_argument("--note", default=None, help="recorded as provenance.note (what the packed files cannot say)")
     a = ap.parse_args(argv)
-    rep = build(a.tarball, a.data_dir, a.model, a.teacher, a.student, a.midlevel)
+    rep = build(a.tarball, a.data_dir, a.model, a.teacher, a.student, a.midlevel, a.note)
     from alice.registry import model_tag
 
     sizes = [rep.get(k) for k in ("teacher", "midlevel", "student") if rep.get(k)]
