@@ -17,6 +17,7 @@ hold, with a paired bootstrap 95% CI. ``seed_exact``: which of the run's outputs
 from __future__ import annotations
 
 import random
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,7 +288,8 @@ def plot(rep: dict, path) -> None:
         colors = ["#bbbbbb" if not r["w2s"] else "#4c72b0" for r in rows]
         ax.bar(xs, acc, yerr=err, capsize=4, color=colors)
         ax.set_xticks(list(xs))
-        ax.set_xticklabels([r["label"].replace(" (", "\n(") for r in rows], fontsize=7, rotation=0)
+        # wrapped to the bar's width: an ablation's label is a sentence (methods.ABLATIONS)
+        ax.set_xticklabels([textwrap.fill(r["label"], 20) for r in rows], fontsize=7, rotation=0)
         for r, x in zip(rows, xs):
             if r.get("pgr") is not None:
                 ax.text(x, 0.02, f"PGR {r['pgr']:.2f}", ha="center", va="bottom", fontsize=7, color="white")

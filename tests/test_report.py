@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -336,7 +337,14 @@ def test_results_file_from_a_packed_gpu_run(tmp_path):
     assert mod.setting_of("python -m alice.pipeline --no-such-flag") == {}
     # what the packed files cannot say (a run resumed by a second launch) is recorded when given
     mod.main([str(tarball), "--out-dir", str(out), "--data-dir", data_dir, "--note", "resumed once"])
-    assert json.load(open(out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.json"))["provenance"]["note"] == "resumed once"
+    saved = json.load(open(out / "gsm8k_qwen2.5-coder_0.5B_to_1.5B.json"))
+    assert saved["provenance"]["note"] == "resumed once"
+    # files are named under the run's root, not under the folder the pack happened to be extracted to
+    named = {"cluster_file": "/tmp/tmpab12/data/ours/gsm8k/x.jsonl", "notes": ["missing: /tmp/tmpab12/data/y.jsonl"],
+             "data_dir": "/tmp/tmpab123/gsm8k"}
+    assert mod.rootless(named, Path("/tmp/tmpab12")) == {"cluster_file": "<run root>/data/ours/gsm8k/x.jsonl",
+                                                         "notes": ["missing: <run root>/data/y.jsonl"],
+                                                         "data_dir": "/tmp/tmpab123/gsm8k"}
 
 
 def test_final_answer_format_counts_bare_and_boxed_answers(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tarfile
 import tempfile
 from pathlib import Path
@@ -71,6 +72,12 @@ def training_records(root: Path) -> dict:
     return out
 
 
+def rootless(rep: dict, root: Path) -> dict:
+    """The report with the files it names under ``root`` (the temporary folder the pack was extracted to, a different
+    one each time) named under ``<run root>`` instead."""
+    return json.loads(re.sub(re.escape(str(root)) + r'(?=[/"])', "<run root>", json.dumps(rep)))
+
+
 def setting_of(command: str) -> dict:
     """The family, teacher, mid-level and student the recorded pipeline command ran (empty when it does not parse)."""
     o = options_from_command(command)
@@ -114,6 +121,7 @@ def build(tarball: Path, data_dir: str | None, family: str | None = None, teache
             "graded_with_commit": fresh.git_commit(),
             "regraded_accuracy_changed": changed,
         }
+        rep = rootless(rep, root)
         if note:  # what the packed files cannot say (e.g. a run resumed by a second launch: wall_s is the last one's)
             rep["provenance"]["note"] = note
         return rep
