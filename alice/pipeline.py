@@ -130,7 +130,8 @@ def plan(args: PipelineOptions) -> list[Step]:
     # 2. CoT (gsm8k ships its own), teacher stage 1 on CoT and on q-a pairs
     cot = None if data_mod.spec(D).ships_cot else step("cot", A.cot(L, M, D, T), train_gen + seed, model=T)
     teacher = {"cot": step("teacher stage1 cot", A.teacher_model(L, M, D, T, "cot"), sft_extra, after=[cot], model=T)}
-    if s["original"]:  # the qa teacher serves only original W2S; it trains on the questions the CoT step kept
+    single = args.single_hop or not MID  # --no-single-hop: the cascade rows only (checked: needs --midlevel)
+    if s["original"] and single:  # the qa teacher serves only original W2S; it trains on the questions the CoT step kept
         teacher["qa"] = step("teacher stage1 qa", A.teacher_model(L, M, D, T, "qa"), sft_extra, after=[cot], model=T)
         # 3. original W2S: labels from each teacher, student stage 2
         for t in ("qa", "cot"):
@@ -170,10 +171,11 @@ def plan(args: PipelineOptions) -> list[Step]:
                         model=model)
         return prev
 
-    final = alice(T, S, cascade=False, sampler_step=teacher["cot"])
-    trained = step(f"alice student {T}->{S}", A.alice_student(L, M, D, T, S, "singleturn"), sft_extra, after=[final],
-                   model=S)
-    ev("alice", S, "ours-wts", T, utype="singleturn", after=[trained])
+    final = alice(T, S, cascade=False, sampler_step=teacher["cot"]) if single else None
+    if single:
+        trained = step(f"alice student {T}->{S}", A.alice_student(L, M, D, T, S, "singleturn"), sft_extra,
+                       after=[final], model=S)
+        ev("alice", S, "ours-wts", T, utype="singleturn", after=[trained])
     # 4b. method variants beyond the paper's (alice.methods entries with paper=False): trained on their input, evaluated
     made = {"ground_truth": None, "cot": cot, "cot_qa": cot, "alice_final": final}
     for m in methods.METHODS.values():
@@ -373,6 +375,10 @@ def _main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             p.error(f"--{flag.replace('_', '-')}: {e} in {getattr(args, flag)!r}")
     cli.check_weak_strong(p, args.model, args.teacher, args.student, args.midlevel)
+    if not args.single_hop and not args.midlevel:
+        p.error("--no-single-hop leaves the cascade rows only: give --midlevel SIZE (or drop --no-single-hop)")
+    if not args.single_hop and args.ablations:
+        p.error("--ablations vary single-turn Alice, which --no-single-hop leaves out: drop one of the two")
     if not args.dry_run:
         problem = cli.root_problem(args.root or ".")
         if problem:

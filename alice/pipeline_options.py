@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"SFT learning rate (demo {DEMO['lr']} for LoRA; paper {TRAIN_PAPER.lr:g})".replace("e-0", "e-"))
     p.add_argument("--original", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                    help="also run the original-W2S baseline (qa teacher, qa/cot labels, students; demo: off, --paper: on)")
+    p.add_argument("--single-hop", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --midlevel: also the single-hop rows (Alice teacher -> student, original W2S qa/cot); "
+                        "--no-single-hop runs the baselines and the cascade rows only (a cascade that fits a GPU hold)")
     p.add_argument("--summarizer-model", default=None,
                    help="uncertainty summarizer (default: the student in demo mode, Llama-3-70B with --paper)")
     p.add_argument("--embedding-model", default=None, help="sentence-transformers model for QA clustering")
@@ -188,6 +191,7 @@ class PipelineOptions:
     seed_exact: bool = False
     ablations: tuple[str, ...] = ()
     shared_engines: bool = False
+    single_hop: bool = True
     # stage -> {field: value}: settings of one stage's config ('generate': of every generating stage), checked
     stages: dict = field(default_factory=dict)
 

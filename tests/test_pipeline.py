@@ -211,12 +211,38 @@ def test_bad_pipeline_flags_are_usage_errors(capsys, tmp_path):
                         (["--epochs", "-1"], "--epochs: must be a finite number above 0"),
                         (["--num-samples", "1"], "--num-samples: must be at least 2"),
                         (["--model", "../../x"], "--model: invalid choice"),
-                        (["--model", "custom", "--teacher", str(tmp_path / "missing")], "no model folder")):
+                        (["--model", "custom", "--teacher", str(tmp_path / "missing")], "no model folder"),
+                        (["--no-single-hop"], "give --midlevel SIZE"),
+                        (["--midlevel", "1.5B", "--student", "3B", "--no-single-hop", "--ablations", "a"],
+                         "drop one of the two")):
         with pytest.raises(SystemExit) as e:
             pipeline.main([*flags, "--dry-run", "--root", str(tmp_path / "r")])
         err = capsys.readouterr().err
         assert e.value.code == 2 and what in err and "Traceback" not in err, (flags, err)
     assert not (tmp_path / "r").exists()
+
+
+def test_no_single_hop_plans_the_cascade_rows_only():
+    """--no-single-hop (a cascade that fits one GPU hold): the baselines, cascade Alice and the original cascade, with
+    every step they read; none of the single-hop rows (Alice teacher -> student, original W2S qa/cot) or what only
+    they need (the qa teacher)."""
+    flags = ["--data", "hotpotqa", "--midlevel", "1.5B", "--student", "3B", "--paper"]
+    full = {s.name: s for s in pipeline.plan(pipeline.options_from_argv(flags))}
+    cut = {s.name: s for s in pipeline.plan(pipeline.options_from_argv([*flags, "--no-single-hop"]))}
+    single = {"teacher stage1 qa", "original labels qa", "original student qa", "eval original qa", "original labels cot",
+              "original student cot", "eval original cot", "alice 0.5B->3B zeroshot", "alice 0.5B->3B final",
+              "alice student 0.5B->3B", "eval alice"}
+    assert single <= set(full) and not single & set(cut)
+    # the rest is the full plan's, step for step: the same commands, and every prerequisite is in the plan
+    assert set(cut) == set(full) - single - {"alice 0.5B->3B cluster", "alice 0.5B->3B uncertainty"}
+    for name, st in cut.items():
+        if name != "report":
+            assert st.argv == full[name].argv, name
+        assert set(st.after) <= set(cut), (name, set(st.after) - set(cut))
+    for row in ("eval weak 0.5B", "eval strong 3B", "eval cascade alice", "eval original cascade", "cascade mid 0.5B->1.5B"):
+        assert row in cut
+    # the teacher's samples and uncertainty statements (shared by both hops) are made by the mid-level hop's chain
+    assert {"alice 0.5B->1.5B cluster", "alice 0.5B->1.5B uncertainty"} <= set(cut)
 
 
 def test_log_folder_stays_under_root():

@@ -12,7 +12,7 @@
 # (default 'nan gen packing') is the order of steps 2-4: carry the parts in the same order; 'kernels' runs
 # bench/nan_kernels_gpu.py (the 0.5B; KERNELS_ARGS: its flags beside the config, e.g. '--variants sdpa,sdpa_cudnn'); 'real' runs the one command on REAL_DATA (default gsm8k) by
 # bench/oneoff/gpu_real_results.sh, whose settings (JOBS, WITH_NAIVE, EXTRA_ARGS, GEN_ARGS...) `start` passes on,
-# once the 0.5B, the 1.5B and vLLM are there; then `gpu_real_results.sh wait|pack`; 'setting' times issue 31's gsm8k
+# once the models of REAL_MODELS (default the 0.5B and the 1.5B) and vLLM are there; then `gpu_real_results.sh wait|pack`; 'setting' times issue 31's gsm8k
 # setting (bench/setting.py, SETTING_ARGS beside its config).
 # Nothing runs here between two calls (the machine goes back after 30 s idle): waits happen there (`wait`).
 #
@@ -24,7 +24,6 @@
 set -uo pipefail
 H=${HOLD:-/tmp/hold}; CODE=$H/code; SITE=${SITE:-/tmp/site}; PARTS=${PARTS:-/tmp/alice-parts}
 VLLM_WHL=vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64.whl
-PARTS_05B=11; PARTS_15B=24  # Qwen--Qwen2.5-Coder-{0.5B,1.5B}-Instruct.gguf.part*
 mark() { echo "$2" > "$H/$1.rc"; echo "$(date +%T) $1 rc=$2"; }
 case "${1:-}" in
   start)
@@ -45,12 +44,18 @@ case "${1:-}" in
       python3 bench/scale_gpu.py $cfg --no-vllm --out $H/scale_train.json > $H/train.log 2>&1; mark train $?
     fi
     source $H/kit/on_device.sh env
-    # a model's weights, once its parts are all there: provision it (the manifest cut to it), then its bench
-    provision() {  # NAME PARTS
-      until [ "$(ls $PARTS/Qwen--Qwen2.5-Coder-$1-Instruct.gguf.part* 2>/dev/null | wc -l)" -ge $2 ]; do sleep 2; done
-      grep "Coder-$1" $H/manifest.all > $H/kit/manifest.txt
-      ALICE_KIT_NO_WHEELS=1 bash $H/kit/on_device.sh provision > $H/provision_$1.log 2>&1; local rc=$?
-      mark provision_$1 $rc; return $rc
+    # a model's weights, once its parts are all there: provision it (the manifest cut to it), then its bench. NAME is
+    # an extended regex over the manifest's file names (Coder-0.5B, Coder-1.5B, SmolLM2, MiniLM); its files are all
+    # there when their parts add up to the manifest's sizes
+    provision() {  # NAME
+      local tag=${1//[^A-Za-z0-9.]/_}
+      grep -E "$1" $H/manifest.all | grep -v "^vllm-" > $H/kit/manifest.txt
+      [ -s $H/kit/manifest.txt ] || { echo "no file of $1 in the manifest: pack it (pack.sh --models)"; mark provision_$tag 1; return 1; }
+      while read -r name size sha; do
+        until [ "$(stat -c %s $PARTS/$name.part* 2>/dev/null | awk '{s+=$1} END {print s+0}')" = "$size" ]; do sleep 2; done
+      done < $H/kit/manifest.txt
+      ALICE_KIT_NO_WHEELS=1 bash $H/kit/on_device.sh provision > $H/provision_$tag.log 2>&1; local rc=$?
+      mark provision_$tag $rc; return $rc
     }
     bench() {  # NAME (bench/configs/NAME_gpu.yaml)
       python3 bench/train_variants.py --config bench/configs/$1_gpu.yaml --data-dir $H/gpu_data --root /tmp/$1 \
@@ -64,21 +69,24 @@ case "${1:-}" in
     }
     for job in ${ORDER:-nan gen packing}; do
       case $job in
-        nan) provision 0.5B $PARTS_05B && bench nan_norms;;
+        nan) provision Coder-0.5B && bench nan_norms;;
         gen) gen;;
-        packing) provision 1.5B $PARTS_15B && vllm_in && bench packing;;
+        packing) provision Coder-1.5B && vllm_in && bench packing;;
         real)  # the one command on REAL_DATA (bench/oneoff/gpu_real_results.sh, its settings from start's env)
-          # carry the 0.5B, then vLLM, then the 1.5B (the 0.5B is provisioned while the rest travels): the run starts
-          # once all three are in, as the pipeline checks every model of the setting before its first step (session
-          # 16: a launch before the 1.5B was in stopped at that check)
-          provision 0.5B $PARTS_05B && vllm_in && provision 1.5B $PARTS_15B && {
+          # REAL_MODELS: the setting's models as manifest names, provisioned in that order (carry their parts in the
+          # same order, vLLM's before the last model's); the run starts once all are in and vLLM is installed, as the
+          # pipeline checks every model of the setting before its first step (session 16: a launch before the 1.5B
+          # was in stopped at that check). The cascade of issue 30: REAL_DATA=hotpotqa REAL_MODELS='SmolLM2 MiniLM
+          # Coder-0.5B Coder-1.5B' MODEL=custom TEACHER=... MIDLEVEL=... STUDENT=... (gpu_real_results.sh)
+          ok=1; for m in ${REAL_MODELS:-Coder-0.5B Coder-1.5B}; do provision "$m" || { ok=0; break; }; done
+          [ $ok = 1 ] && vllm_in && {
             cp -r $H/gpu_data .gpu_data && bash bench/oneoff/gpu_real_results.sh launch ${REAL_DATA:-gsm8k} > $H/real.log 2>&1
             until [ -f /tmp/real/${REAL_DATA:-gsm8k}/rc ]; do sleep 5; done; mark real $(cat /tmp/real/${REAL_DATA:-gsm8k}/rc); };;
         setting)  # issue 31's gsm8k setting, timed (bench/setting.py; SETTING_ARGS: e.g. '--pipeline-args --shared-engines')
-          provision 0.5B $PARTS_05B && provision 1.5B $PARTS_15B && vllm_in && {
+          provision Coder-0.5B && provision Coder-1.5B && vllm_in && {
             python3 bench/setting.py --config bench/configs/setting_gpu.yaml --root /tmp/setting --data-dir $H/gpu_data \
               --out $H/setting_gpu.json ${SETTING_ARGS:-} > $H/setting.log 2>&1; mark setting $?; };;
-        kernels) provision 0.5B $PARTS_05B && { python3 bench/nan_kernels_gpu.py --config bench/configs/nan_kernels_gpu.yaml ${KERNELS_ARGS:-} \
+        kernels) provision Coder-0.5B && { python3 bench/nan_kernels_gpu.py --config bench/configs/nan_kernels_gpu.yaml ${KERNELS_ARGS:-} \
           --data-dir $H/gpu_data --out $H/nan_kernels_gpu.json > $H/nan_kernels.log 2>&1; mark nan_kernels $?; };;
       esac
     done
