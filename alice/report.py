@@ -161,7 +161,10 @@ def build(layout: Layout, model: str, teacher: str, student: str, data: str, mid
             row["pgr_note"] = "needs weak and strong"
             continue
         row["pgr"] = _pgr(row["accuracy"], weak["accuracy"], strong["accuracy"])
-        if all(x.get("seed_accuracy") is not None for x in (row, *_rows_of(rows, "weak", "strong"))):
+        # the seed's metric counts parsed answers only: one that parsed none (a student writing \boxed{} where the
+        # seed reads '####') has no seed accuracy to put in a PGR
+        if all(x.get("seed_accuracy") is not None and x.get("seed_denominator")
+               for x in (row, *_rows_of(rows, "weak", "strong"))):
             w, st = (x["seed_accuracy"] for x in _rows_of(rows, "weak", "strong"))
             row["seed_pgr"] = _pgr(row["seed_accuracy"], w, st)
         if row["pgr"] is None:

@@ -108,6 +108,10 @@ def test_report_shows_the_seeds_metric(tmp_path, capsys):
     assert rows["alice"]["pgr"] == pytest.approx(0.75) and rows["alice"]["seed_pgr"] == pytest.approx(0.5)
     out = capsys.readouterr().out
     assert "seed's metric" in out and "0.625 (10/16)" in out and "0.500" in out
+    # a student whose answers the seed's metric parses none of: no seed's PGR (not one computed from 0/0)
+    put_seed(eval_run_name("qwen2.5", "7B", "ours-wts", "1.5B", ours_wts_type="singleturn"), 14, 0, 0)
+    alice = next(r for r in report.build(L, "qwen2.5", "1.5B", "7B", "gsm8k")["rows"] if r["key"] == "alice")
+    assert alice["seed_denominator"] == 0 and alice.get("seed_pgr") is None and alice["pgr"] == pytest.approx(0.75)
 
 
 # ---- paired difference Alice - original W2S (cot) ------------------------------------------------------------
