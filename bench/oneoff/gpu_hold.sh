@@ -45,11 +45,11 @@ case "${1:-}" in
     fi
     source $H/kit/on_device.sh env
     # a model's weights, once its parts are all there: provision it (the manifest cut to it), then its bench. NAME is
-    # an extended regex over the manifest's file names (Coder-0.5B, Coder-1.5B, SmolLM2, MiniLM); its files are all
+    # an extended regex (any case) over the manifest's file names (Coder-0.5B, SmolLM2, MiniLM); its files are all
     # there when their parts add up to the manifest's sizes
     provision() {  # NAME
       local tag=${1//[^A-Za-z0-9.]/_}
-      grep -E "$1" $H/manifest.all | grep -v "^vllm-" > $H/kit/manifest.txt
+      grep -iE "$1" $H/manifest.all | grep -v "^vllm-" > $H/kit/manifest.txt
       [ -s $H/kit/manifest.txt ] || { echo "no file of $1 in the manifest: pack it (pack.sh --models)"; mark provision_$tag 1; return 1; }
       while read -r name size sha; do
         until [ "$(stat -c %s $PARTS/$name.part* 2>/dev/null | awk '{s+=$1} END {print s+0}')" = "$size" ]; do sleep 2; done
