@@ -171,8 +171,9 @@ def plan(args: PipelineOptions) -> list[Step]:
                         model=model)
         return prev
 
-    final = alice(T, S, cascade=False, sampler_step=teacher["cot"]) if single else None
+    final = None  # single-turn Alice's final stage: the ablations' input
     if single:
+        final = alice(T, S, cascade=False, sampler_step=teacher["cot"])
         trained = step(f"alice student {T}->{S}", A.alice_student(L, M, D, T, S, "singleturn"), sft_extra,
                        after=[final], model=S)
         ev("alice", S, "ours-wts", T, utype="singleturn", after=[trained])

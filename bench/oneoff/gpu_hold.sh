@@ -10,10 +10,11 @@
 # Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); SCALE_GEN_ARGS adds
 # flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card); ORDER
 # (default 'nan gen packing') is the order of steps 2-4: carry the parts in the same order; 'kernels' runs
-# bench/nan_kernels_gpu.py (the 0.5B; KERNELS_ARGS: its flags beside the config, e.g. '--variants sdpa,sdpa_cudnn'); 'real' runs the one command on REAL_DATA (default gsm8k) by
-# bench/oneoff/gpu_real_results.sh, whose settings (JOBS, WITH_NAIVE, EXTRA_ARGS, GEN_ARGS...) `start` passes on,
-# once the models of REAL_MODELS (default the 0.5B and the 1.5B) and vLLM are there; then `gpu_real_results.sh wait|pack`; 'setting' times issue 31's gsm8k
-# setting (bench/setting.py, SETTING_ARGS beside its config).
+# bench/nan_kernels_gpu.py (the 0.5B; KERNELS_ARGS: its flags beside the config, e.g. '--variants sdpa,sdpa_cudnn');
+# 'real' runs the one command on REAL_DATA (default gsm8k) by bench/oneoff/gpu_real_results.sh, whose settings (JOBS,
+# WITH_NAIVE, EXTRA_ARGS, GEN_ARGS...) `start` passes on, once the models of REAL_MODELS (default the 0.5B and the
+# 1.5B) and vLLM are there; then `gpu_real_results.sh wait|pack`; 'setting' times issue 31's gsm8k setting
+# (bench/setting.py, SETTING_ARGS beside its config).
 # Nothing runs here between two calls (the machine goes back after 30 s idle): waits happen there (`wait`).
 #
 #   carry [.carry/kit .carry/vllm-deps .carry/tok .gpu_data]:  bash bench/oneoff/gpu_hold.sh start
