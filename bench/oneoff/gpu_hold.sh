@@ -60,7 +60,7 @@ case "${1:-}" in
     }
     bench() {  # NAME (bench/configs/NAME_gpu.yaml)
       python3 bench/train_variants.py --config bench/configs/$1_gpu.yaml --data-dir $H/gpu_data --root /tmp/$1 \
-        --out $H/$1_gpu.json > $H/$1.log 2>&1; mark $1 $?
+        --out $H/$1_gpu.json ${BENCH_ARGS:-} > $H/$1.log 2>&1; mark $1 $?
     }
     vllm_in() { until [ -f $H/vllm.rc ]; do sleep 2; done; }  # vLLM's wheel joined and installed (call `vllm`)
     gen() {
@@ -72,7 +72,8 @@ case "${1:-}" in
       case $job in
         nan) provision Coder-0.5B && bench nan_norms;;
         gen) gen;;
-        packing) provision Coder-1.5B && vllm_in && bench packing;;
+        # BENCH_ARGS=--no-evaluate: the trainings alone, no vLLM (a short hold: carry the 1.5B's parts only)
+        packing) provision Coder-1.5B && { [[ "${BENCH_ARGS:-}" == *--no-evaluate* ]] || vllm_in; } && bench packing;;
         real)  # the one command on REAL_DATA (bench/oneoff/gpu_real_results.sh, its settings from start's env)
           # REAL_MODELS: the setting's models as manifest names, provisioned in that order (carry their parts in the
           # same order, vLLM's before the last model's); the run starts once all are in and vLLM is installed, as the
