@@ -7,7 +7,8 @@
 #      no vLLM needed, so the 0.5B's parts travel first)
 #   3. the scale bench's 70B-class generation case, once vLLM's wheel is joined and installed (call `vllm`)
 #   4. the packing bench, once the 1.5B's parts are there (likewise)
-# Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); SCALE_GEN_ARGS adds
+# Settings (env of `start`): SCALE_TRAIN=0 skips the training cases (a card already measured); BENCH_ARGS adds flags
+# to the training benches (--no-evaluate: the packing bench without vLLM or evaluation); SCALE_GEN_ARGS adds
 # flags to the generation case (e.g. '--prompts 32 --new-tokens 512' for the forced 70B on an 80 GB card); ORDER
 # (default 'nan gen packing') is the order of steps 2-4: carry the parts in the same order; 'kernels' runs
 # bench/nan_kernels_gpu.py (the 0.5B; KERNELS_ARGS: its flags beside the config, e.g. '--variants sdpa,sdpa_cudnn');
